@@ -1,0 +1,46 @@
+# Two commands do everything on a fresh Debian/Ubuntu machine with Python 3.11+:
+#   make run    set up .venv and open the window
+#   make test   set up .venv and run every check CI runs
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.hubside-installed
+
+# llama-cpp-python compiles llama.cpp for this CPU. Its AMX kernels crash where the CPU reports AMX but
+# the system has not enabled it (seen in VMs), and desktop CPUs have no AMX: build without it.
+ifeq ($(shell uname -m),x86_64)
+LLAMA_FLAGS := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+endif
+
+.PHONY: run test lint sysdeps sysdeps-gui clean
+
+run: sysdeps-gui $(STAMP)
+	$(BIN)/hubside
+
+test: sysdeps $(STAMP) lint
+	QT_QPA_PLATFORM=$${QT_QPA_PLATFORM:-offscreen} $(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy --strict app
+	$(BIN)/lint-imports
+
+sysdeps:
+	@sh packaging/sysdeps.sh core
+
+sysdeps-gui:
+	@sh packaging/sysdeps.sh gui
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+		|| { echo "Hubside needs Python 3.11 or newer (found $$($(PYTHON) --version))."; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	@echo "Installing Hubside; the first time builds llama.cpp from source (about 4 minutes)."
+	CFLAGS="$(LLAMA_FLAGS)" CXXFLAGS="$(LLAMA_FLAGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+		$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

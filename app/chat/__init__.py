@@ -1,0 +1,1 @@
+"""Conversations and messages in SQLite, prompt building and context trimming (Qt-free)."""

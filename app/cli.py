@@ -1,0 +1,58 @@
+"""The `hubside` command: no arguments opens the window; subcommands run headless."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from app import __version__
+from app.errors import AppError, to_app_error
+from app.logs import setup_logging
+from app.paths import AppPaths
+
+log = logging.getLogger(__name__)
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hubside",
+        description="Browse the Hugging Face Hub, download GGUF models and chat with them offline. "
+        "Without a command, opens the window.",
+    )
+    parser.add_argument("--version", action="version", version=f"hubside {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser("paths", help="print the folders Hubside uses")
+    return parser
+
+
+def _print_paths(paths: AppPaths) -> int:
+    for name in ("config_dir", "data_dir", "models_dir", "cache_dir", "logs_dir"):
+        print(f"{name:<11} {getattr(paths, name)}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    try:
+        paths = AppPaths.from_env().ensure()
+    except OSError as exc:  # before logging exists: say it and stop
+        print(f"hubside: cannot create its folders: {to_app_error(exc).user_message}", file=sys.stderr)
+        return 1
+    setup_logging(paths)
+    try:
+        if args.command == "paths":
+            return _print_paths(paths)
+        from app.ui.application import run_window  # Qt is loaded only when a window is wanted
+
+        return run_window(paths, sys.argv[:1])
+    except AppError as exc:
+        print(f"hubside: {exc.user_message}", file=sys.stderr)
+        log.error("%s", exc)
+        return 1
+    except Exception as exc:
+        error = to_app_error(exc)
+        log.exception("unexpected error")
+        print(f"hubside: {error.user_message} ({error.detail})", file=sys.stderr)
+        return 1

@@ -1,0 +1,1 @@
+"""One prompt across several models, with metrics, votes and ratings (Qt-free)."""

@@ -1,0 +1,1 @@
+"""Resumable, verified downloads and their persisted job queue (Qt-free)."""

@@ -1,0 +1,1 @@
+"""Models on disk: scanning, GGUF header metadata, deletion and disk usage (Qt-free)."""

@@ -1,0 +1,135 @@
+"""Typed user settings, stored as JSON with a schema version and saved atomically.
+
+A settings file Hubside cannot read is moved aside (never deleted) and defaults are used. A file written by a
+newer Hubside is read for the fields this version knows and is never overwritten by it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import tempfile
+import time
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+# schema_version N -> function turning a version-N dict into a version-(N+1) dict.
+_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+@dataclass
+class Settings:
+    schema_version: int = SCHEMA_VERSION
+    models_dir: str | None = None  # None: AppPaths.models_dir
+    extra_model_dirs: list[str] = field(default_factory=list)
+    max_parallel_downloads: int = 2
+    download_stall_seconds: int = 30
+    default_context_length: int = 8192
+    default_gpu_layers: int | None = None  # None: decide from the memory estimate
+    threads: int | None = None  # None: physical cores
+    flash_attention: bool = True
+    last_page: str = "chat"
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether a JSON value fits a field's type hint (int, bool, str, None, list[...] and unions)."""
+    origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union):
+        return any(_matches(value, arg) for arg in typing.get_args(hint))
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        return isinstance(value, list) and all(_matches(v, item) for v in value)
+    if hint is type(None):
+        return value is None
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _coerce(raw: dict[str, Any]) -> Settings:
+    """Keep each known field whose value fits its type; log and drop the rest."""
+    hints = typing.get_type_hints(Settings)
+    values: dict[str, Any] = {}
+    for name, hint in hints.items():
+        if name not in raw:
+            continue
+        if _matches(raw[name], hint):
+            values[name] = raw[name]
+        else:
+            log.warning("settings: ignoring %s=%r (expected %s)", name, raw[name], hint)
+    return Settings(**values)
+
+
+class SettingsStore:
+    """Loads and saves `Settings` at one path. The only writer of the settings file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.read_only = False  # set when the file comes from a newer Hubside
+
+    def load(self) -> Settings:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return Settings()
+        try:
+            raw = json.loads(text)
+            if not isinstance(raw, dict):
+                raise ValueError("settings file is not a JSON object")
+            version = raw.get("schema_version", 1)
+            if not isinstance(version, int) or version < 1:
+                raise ValueError(f"bad schema_version {version!r}")
+        except ValueError as exc:
+            self._move_aside(exc)
+            return Settings()
+        if version > SCHEMA_VERSION:
+            log.warning("settings: written by a newer Hubside (schema %d); not saving", version)
+            self.read_only = True
+        while version < SCHEMA_VERSION:
+            raw = _MIGRATIONS[version](raw)
+            version += 1
+        settings = _coerce(raw)
+        settings.schema_version = SCHEMA_VERSION
+        return settings
+
+    def save(self, settings: Settings) -> None:
+        if self.read_only:
+            log.warning("settings: not saved, the file belongs to a newer Hubside")
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        data = json.dumps(dataclasses.asdict(settings), indent=2, sort_keys=True) + "\n"
+        write_atomic(self.path, data.encode("utf-8"))
+
+    def _move_aside(self, reason: Exception) -> None:
+        aside = self.path.with_name(f"{self.path.name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(self.path, aside)
+        log.warning("settings: unreadable (%s); moved to %s, using defaults", reason, aside)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that a crash leaves either the old file or the new one, never half."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -1,0 +1,1 @@
+"""Everything Qt: the main window, pages, item models and the thread bridges."""

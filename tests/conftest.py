@@ -1,0 +1,101 @@
+"""Fixtures every test can use: an isolated home, real and tiny models, and the Hub stand-in."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import models
+from tests.hubstub import HubStub
+from tests.tinymodel import TinySpec, make_tiny_model
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+_session_stub: HubStub | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Start the Hub stand-in before anything imports huggingface_hub, which reads HF_* at import."""
+    global _session_stub
+    _session_stub = HubStub().start()
+    os.environ["HF_ENDPOINT"] = _session_stub.endpoint
+    os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="hubside-test-hf-home-")
+    os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+    os.environ.pop("HF_TOKEN", None)
+    os.environ.pop("HF_HUB_OFFLINE", None)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _session_stub is not None:
+        _session_stub.stop()
+
+
+@pytest.fixture(autouse=True)
+def hubside_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own HUBSIDE_HOME, so no test touches the real user's folders."""
+    home = tmp_path / "hubside-home"
+    monkeypatch.setenv("HUBSIDE_HOME", str(home))
+    return home
+
+
+@pytest.fixture(autouse=True)
+def restore_root_logging() -> Iterator[None]:
+    """Code under test may call setup_logging(); undo it so no handler outlives its test's folder."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in root.handlers:
+        if handler not in handlers:
+            root.removeHandler(handler)
+            handler.close()
+    root.setLevel(level)
+
+
+@pytest.fixture
+def hub() -> Iterator[HubStub]:
+    """The Hub stand-in (HF_ENDPOINT points at it), empty: add repos and faults per test."""
+    assert _session_stub is not None
+    _session_stub.reset()
+    yield _session_stub
+    _session_stub.reset()
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> Path:
+    """SmolLM2-135M-Instruct Q4_1 (98 MB, a real llama-arch chat model), sha256-verified."""
+    return models.fetch(models.SMOLLM2)
+
+
+@pytest.fixture(scope="session")
+def gemma3_path() -> Path:
+    """Gemma 3 270M Q4_K_M (253 MB, a real gemma3 base model), sha256-verified."""
+    return models.fetch(models.GEMMA3)
+
+
+TinyModelFactory = Callable[..., Path]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_factory(smollm2_path: Path, tmp_path_factory: pytest.TempPathFactory) -> TinyModelFactory:
+    """`tiny_model_factory(context_length=..., n_layers=..., chat_template=...)` -> a cached tiny GGUF."""
+    folder = tmp_path_factory.mktemp("tiny-models")
+    made: dict[TinySpec, Path] = {}
+
+    def factory(**options: object) -> Path:
+        spec = TinySpec(**options)  # type: ignore[arg-type]
+        if spec not in made:
+            made[spec] = make_tiny_model(folder / f"tiny-{len(made)}.gguf", smollm2_path, spec)
+        return made[spec]
+
+    return factory
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_factory: TinyModelFactory) -> Path:
+    """The default tiny model: 2 layers, 512 context, SmolLM2's tokenizer and chat template."""
+    return tiny_model_factory()
