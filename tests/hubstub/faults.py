@@ -91,21 +91,32 @@ class LoggedRequest:
 
 
 class RequestLog:
+    """Every request served, in order. Reading waits (briefly) for responses still being written, so a
+    test that saw its client fail on a cut connection also sees the server's record of that cut."""
+
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._changed = threading.Condition()
         self._entries: list[LoggedRequest] = []
+        self._in_flight = 0
+
+    def begin(self) -> None:
+        with self._changed:
+            self._in_flight += 1
 
     def append(self, entry: LoggedRequest) -> None:
-        with self._lock:
+        with self._changed:
             self._entries.append(entry)
+            self._in_flight -= 1
+            self._changed.notify_all()
 
-    def all(self) -> list[LoggedRequest]:
-        with self._lock:
+    def all(self, settle_seconds: float = 5.0) -> list[LoggedRequest]:
+        with self._changed:
+            self._changed.wait_for(lambda: self._in_flight == 0, timeout=settle_seconds)
             return list(self._entries)
 
     def matching(self, path: str = "", method: str | None = None) -> list[LoggedRequest]:
         return [r for r in self.all() if path in r.path and (method is None or r.method == method)]
 
     def clear(self) -> None:
-        with self._lock:
+        with self._changed:
             self._entries.clear()

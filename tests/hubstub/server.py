@@ -166,6 +166,7 @@ class HubStub:
         path = unquote(raw_path)
         sent = 0
         status = 0
+        self.log.begin()
         try:
             if role == "cdn":
                 status, sent = self._handle_cdn(request, raw_path, query)
