@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from app import __version__
+from app.cli_runtime import add_commands, bench_command, run_command
 from app.errors import AppError, to_app_error
 from app.logs import setup_logging
 from app.paths import AppPaths
@@ -24,6 +25,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"hubside {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("paths", help="print the folders Hubside uses")
+    add_commands(commands)
     return parser
 
 
@@ -44,6 +46,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "paths":
             return _print_paths(paths)
+        if args.command == "run":
+            return run_command(args, paths)
+        if args.command == "bench":
+            return bench_command(args, paths)
         from app.ui.application import run_window  # Qt is loaded only when a window is wanted
 
         return run_window(paths, sys.argv[:1])

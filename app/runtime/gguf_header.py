@@ -1,0 +1,272 @@
+"""A GGUF header reader with caps: every GGUF file is hostile input to C++ code.
+
+It checks magic, version, counts, string and array lengths, value types, tensor shapes, types and data
+offsets against the file's real size before llama.cpp sees the file, and never allocates more than the file
+holds. Any problem is one error type, `BadModelFile`, with a message a user can act on.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app.errors import AppError, ErrorKind
+
+MAGIC = b"GGUF"
+SUPPORTED_VERSIONS = (2, 3)
+MAX_TENSORS = 1 << 16
+MAX_KV = 1 << 16
+MAX_STRING = 1 << 24  # 16 MiB: chat templates are large, nothing legitimate is larger
+MAX_ARRAY = 1 << 24  # vocabularies and merges have at most a few hundred thousand entries
+MAX_DIMS = 4
+KEEP_ARRAY_VALUES = 64  # arrays longer than this are checked and skipped, only their length kept
+DEFAULT_ALIGNMENT = 32
+
+# value type -> (struct format, size); 8 = string, 9 = array
+_SCALARS: dict[int, tuple[str, int]] = {
+    0: ("<B", 1),
+    1: ("<b", 1),
+    2: ("<H", 2),
+    3: ("<h", 2),
+    4: ("<I", 4),
+    5: ("<i", 4),
+    6: ("<f", 4),
+    7: ("<?", 1),
+    10: ("<Q", 8),
+    11: ("<q", 8),
+    12: ("<d", 8),
+}
+_STRING, _ARRAY = 8, 9
+
+
+class BadModelFile(AppError):
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(
+            ErrorKind.BAD_MODEL, f"{path.name} is not a usable GGUF model: {problem}.", str(path)
+        )
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    shape: tuple[int, ...]
+    ggml_type: int
+    offset: int  # from the start of the data section
+    n_bytes: int
+
+
+@dataclass(frozen=True)
+class ArrayInfo:
+    """A long array in the metadata, kept as its element type and length."""
+
+    value_type: int
+    length: int
+
+
+@dataclass(frozen=True)
+class GGUFHeader:
+    path: Path
+    version: int
+    file_size: int
+    metadata: dict[str, Any]
+    tensors: tuple[TensorInfo, ...]
+    data_offset: int
+
+    @property
+    def architecture(self) -> str:
+        return str(self.metadata.get("general.architecture", "unknown"))
+
+    def arch_value(self, key: str, default: Any = None) -> Any:
+        return self.metadata.get(f"{self.architecture}.{key}", default)
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata.get("general.name") or self.path.stem)
+
+    @property
+    def context_length(self) -> int:
+        return int(self.arch_value("context_length", 0) or 0)
+
+    @property
+    def block_count(self) -> int:
+        return int(self.arch_value("block_count", 0) or 0)
+
+    @property
+    def n_params(self) -> int:
+        total = 0
+        for tensor in self.tensors:
+            count = 1
+            for dim in tensor.shape:
+                count *= dim
+            total += count
+        return total
+
+    @property
+    def quant(self) -> str:
+        """The file type label (Q4_K_M, F16...) from `general.file_type`."""
+        file_type = self.metadata.get("general.file_type")
+        if file_type is None:
+            return "unknown"
+        from gguf import LlamaFileType
+
+        try:
+            return LlamaFileType(int(file_type)).name.removeprefix("MOSTLY_").removeprefix("ALL_")
+        except ValueError:
+            return f"type {file_type}"
+
+    @property
+    def chat_template(self) -> str | None:
+        template = self.metadata.get("tokenizer.chat_template")
+        return template if isinstance(template, str) else None
+
+    @property
+    def split_count(self) -> int:
+        return int(self.metadata.get("split.count", 1) or 1)
+
+
+def read_header(path: Path) -> GGUFHeader:
+    """Parse and check the header of the GGUF file at `path`; raises BadModelFile."""
+    try:
+        with path.open("rb") as f:
+            size = path.stat().st_size
+            if size < 24:
+                raise BadModelFile(path, f"the file is too short ({size} bytes) to be a GGUF file")
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
+                return _Parser(path, view, size).parse()
+    except OSError as exc:
+        raise BadModelFile(path, f"it cannot be read ({exc.strerror or exc})") from exc
+
+
+class _Parser:
+    def __init__(self, path: Path, view: mmap.mmap, size: int) -> None:
+        self.path = path
+        self.view = view
+        self.size = size
+        self.pos = 0
+
+    def fail(self, problem: str) -> BadModelFile:
+        return BadModelFile(self.path, problem)
+
+    def need(self, n: int, what: str) -> None:
+        if n < 0 or self.pos + n > self.size:
+            raise self.fail(f"the file ends inside its header ({what} at byte {self.pos})")
+
+    def unpack(self, fmt: str, n: int, what: str) -> Any:
+        self.need(n, what)
+        (value,) = struct.unpack_from(fmt, self.view, self.pos)
+        self.pos += n
+        return value
+
+    def string(self, what: str) -> str:
+        length = self.unpack("<Q", 8, what)
+        if length > MAX_STRING:
+            raise self.fail(f"a {what} claims {length} bytes (more than {MAX_STRING})")
+        self.need(length, what)
+        raw = self.view[self.pos : self.pos + length]
+        self.pos += length
+        return raw.decode("utf-8", errors="replace")
+
+    def skip_string(self, what: str) -> None:
+        length = self.unpack("<Q", 8, what)
+        if length > MAX_STRING:
+            raise self.fail(f"a {what} claims {length} bytes (more than {MAX_STRING})")
+        self.need(length, what)
+        self.pos += length
+
+    def value(self, value_type: int, key: str) -> Any:
+        if value_type in _SCALARS:
+            fmt, n = _SCALARS[value_type]
+            return self.unpack(fmt, n, f"value of {key}")
+        if value_type == _STRING:
+            return self.string(f"string value of {key}")
+        if value_type == _ARRAY:
+            item_type = self.unpack("<I", 4, f"array type of {key}")
+            length = self.unpack("<Q", 8, f"array length of {key}")
+            if item_type not in _SCALARS and item_type != _STRING:
+                raise self.fail(f"the array {key} has an unknown element type {item_type}")
+            min_item = _SCALARS[item_type][1] if item_type in _SCALARS else 8
+            if length > MAX_ARRAY or length * min_item > self.size - self.pos:
+                raise self.fail(f"the array {key} claims {length} elements, more than the file holds")
+            if length <= KEEP_ARRAY_VALUES:
+                return [self.value(item_type, key) for _ in range(length)]
+            if item_type == _STRING:
+                for _ in range(length):
+                    self.skip_string(f"string in {key}")
+            else:
+                self.pos += length * min_item
+            return ArrayInfo(item_type, length)
+        raise self.fail(f"the key {key} has an unknown value type {value_type}")
+
+    def parse(self) -> GGUFHeader:
+        if self.view[:4] != MAGIC:
+            raise self.fail("it does not start with the GGUF magic bytes")
+        self.pos = 4
+        version = self.unpack("<I", 4, "version")
+        if version not in SUPPORTED_VERSIONS:
+            raise self.fail(f"GGUF version {version} is not supported (only versions 2 and 3)")
+        n_tensors = self.unpack("<Q", 8, "tensor count")
+        n_kv = self.unpack("<Q", 8, "metadata count")
+        if n_tensors > MAX_TENSORS:
+            raise self.fail(f"it claims {n_tensors} tensors (more than {MAX_TENSORS})")
+        if n_kv > MAX_KV:
+            raise self.fail(f"it claims {n_kv} metadata entries (more than {MAX_KV})")
+
+        metadata: dict[str, Any] = {}
+        for _ in range(n_kv):
+            key = self.string("metadata key")
+            if key in metadata:
+                raise self.fail(f"the metadata key {key} appears twice")
+            value_type = self.unpack("<I", 4, f"value type of {key}")
+            metadata[key] = self.value(value_type, key)
+
+        infos = [self.tensor_info() for _ in range(n_tensors)]
+        alignment = metadata.get("general.alignment", DEFAULT_ALIGNMENT)
+        if not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):
+            raise self.fail(f"its alignment {alignment!r} is not a power of two")
+        data_offset = -(-self.pos // alignment) * alignment
+        data_size = self.size - data_offset
+        tensors = []
+        seen: set[str] = set()
+        for name, shape, ggml_type, offset in infos:
+            if name in seen:
+                raise self.fail(f"the tensor {name} appears twice")
+            seen.add(name)
+            n_bytes = self.tensor_bytes(name, shape, ggml_type)
+            if offset % alignment:
+                raise self.fail(f"the tensor {name} is not aligned to {alignment} bytes")
+            if offset + n_bytes > data_size:
+                raise self.fail(f"the tensor {name} runs past the end of the file (truncated download?)")
+            tensors.append(TensorInfo(name, shape, ggml_type, offset, n_bytes))
+        return GGUFHeader(self.path, version, self.size, metadata, tuple(tensors), data_offset)
+
+    def tensor_info(self) -> tuple[str, tuple[int, ...], int, int]:
+        name = self.string("tensor name")
+        n_dims = self.unpack("<I", 4, f"dimension count of {name}")
+        if not 1 <= n_dims <= MAX_DIMS:
+            raise self.fail(f"the tensor {name} has {n_dims} dimensions")
+        shape = tuple(self.unpack("<Q", 8, f"shape of {name}") for _ in range(n_dims))
+        ggml_type = self.unpack("<I", 4, f"type of {name}")
+        offset = self.unpack("<Q", 8, f"offset of {name}")
+        return name, shape, ggml_type, offset
+
+    def tensor_bytes(self, name: str, shape: tuple[int, ...], ggml_type: int) -> int:
+        from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+        try:
+            block, block_bytes = GGML_QUANT_SIZES[GGMLQuantizationType(ggml_type)]
+        except (ValueError, KeyError):
+            raise self.fail(
+                f"the tensor {name} uses an unsupported quantization (ggml type {ggml_type})"
+            ) from None
+        count = 1
+        for dim in shape:
+            if dim < 1 or dim > self.size * 8:
+                raise self.fail(f"the tensor {name} has an impossible shape {shape}")
+            count *= dim
+        if shape[0] % block:
+            raise self.fail(f"the tensor {name} has a shape {shape} that does not fit its blocks")
+        return count // block * block_bytes

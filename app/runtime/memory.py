@@ -1,0 +1,145 @@
+"""How much memory a model needs at a context length, and how much this machine has free.
+
+Estimate = weights (the file sizes) + KV cache + a compute margin. The KV cache holds, for every layer,
+n_head_kv x (key_length + value_length) elements per token of context. Sliding-window layers are counted at
+the full context, because llama-cpp-python keeps a full-size SWA cache.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app.errors import AppError, ErrorKind
+from app.runtime.gguf_header import GGUFHeader
+
+GIB = 1024**3
+CPU_MARGIN = GIB // 2  # compute buffers, scratch, the engine process itself
+GPU_MARGIN = GIB  # per GPU: CUDA context and compute buffers
+KV_BYTES_PER_ELEMENT = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    weights: int
+    kv_cache: int
+    margin: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.kv_cache + self.margin
+
+    def parts(self) -> str:
+        return (
+            f"weights {gb(self.weights)} + context cache {gb(self.kv_cache)} + "
+            f"compute margin {gb(self.margin)}"
+        )
+
+
+def gb(n_bytes: float) -> str:
+    return f"{n_bytes / GIB:.1f} GB" if n_bytes >= GIB / 10 else f"{n_bytes / 1024**2:.0f} MB"
+
+
+def _per_layer(value: Any, n_layers: int) -> list[int]:
+    if isinstance(value, list):
+        return [int(v) for v in value][:n_layers]
+    return [int(value or 0)] * n_layers
+
+
+def kv_cache_bytes(header: GGUFHeader, n_ctx: int, type_k: str = "f16", type_v: str = "f16") -> int:
+    n_layers = header.block_count
+    n_embd = int(header.arch_value("embedding_length", 0) or 0)
+    n_head = int(header.arch_value("attention.head_count", 0) or 0)
+    if isinstance(header.arch_value("attention.head_count"), list):
+        n_head = max(_per_layer(header.arch_value("attention.head_count"), n_layers) or [0])
+    head_dim = n_embd // n_head if n_head else 0
+    key_length = int(header.arch_value("attention.key_length", head_dim) or head_dim)
+    value_length = int(header.arch_value("attention.value_length", head_dim) or head_dim)
+    kv_heads = _per_layer(header.arch_value("attention.head_count_kv", n_head), n_layers)
+    per_token = sum(
+        heads * (key_length * KV_BYTES_PER_ELEMENT[type_k] + value_length * KV_BYTES_PER_ELEMENT[type_v])
+        for heads in kv_heads
+    )
+    return int(per_token * n_ctx)
+
+
+def model_files(header: GGUFHeader) -> list[Path]:
+    """The file and, for a sharded model, its sibling shards (named -0000N-of-0000M.gguf)."""
+    count = header.split_count
+    stem = header.path.name
+    marker = f"-00001-of-{count:05d}.gguf"
+    if count <= 1 or not stem.endswith(marker):
+        return [header.path]
+    prefix = stem.removesuffix(marker)
+    return [header.path.with_name(f"{prefix}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
+
+
+def estimate(
+    header: GGUFHeader, n_ctx: int, type_k: str = "f16", type_v: str = "f16", gpu: bool = False
+) -> MemoryEstimate:
+    weights = sum(p.stat().st_size for p in model_files(header) if p.exists())
+    margin = GPU_MARGIN if gpu else CPU_MARGIN
+    return MemoryEstimate(weights, kv_cache_bytes(header, n_ctx, type_k, type_v), margin)
+
+
+def physical_cores() -> int:
+    """Physical cores (not hyper-threads), which is what llama.cpp runs fastest on."""
+    cores: set[tuple[str, str]] = set()
+    physical = core = ""
+    try:
+        with Path("/proc/cpuinfo").open() as cpuinfo:
+            for line in cpuinfo:
+                name, _, value = line.partition(":")
+                if name.strip() == "physical id":
+                    physical = value.strip()
+                elif name.strip() == "core id":
+                    core = value.strip()
+                    cores.add((physical, core))
+    except OSError:
+        pass
+    return len(cores) or os.cpu_count() or 1
+
+
+def free_ram() -> int:
+    """MemAvailable (Linux); elsewhere free physical pages."""
+    try:
+        with Path("/proc/meminfo").open() as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def free_vram() -> int | None:
+    """Free memory of the first NVIDIA GPU, or None where nvidia-smi is not there to say."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        out = subprocess.run(
+            [smi, "--query-gpu=memory.free", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout
+        return int(out.split()[0]) * 1024**2
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
+def check_fits(need: MemoryEstimate, available: int, where: str = "RAM") -> None:
+    """Refuse a load that cannot fit, in the words the UI shows."""
+    if need.total > available:
+        raise AppError(
+            ErrorKind.OUT_OF_MEMORY,
+            f"Not enough memory: needs about {gb(need.total)}, {gb(available)} free ({where}). "
+            "Choose a smaller context or model, or force the load.",
+            need.parts(),
+        )

@@ -1,0 +1,176 @@
+"""The typed messages between the app and an engine process (pickled over a multiprocessing pipe)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from app.runtime.templates import ChatMessage
+
+KV_CACHE_TYPES = ("f16", "q8_0", "q4_0")
+DEFAULT_MAX_CONTEXT = 8192
+
+
+@dataclass(frozen=True)
+class LoadParams:
+    """Every knob passed to llama.cpp explicitly; None means 'decide from the model and machine'."""
+
+    model_path: Path
+    n_ctx: int | None = None  # None: min(trained context, 8192)
+    n_threads: int | None = None  # None: physical cores
+    n_batch: int = 512
+    n_gpu_layers: int | None = 0  # None: auto from the memory estimate when a GPU backend is present
+    flash_attn: bool = True
+    type_k: str = "f16"
+    type_v: str = "f16"
+    use_mmap: bool = True
+    use_mlock: bool = False
+    seed: int = 0xFFFFFFFF  # llama.cpp's "random"
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.7
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    repeat_penalty: float = 1.1
+    repeat_last_n: int = 64
+    seed: int | None = None  # None: a new random seed per reply
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """One reply. Exactly one of `messages` (chat), `prompt` (raw text) or `prompt_tokens` is given."""
+
+    request_id: int
+    messages: tuple[ChatMessage, ...] = ()
+    prompt: str | None = None
+    prompt_tokens: tuple[int, ...] = ()
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    max_tokens: int | None = 512  # None: until the context is full
+    stop: tuple[str, ...] = ()
+    ignore_eos: bool = False  # benchmarks generate a fixed number of tokens
+    reuse_cache: bool = True  # keep the KV cache of a shared prompt prefix from the previous reply
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    path: Path
+    name: str
+    arch: str
+    quant: str
+    n_params: int
+    n_ctx: int
+    n_ctx_train: int
+    n_vocab: int
+    n_threads: int
+    n_gpu_layers: int
+    flash_attn: bool
+    has_chat_template: bool
+    load_ms: float
+
+
+@dataclass(frozen=True)
+class ReplyStats:
+    finish_reason: str  # "stop" (end token or stop string), "length", "stopped"
+    prompt_tokens: int
+    prompt_eval_tokens: int  # prompt tokens computed (the rest came from the cache)
+    completion_tokens: int
+    ttft_ms: float
+    prompt_tokens_per_s: float
+    tokens_per_s: float
+    trimmed_messages: int = 0  # oldest messages dropped to fit the context
+    notices: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    pid: int
+    rss_bytes: int
+    peak_rss_bytes: int
+    model: LoadedModel | None
+
+
+# --- app -> engine ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Load:
+    params: LoadParams
+
+
+@dataclass(frozen=True)
+class Generate:
+    request: GenerateRequest
+
+
+@dataclass(frozen=True)
+class Stop:
+    request_id: int
+
+
+@dataclass(frozen=True)
+class Unload:
+    pass
+
+
+@dataclass(frozen=True)
+class GetStats:
+    pass
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    pass
+
+
+Command = Load | Generate | Stop | Unload | GetStats | Shutdown
+
+# --- engine -> app ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Loaded:
+    model: LoadedModel
+
+
+@dataclass(frozen=True)
+class Unloaded:
+    pass
+
+
+@dataclass(frozen=True)
+class Notice:
+    request_id: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Piece:
+    request_id: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    request_id: int
+    stats: ReplyStats
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A command failed inside the engine; the engine itself is still usable."""
+
+    kind: str  # an ErrorKind value
+    message: str
+    detail: str
+    request_id: int | None = None
+
+
+@dataclass(frozen=True)
+class StatsReply:
+    stats: EngineStats
+
+
+Event = Loaded | Unloaded | Notice | Piece | Finished | Failed | StatsReply

@@ -1,0 +1,330 @@
+"""The loaded model inside the engine process: one `Llama`, owned by the engine's worker thread.
+
+The generation loop keeps Python work per token constant: llama.cpp's sampler chain picks the token, one
+`llama_token_to_piece` call and an incremental UTF-8 decoder turn it into text, and a batch of one decodes
+it. Prompts are evaluated in `n_batch` chunks so a stop is seen between chunks; a prompt that shares its
+start with the previous one reuses that part of the KV cache.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from app.errors import AppError, ErrorKind
+from app.runtime.gguf_header import GGUFHeader
+from app.runtime.memory import physical_cores
+from app.runtime.protocol import (
+    DEFAULT_MAX_CONTEXT,
+    Event,
+    GenerateRequest,
+    LoadedModel,
+    LoadParams,
+    Notice,
+    Piece,
+    ReplyStats,
+    SamplingParams,
+)
+from app.runtime.templates import ChatMessage, build_prompt
+
+log = logging.getLogger(__name__)
+
+_GGML_TYPES = {"f16": 1, "q4_0": 2, "q8_0": 8}
+MIN_REPLY_ROOM = 64  # tokens kept free for the reply when a long chat is trimmed
+
+
+class StopMatcher:
+    """Finds stop strings in streamed text, holding back only a tail that could start one."""
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self.stops = tuple(s for s in stops if s)
+        self.pending = ""
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        """Text safe to show now, and whether a stop string was reached (text after it is dropped)."""
+        if not self.stops:
+            return text, False
+        self.pending += text
+        for stop in self.stops:
+            at = self.pending.find(stop)
+            if at >= 0:
+                out, self.pending = self.pending[:at], ""
+                return out, True
+        keep = 0
+        for stop in self.stops:
+            for n in range(min(len(stop) - 1, len(self.pending)), keep, -1):
+                if self.pending.endswith(stop[:n]):
+                    keep = n
+                    break
+        out = self.pending[: len(self.pending) - keep]
+        self.pending = self.pending[len(out) :]
+        return out, False
+
+    def flush(self) -> str:
+        out, self.pending = self.pending, ""
+        return out
+
+
+class LlamaSession:
+    def __init__(self, params: LoadParams, header: GGUFHeader) -> None:
+        import llama_cpp
+
+        if params.type_v != "f16" and not params.flash_attn:
+            raise AppError(ErrorKind.BAD_INPUT, "A quantized V cache needs flash attention.")
+        self.ll: Any = llama_cpp
+        self.header = header
+        n_ctx = params.n_ctx or min(header.context_length or DEFAULT_MAX_CONTEXT, DEFAULT_MAX_CONTEXT)
+        n_threads = params.n_threads or physical_cores()
+        n_gpu_layers = params.n_gpu_layers
+        if n_gpu_layers is None:  # auto: all layers where a GPU backend exists (the app checked VRAM)
+            n_gpu_layers = -1 if llama_cpp.llama_supports_gpu_offload() else 0
+        started = time.perf_counter()
+        try:
+            self.llm = llama_cpp.Llama(
+                model_path=str(params.model_path),
+                n_ctx=n_ctx,
+                n_batch=params.n_batch,
+                n_ubatch=params.n_batch,
+                n_threads=n_threads,
+                n_threads_batch=n_threads,
+                n_gpu_layers=n_gpu_layers,
+                flash_attn=params.flash_attn,
+                type_k=_GGML_TYPES[params.type_k],
+                type_v=_GGML_TYPES[params.type_v],
+                use_mmap=params.use_mmap,
+                use_mlock=params.use_mlock,
+                seed=params.seed,
+                logits_all=False,
+                verbose=True,  # our llama_log_set callback routes it; False would hijack stdout/stderr
+            )
+        except ValueError as exc:  # llama-cpp-python's words for "llama.cpp refused the file"
+            raise AppError(
+                ErrorKind.BAD_MODEL,
+                f"llama.cpp could not load {params.model_path.name}.",
+                str(exc),
+            ) from exc
+        load_ms = (time.perf_counter() - started) * 1000
+        self.ctx = self.llm.ctx
+        self.vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
+        self.memory = llama_cpp.llama_get_memory(self.ctx)
+        self.n_ctx = int(llama_cpp.llama_n_ctx(self.ctx))
+        self.n_batch = params.n_batch
+        self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self.vocab))
+        self.batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
+        self.piece_buffer = ctypes.create_string_buffer(256)
+        self.cached: list[int] = []  # tokens whose KV entries are in the cache, in order
+        self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
+        self.bos_text = self._token_text(llama_cpp.llama_vocab_bos(self.vocab))
+        self.eos_text = self._token_text(llama_cpp.llama_vocab_eos(self.vocab))
+        self.model = LoadedModel(
+            path=params.model_path,
+            name=header.name,
+            arch=header.architecture,
+            quant=header.quant,
+            n_params=header.n_params,
+            n_ctx=self.n_ctx,
+            n_ctx_train=header.context_length,
+            n_vocab=self.n_vocab,
+            n_threads=n_threads,
+            n_gpu_layers=n_gpu_layers,
+            flash_attn=params.flash_attn,
+            has_chat_template=header.chat_template is not None,
+            load_ms=load_ms,
+        )
+
+    def close(self) -> None:
+        if self.batch is not None:
+            self.ll.llama_batch_free(self.batch)
+            self.batch = None
+        self.llm.close()
+
+    # --- tokens ------------------------------------------------------------------------------------
+    def _token_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        return self._piece(token, special=True).decode("utf-8", errors="replace")
+
+    def _piece(self, token: int, special: bool = False) -> bytes:
+        n = self.ll.llama_token_to_piece(self.vocab, token, self.piece_buffer, 256, 0, special)
+        if n < 0:  # a piece longer than the buffer: grow it once
+            self.piece_buffer = ctypes.create_string_buffer(-n)
+            n = self.ll.llama_token_to_piece(self.vocab, token, self.piece_buffer, -n, 0, special)
+        return self.piece_buffer.raw[:n]
+
+    def tokenize(self, text: str, add_bos: bool) -> list[int]:
+        tokens: list[int] = self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
+        return tokens
+
+    def _decode(self, tokens: Sequence[int], start: int) -> None:
+        batch = self.batch
+        batch.n_tokens = len(tokens)
+        for i, token in enumerate(tokens):
+            batch.token[i] = token
+            batch.pos[i] = start + i
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = 0
+            batch.logits[i] = 0
+        batch.logits[len(tokens) - 1] = 1
+        code = self.ll.llama_decode(self.ctx, batch)
+        if code != 0:
+            raise AppError(
+                ErrorKind.INTERNAL, "llama.cpp could not process the text.", f"llama_decode={code}"
+            )
+
+    # --- prompts -----------------------------------------------------------------------------------
+    def _chat_tokens(
+        self, messages: Sequence[ChatMessage], room: int
+    ) -> tuple[list[int], tuple[str, ...], int, list[str]]:
+        """Tokens for the chat, dropping the oldest turns (never the system prompt or the last message)
+        until it fits the context with `room` tokens left for the reply."""
+        system = [m for m in messages[:1] if m.role == "system"]
+        turns = list(messages[len(system) :])
+        dropped = 0
+        while True:
+            prompt = build_prompt(
+                self.header.chat_template, system + turns, bos_token=self.bos_text, eos_token=self.eos_text
+            )
+            starts_with_bos = bool(self.bos_text) and prompt.text.startswith(self.bos_text)
+            tokens = self.tokenize(prompt.text, add_bos=self.add_bos and not starts_with_bos)
+            if len(tokens) + room <= self.n_ctx or len(turns) <= 1:
+                break
+            turns.pop(0)
+            dropped += 1
+        notices = [prompt.notice] if prompt.notice else []
+        if len(tokens) + 1 > self.n_ctx:
+            raise AppError(
+                ErrorKind.BAD_INPUT,
+                f"The message is too long for the context ({len(tokens)} tokens, context {self.n_ctx}).",
+            )
+        if dropped:
+            notices.append(
+                f"The conversation was longer than the context: the oldest {dropped} "
+                f"message(s) were left out of this reply."
+            )
+        return tokens, prompt.stop, dropped, notices
+
+    def _make_sampler(self, params: SamplingParams) -> Any:
+        ll = self.ll
+        chain = ll.llama_sampler_chain_init(ll.llama_sampler_chain_default_params())
+        if params.repeat_penalty != 1.0:
+            penalties = ll.llama_sampler_init_penalties(
+                self.n_vocab, params.repeat_last_n, params.repeat_penalty, 0.0, 0.0
+            )
+            ll.llama_sampler_chain_add(chain, penalties)
+        if params.temperature <= 0:
+            ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_greedy())
+            return chain
+        seed = params.seed if params.seed is not None else ll.LLAMA_DEFAULT_SEED
+        for sampler in (
+            ll.llama_sampler_init_top_k(params.top_k),
+            ll.llama_sampler_init_top_p(params.top_p, 1),
+            ll.llama_sampler_init_min_p(params.min_p, 1),
+            ll.llama_sampler_init_temp(params.temperature),
+            ll.llama_sampler_init_dist(seed),
+        ):
+            ll.llama_sampler_chain_add(chain, sampler)
+        return chain
+
+    # --- one reply ---------------------------------------------------------------------------------
+    def generate(
+        self, request: GenerateRequest, emit: Callable[[Event], None], stopped: Callable[[], bool]
+    ) -> ReplyStats:
+        ll = self.ll
+        started = time.perf_counter()
+        max_tokens = request.max_tokens if request.max_tokens is not None else self.n_ctx
+        stops, dropped, notices = request.stop, 0, list[str]()
+        if request.prompt_tokens:
+            tokens = list(request.prompt_tokens)
+        elif request.prompt is not None:
+            tokens = self.tokenize(request.prompt, add_bos=self.add_bos)
+        else:
+            room = max(MIN_REPLY_ROOM, min(max_tokens, self.n_ctx // 4))
+            tokens, template_stops, dropped, notices = self._chat_tokens(request.messages, room)
+            stops = stops + template_stops
+        for notice in notices:
+            emit(Notice(request.request_id, notice))
+        if not tokens:
+            tokens = [ll.llama_vocab_bos(self.vocab)]
+        if len(tokens) >= self.n_ctx:
+            raise AppError(
+                ErrorKind.BAD_INPUT,
+                f"The prompt is too long for the context ({len(tokens)} tokens, context {self.n_ctx}).",
+            )
+
+        # Reuse the cached prefix; at least the last prompt token is evaluated to get fresh logits.
+        keep = 0
+        if request.reuse_cache:
+            limit = min(len(self.cached), len(tokens) - 1)
+            while keep < limit and self.cached[keep] == tokens[keep]:
+                keep += 1
+        if keep < len(self.cached) and not ll.llama_memory_seq_rm(self.memory, 0, keep, -1):
+            ll.llama_memory_clear(self.memory, True)  # e.g. sliding-window caches cannot cut the middle
+            keep = 0
+        del self.cached[keep:]
+
+        def stats(finish: str, n_out: int, prompt_done: float, first: float | None) -> ReplyStats:
+            now = time.perf_counter()
+            prompt_s = prompt_done - started
+            gen_s = now - prompt_done
+            return ReplyStats(
+                finish_reason=finish,
+                prompt_tokens=len(tokens),
+                prompt_eval_tokens=len(tokens) - keep,
+                completion_tokens=n_out,
+                ttft_ms=((first or now) - started) * 1000,
+                prompt_tokens_per_s=(len(tokens) - keep) / prompt_s if prompt_s > 0 else 0.0,
+                tokens_per_s=n_out / gen_s if n_out and gen_s > 0 else 0.0,
+                trimmed_messages=dropped,
+                notices=tuple(notices),
+            )
+
+        pos = keep
+        while pos < len(tokens):
+            if stopped():
+                return stats("stopped", 0, time.perf_counter(), None)
+            chunk = tokens[pos : pos + self.n_batch]
+            self._decode(chunk, pos)
+            self.cached.extend(chunk)
+            pos += len(chunk)
+        prompt_done = time.perf_counter()
+
+        sampler = self._make_sampler(request.sampling)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        matcher = StopMatcher(stops)
+        request_id, vocab, ctx = request.request_id, self.vocab, self.ctx
+        is_eog, sample = ll.llama_vocab_is_eog, ll.llama_sampler_sample
+        n_out, finish, first = 0, "length", None
+        try:
+            while n_out < max_tokens:
+                if stopped():
+                    finish = "stopped"
+                    break
+                if pos >= self.n_ctx:
+                    break  # the context is full: "length"
+                token = sample(sampler, ctx, -1)
+                if not request.ignore_eos and is_eog(vocab, token):
+                    finish = "stop"
+                    break
+                n_out += 1
+                text, hit_stop = matcher.feed(decoder.decode(self._piece(token)))
+                if text:
+                    first = first or time.perf_counter()
+                    emit(Piece(request_id, text))
+                if hit_stop:
+                    finish = "stop"
+                    break
+                self._decode((token,), pos)
+                self.cached.append(token)
+                pos += 1
+        finally:
+            ll.llama_sampler_free(sampler)
+        if finish != "stopped":  # a stopped reply delivers nothing more
+            tail = matcher.feed(decoder.decode(b"", final=True))[0] + matcher.flush()
+            if tail:
+                first = first or time.perf_counter()
+                emit(Piece(request_id, tail))
+        return stats(finish, n_out, prompt_done, first)

@@ -1,0 +1,1 @@
+"""Benchmarks (`make bench`): speeds measured against llama.cpp's own llama-bench."""

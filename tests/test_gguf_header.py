@@ -1,0 +1,141 @@
+"""The GGUF header check: real files pass, every kind of broken file is one error type, fast and small."""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+import tracemalloc
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from app.runtime.gguf_header import BadModelFile, read_header
+from tests.tinymodel import CORRUPTIONS, corrupt, truncate
+
+
+def _string(text: str) -> bytes:
+    raw = text.encode()
+    return struct.pack("<Q", len(raw)) + raw
+
+
+def _mini_gguf(
+    kvs: list[tuple[str, int, bytes]] | None = None,
+    tensor_offset: int = 0,
+    alignment: int = 32,
+    version: int = 3,
+) -> bytes:
+    """A small valid-by-default GGUF: a few metadata entries and one 8-float F32 tensor."""
+    kvs = kvs or [
+        ("general.architecture", 8, _string("llama")),
+        ("llama.context_length", 4, struct.pack("<I", 128)),
+        ("general.name", 8, _string("mini")),
+    ]
+    header = b"GGUF" + struct.pack("<IQQ", version, 1, len(kvs))
+    for key, value_type, value in kvs:
+        header += _string(key) + struct.pack("<I", value_type) + value
+    header += (
+        _string("w") + struct.pack("<I", 1) + struct.pack("<Q", 8) + struct.pack("<IQ", 0, tensor_offset)
+    )
+    padding = -len(header) % alignment
+    return header + bytes(padding) + struct.pack("<8f", *range(8))
+
+
+def _write(tmp_path: Path, data: bytes, name: str = "m.gguf") -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.real_model
+def test_real_models_parse(smollm2_path: Path, gemma3_path: Path) -> None:
+    smol = read_header(smollm2_path)
+    assert (smol.architecture, smol.quant, smol.context_length, smol.block_count) == (
+        "llama",
+        "Q4_1",
+        8192,
+        30,
+    )
+    assert smol.n_params == 134_515_008
+    assert smol.chat_template and "im_start" in smol.chat_template
+    gemma = read_header(gemma3_path)
+    assert (gemma.architecture, gemma.quant, gemma.block_count) == ("gemma3", "Q4_K_M", 18)
+    assert gemma.arch_value("attention.sliding_window") == 512
+
+
+def test_mini_file_parses(tmp_path: Path) -> None:
+    header = read_header(_write(tmp_path, _mini_gguf()))
+    assert header.architecture == "llama"
+    assert header.context_length == 128
+    assert header.tensors[0].n_bytes == 32
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("kind", sorted(CORRUPTIONS))
+def test_each_named_corruption_is_rejected_small(kind: str, tiny_model: Path, tmp_path: Path) -> None:
+    broken = corrupt(tiny_model, kind, tmp_path / f"{kind}.gguf")
+    tracemalloc.start()
+    try:
+        with pytest.raises(BadModelFile) as raised:
+            read_header(broken)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 1024 * 1024  # a claimed 2^64 count or 2^40-byte string allocates nothing big
+    assert raised.value.user_message.startswith(f"{kind}.gguf is not a usable GGUF model: ")
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (_mini_gguf(version=0), "version 0"),
+        (_mini_gguf(version=2**32 - 1), "version 4294967295"),
+        (_mini_gguf(tensor_offset=4096), "runs past the end"),
+        (_mini_gguf(tensor_offset=4), "not aligned"),
+        (_mini_gguf(kvs=[("a", 99, b"")]), "unknown value type 99"),
+        (_mini_gguf(kvs=[("a", 4, b"\0" * 4), ("a", 4, b"\0" * 4)]), "appears twice"),
+        (_mini_gguf(kvs=[("general.alignment", 4, struct.pack("<I", 3))], alignment=3), "power of two"),
+        (_mini_gguf(kvs=[("a", 9, struct.pack("<IQ", 8, 2**62))]), "more than the file holds"),
+        (b"", "too short"),
+        (b"GGUF", "too short"),
+        (b"\0" * 64, "magic"),
+    ],
+)
+def test_bad_headers_say_what_is_wrong(data: bytes, problem: str, tmp_path: Path) -> None:
+    with pytest.raises(BadModelFile) as raised:
+        read_header(_write(tmp_path, data))
+    assert problem in raised.value.problem
+
+
+def test_unsupported_quantization_is_named(tmp_path: Path) -> None:
+    data = bytearray(_mini_gguf())
+    type_at = data.index(_string("w")) + len(_string("w")) + 4 + 8
+    struct.pack_into("<I", data, type_at, 250)
+    with pytest.raises(BadModelFile, match="unsupported quantization"):
+        read_header(_write(tmp_path, bytes(data)))
+
+
+def test_truncation_at_every_byte_is_rejected(tmp_path: Path) -> None:
+    valid = _mini_gguf()
+    source = _write(tmp_path, valid, "valid.gguf")
+    read_header(source)
+    for size in range(len(valid)):
+        with pytest.raises(BadModelFile):
+            read_header(truncate(source, size, tmp_path / "cut.gguf"))
+
+
+def test_truncated_real_sized_file_is_rejected(tiny_model: Path, tmp_path: Path) -> None:
+    size = tiny_model.stat().st_size
+    for cut in (size - 1, size // 2, 3_000_000, 1000):
+        with pytest.raises(BadModelFile):
+            read_header(truncate(tiny_model, cut, tmp_path / "cut.gguf"))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(position=st.integers(min_value=0), value=st.integers(min_value=0, max_value=255))
+def test_any_flipped_byte_parses_or_is_rejected_cleanly(position: int, value: int, tmp_path: Path) -> None:
+    data = bytearray(_mini_gguf())
+    data[position % len(data)] = value
+    with contextlib.suppress(BadModelFile):
+        read_header(_write(tmp_path, bytes(data)))
