@@ -12,13 +12,17 @@ ifeq ($(shell uname -m),x86_64)
 LLAMA_FLAGS := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
 endif
 
-.PHONY: run test lint sysdeps sysdeps-gui clean
+.PHONY: run test lint bench sysdeps sysdeps-gui clean
 
 run: sysdeps-gui $(STAMP)
 	$(BIN)/hubside
 
 test: sysdeps $(STAMP) lint
 	QT_QPA_PLATFORM=$${QT_QPA_PLATFORM:-offscreen} $(BIN)/pytest
+
+# llama-bench (built once from the same llama-cpp-python source, cached) beside `hubside bench`.
+bench: sysdeps $(STAMP)
+	LLAMA_FLAGS="$(LLAMA_FLAGS)" $(BIN)/python -m bench.run
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:  # before logging exists: say it and stop
         print(f"hubside: cannot create its folders: {to_app_error(exc).user_message}", file=sys.stderr)
         return 1
-    setup_logging(paths)
+    setup_logging(paths, to_stderr=args.command is None)
     try:
         if args.command == "paths":
             return _print_paths(paths)
@@ -53,6 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from app.ui.application import run_window  # Qt is loaded only when a window is wanted
 
         return run_window(paths, sys.argv[:1])
+    except KeyboardInterrupt:
+        print("hubside: interrupted", file=sys.stderr)
+        return 130
     except AppError as exc:
         print(f"hubside: {exc.user_message}", file=sys.stderr)
         log.error("%s", exc)

@@ -164,12 +164,16 @@ def _interactive(
             continue
         if not line.strip():
             continue
-        history.append(ChatMessage("user", line))
+        question = ChatMessage("user", line)
         request = GenerateRequest(
-            engine.new_request_id(), tuple(history), sampling=sampling, max_tokens=max_tokens
+            engine.new_request_id(), (*history, question), sampling=sampling, max_tokens=max_tokens
         )
-        text, stats = _stream(engine, request, echo=True)
-        history.append(ChatMessage("assistant", text))
+        try:
+            text, stats = _stream(engine, request, echo=True)
+        except KeyboardInterrupt:  # Ctrl-C before the reply began streaming: forget the question
+            print(file=sys.stderr)
+            continue
+        history += [question, ChatMessage("assistant", text)]
         print(
             f"\n[{stats.completion_tokens} tokens, {stats.tokens_per_s:.1f} tok/s, {stats.finish_reason}]",
             file=sys.stderr,

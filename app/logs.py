@@ -13,8 +13,9 @@ _MAX_BYTES = 2 * 1024 * 1024
 _BACKUPS = 5
 
 
-def setup_logging(paths: AppPaths, level: int = logging.INFO) -> None:
-    """Route the root logger to `paths.log_file` (rotated) and stderr. Calling it again replaces both."""
+def setup_logging(paths: AppPaths, level: int = logging.INFO, to_stderr: bool = True) -> None:
+    """Route the root logger to `paths.log_file` (rotated) and, for warnings, stderr. Calling it again
+    replaces both. Headless commands print their own one-line messages and pass `to_stderr=False`."""
     paths.logs_dir.mkdir(parents=True, exist_ok=True)
     root = logging.getLogger()
     for handler in [h for h in root.handlers if (h.get_name() or "").startswith("hubside-")]:
@@ -24,7 +25,7 @@ def setup_logging(paths: AppPaths, level: int = logging.INFO) -> None:
         paths.log_file, maxBytes=_MAX_BYTES, backupCount=_BACKUPS, encoding="utf-8"
     )
     stderr_handler = logging.StreamHandler(sys.stderr)
-    stderr_handler.setLevel(logging.WARNING)
+    stderr_handler.setLevel(logging.WARNING if to_stderr else logging.CRITICAL + 1)
     for name, handler in (("hubside-file", file_handler), ("hubside-stderr", stderr_handler)):
         handler.set_name(name)
         handler.setFormatter(logging.Formatter(_FORMAT))

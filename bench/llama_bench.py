@@ -1,7 +1,8 @@
 """Build llama.cpp's `llama-bench` from the very source distribution of llama-cpp-python that pip installed.
 
-Same llama.cpp commit, same compiler flags (the Makefile's LLAMA_FLAGS), so the comparison is of the
-Python path against the C++ one, not of two builds. The binary is cached under ~/.cache/hubside-bench.
+Same llama.cpp commit, same compiler flags (the Makefile's LLAMA_FLAGS) and, like llama-cpp-python, shared
+libraries: the comparison is of the Python path against the C++ one, not of two builds. The binary and its
+libraries are cached under ~/.cache/hubside-bench.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ CACHE = Path(os.environ.get("HUBSIDE_BENCH_CACHE", Path.home() / ".cache" / "hub
 
 
 def ensure_llama_bench() -> Path:
+    """The llama-bench binary (its shared libraries beside it: run it with LD_LIBRARY_PATH=its folder)."""
     flags = os.environ.get("LLAMA_FLAGS", "")
-    key = hashlib.sha256(f"{llama_cpp.__version__}|{flags}".encode()).hexdigest()[:12]
-    binary = CACHE / f"llama-bench-{llama_cpp.__version__}-{key}"
+    key = hashlib.sha256(f"{llama_cpp.__version__}|{flags}|shared".encode()).hexdigest()[:12]
+    folder = CACHE / f"llama-bench-{llama_cpp.__version__}-{key}"
+    binary = folder / "llama-bench"
     if binary.exists():
         return binary
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -63,7 +66,7 @@ def ensure_llama_bench() -> Path:
                 "-B",
                 str(build),
                 "-DCMAKE_BUILD_TYPE=Release",
-                "-DBUILD_SHARED_LIBS=OFF",
+                "-DBUILD_SHARED_LIBS=ON",
                 "-DLLAMA_CURL=OFF",
                 "-DLLAMA_OPENSSL=OFF",
                 "-DLLAMA_BUILD_TESTS=OFF",
@@ -82,7 +85,9 @@ def ensure_llama_bench() -> Path:
             env=env,
             stdout=subprocess.DEVNULL,
         )
-        shutil.copy2(build / "bin" / "llama-bench", binary)
+        staging = tmp / "bin"
+        shutil.copytree(build / "bin", staging)
+        staging.rename(folder)
     return binary
 
 
