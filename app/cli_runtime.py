@@ -189,11 +189,11 @@ def bench_command(args: argparse.Namespace, paths: AppPaths) -> int:
     with Engine(paths) as engine:
         model = engine.load(params, force=args.force)
 
-        def run(tokens: list[int], max_tokens: int) -> ReplyStats:
+        def run(tokens: list[int], max_tokens: int, sampling: SamplingParams = greedy) -> ReplyStats:
             request = GenerateRequest(
                 engine.new_request_id(),
                 prompt_tokens=tuple(tokens),
-                sampling=SamplingParams() if max_tokens > 1 else greedy,
+                sampling=sampling,
                 max_tokens=max_tokens,
                 ignore_eos=True,
                 reuse_cache=False,
@@ -207,11 +207,15 @@ def bench_command(args: argparse.Namespace, paths: AppPaths) -> int:
 
         run(random_tokens(min(args.n_prompt, 32)), 1)  # warm-up, as llama-bench does
         pp = [run(random_tokens(args.n_prompt), 0).prompt_tokens_per_s for _ in range(args.reps)]
+        # tg as llama-bench runs it (one token at a time, no sampling choices: greedy), then with the
+        # default chain a chat uses (top-k, repeat penalty, top-p, min-p, temperature, random pick).
         tg = [run(random_tokens(1), args.n_gen).tokens_per_s for _ in range(args.reps)]
+        sampled = [run(random_tokens(1), args.n_gen, SamplingParams()).tokens_per_s for _ in range(args.reps)]
         ttft20 = [run(random_tokens(20), 1).ttft_ms for _ in range(args.reps)]
     speeds = {
         f"pp{args.n_prompt}_tokens_per_s": _mean_sd(pp),
         f"tg{args.n_gen}_tokens_per_s": _mean_sd(tg),
+        f"tg{args.n_gen}_sampled_tokens_per_s": _mean_sd(sampled),
         "ttft20_ms": _mean_sd(ttft20),
     }
     result: dict[str, object] = {

@@ -90,22 +90,17 @@ def test_stop_during_generation_stops_within_a_token_and_the_engine_goes_on(smol
     request = GenerateRequest(
         request.request_id, request.messages, sampling=GREEDY, max_tokens=2000, ignore_eos=True
     )
-    pieces_before_stop, pieces_after_stop = 0, 0
-    stats = None
+    tokens_at_stop, stats = 0, None
     for event in smol_engine.generate(request):
-        if isinstance(event, Piece):
-            if pieces_before_stop < 10:
-                pieces_before_stop += 1
-                if pieces_before_stop == 10:
-                    smol_engine.stop()
-            else:
-                pieces_after_stop += 1
+        if isinstance(event, Piece) and not tokens_at_stop and event.tokens >= 10:
+            tokens_at_stop = event.tokens
+            smol_engine.stop()
         elif isinstance(event, Finished):
             stats = event.stats
     assert stats is not None and stats.finish_reason == "stopped"
-    # The stop is seen before the next token: at most the piece already on its way arrives after it.
-    assert pieces_after_stop <= 1
-    assert stats.completion_tokens <= 11
+    # Pieces leave the engine at most every 25 ms (two or three tokens here); after those, at most the
+    # token being computed when the stop arrived. (test_session pins "within one token" exactly.)
+    assert stats.completion_tokens <= tokens_at_stop + 4
     text, after, _ = _reply(smol_engine, _ask(smol_engine, "What is the capital of France?", max_tokens=48))
     assert "Paris" in text and after.finish_reason != "stopped"
 
@@ -241,3 +236,53 @@ def test_engine_stats_report_memory(tiny_model: Path) -> None:
         engine.unload()
         assert engine.stats().model is None
         assert engine.model is None
+
+
+def test_auto_gpu_layers_follow_the_estimate() -> None:
+    from app.runtime.memory import GIB, MemoryEstimate, gpu_layers_that_fit
+
+    need = MemoryEstimate(weights=31 * GIB // 4, kv_cache=GIB, margin=GIB)  # 32 layers + output
+    assert gpu_layers_that_fit(need, 32, vram_free=80 * GIB) == 33  # all of it
+    partial = gpu_layers_that_fit(need, 32, vram_free=5 * GIB)
+    assert 0 < partial < 32
+    per_layer = need.weights / 33 + need.kv_cache / 32
+    assert partial * per_layer <= 4 * GIB < (partial + 1) * per_layer
+    assert gpu_layers_that_fit(need, 32, vram_free=GIB // 2) == 0
+
+
+def _gpu_available() -> bool:
+    import llama_cpp
+
+    return bool(llama_cpp.llama_supports_gpu_offload())
+
+
+@pytest.mark.real_model
+@pytest.mark.skipif(not _gpu_available(), reason="this llama-cpp-python build has no GPU backend")
+def test_gpu_offload_generates(smollm2_path: Path) -> None:
+    with Engine(AppPaths.from_env().ensure()) as engine:
+        model = engine.load(LoadParams(smollm2_path, n_ctx=2048, n_gpu_layers=None))
+        assert model.n_gpu_layers != 0
+        text, stats, _ = _reply(engine, _ask(engine, "What is the capital of France?", max_tokens=32))
+        assert "Paris" in text and stats.tokens_per_s > 0
+
+
+def test_unknown_architecture_is_named_and_the_engine_survives(tiny_model: Path, tmp_path: Path) -> None:
+    data = tiny_model.read_bytes()
+    value = (5).to_bytes(8, "little") + b"llama"  # general.architecture's value, the first string "llama"
+    strange = tmp_path / "strange.gguf"
+    strange.write_bytes(data.replace(value, (5).to_bytes(8, "little") + b"llamq", 1))
+    with Engine(AppPaths.from_env().ensure()) as engine:
+        with pytest.raises(AppError) as refused:
+            engine.load(LoadParams(strange, n_ctx=128))
+        assert refused.value.kind is ErrorKind.BAD_MODEL
+        assert "llamq" in refused.value.user_message
+        assert engine.alive
+        assert engine.load(LoadParams(tiny_model, n_ctx=128)).arch == "llama"
+
+
+def test_llama_cpp_log_goes_to_the_engine_log(tiny_model: Path) -> None:
+    paths = AppPaths.from_env().ensure()
+    with Engine(paths) as engine:
+        engine.load(LoadParams(tiny_model, n_ctx=128))
+    log_text = (paths.logs_dir / "engine.log").read_text()
+    assert "llama.cpp" in log_text and "n_head" in log_text  # llama.cpp's own model summary

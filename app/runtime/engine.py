@@ -22,7 +22,7 @@ from types import TracebackType
 from app.errors import AppError, ErrorKind
 from app.paths import AppPaths
 from app.runtime.gguf_header import GGUFHeader, read_header
-from app.runtime.memory import check_fits, estimate, free_ram, free_vram
+from app.runtime.memory import check_fits, estimate, free_ram, free_vram, gpu_layers_that_fit
 from app.runtime.protocol import (
     DEFAULT_MAX_CONTEXT,
     Command,
@@ -175,12 +175,15 @@ class Engine:
         gpu = params.n_gpu_layers != 0
         vram = free_vram() if gpu else None
         need = estimate(header, n_ctx, params.type_k, params.type_v, gpu=gpu and vram is not None)
+        n_gpu_layers = params.n_gpu_layers
+        if n_gpu_layers is None and vram is not None:  # auto, where the GPU's free memory is known
+            n_gpu_layers = gpu_layers_that_fit(need, header.block_count, vram)
         if not force:
-            if vram is not None and params.n_gpu_layers is not None and params.n_gpu_layers < 0:
+            if vram is not None and n_gpu_layers is not None and n_gpu_layers > header.block_count:
                 check_fits(need, vram, "VRAM")
             else:
-                check_fits(need, free_ram(), "RAM")
-        return header, replace(params, n_ctx=n_ctx)
+                check_fits(need, free_ram(), "RAM")  # CPU or partial offload: RAM holds the weights (mmap)
+        return header, replace(params, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers)
 
     def load(self, params: LoadParams, *, force: bool = False) -> LoadedModel:
         _, params = self.check(params, force=force)

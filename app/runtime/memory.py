@@ -134,6 +134,18 @@ def free_vram() -> int | None:
         return None
 
 
+def gpu_layers_that_fit(need: MemoryEstimate, n_layers: int, vram_free: int) -> int:
+    """Most layers to offload that leave the GPU margin free: weights per layer ~ weights / (layers + 1)
+    (the +1 is the output layer), and each offloaded layer brings its share of the KV cache."""
+    if n_layers <= 0:
+        return 0
+    per_layer = need.weights / (n_layers + 1) + need.kv_cache / n_layers
+    room = vram_free - GPU_MARGIN
+    if room >= per_layer * (n_layers + 1):
+        return n_layers + 1  # everything, output layer included
+    return max(0, min(n_layers, int(room // per_layer)))
+
+
 def check_fits(need: MemoryEstimate, available: int, where: str = "RAM") -> None:
     """Refuse a load that cannot fit, in the words the UI shows."""
     if need.total > available:

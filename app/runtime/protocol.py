@@ -150,6 +150,7 @@ class Notice:
 class Piece:
     request_id: int
     text: str
+    tokens: int  # completion tokens generated so far, this piece's included
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 _GGML_TYPES = {"f16": 1, "q4_0": 2, "q8_0": 8}
 MIN_REPLY_ROOM = 64  # tokens kept free for the reply when a long chat is trimmed
+PIECE_INTERVAL_S = 0.025
 
 
 class StopMatcher:
@@ -67,6 +68,34 @@ class StopMatcher:
     def flush(self) -> str:
         out, self.pending = self.pending, ""
         return out
+
+
+class PieceBatcher:
+    """Sends the first piece at once, then at most one piece per interval. Every send wakes the app's
+    reading thread, which on a small machine takes CPU from llama.cpp's own threads; the window redraws
+    every ~30 ms anyway."""
+
+    def __init__(self, request_id: int, emit: Callable[[Event], None], interval_s: float) -> None:
+        self.request_id = request_id
+        self.emit = emit
+        self.interval_s = interval_s
+        self.pending: list[str] = []
+        self.last_sent = 0.0
+        self.first_at: float | None = None
+
+    def add(self, text: str, tokens: int) -> None:
+        self.pending.append(text)
+        now = time.perf_counter()
+        if self.first_at is None:
+            self.first_at = now
+        if now - self.last_sent >= self.interval_s:
+            self.flush(tokens, now)
+
+    def flush(self, tokens: int, now: float | None = None) -> None:
+        if self.pending:
+            self.emit(Piece(self.request_id, "".join(self.pending), tokens))
+            self.pending.clear()
+            self.last_sent = now or time.perf_counter()
 
 
 class LlamaSession:
@@ -268,12 +297,12 @@ class LlamaSession:
             limit = min(len(self.cached), len(tokens) - 1)
             while keep < limit and self.cached[keep] == tokens[keep]:
                 keep += 1
-        if keep < len(self.cached) and not ll.llama_memory_seq_rm(self.memory, 0, keep, -1):
+        if keep == 0 or not ll.llama_memory_seq_rm(self.memory, 0, keep, -1):
             ll.llama_memory_clear(self.memory, True)  # e.g. sliding-window caches cannot cut the middle
             keep = 0
         del self.cached[keep:]
 
-        def stats(finish: str, n_out: int, prompt_done: float, first: float | None) -> ReplyStats:
+        def stats(finish: str, n_out: int, prompt_done: float, first: float | None = None) -> ReplyStats:
             now = time.perf_counter()
             prompt_s = prompt_done - started
             gen_s = now - prompt_done
@@ -292,7 +321,7 @@ class LlamaSession:
         pos = keep
         while pos < len(tokens):
             if stopped():
-                return stats("stopped", 0, time.perf_counter(), None)
+                return stats("stopped", 0, time.perf_counter())
             chunk = tokens[pos : pos + self.n_batch]
             self._decode(chunk, pos)
             self.cached.extend(chunk)
@@ -302,9 +331,10 @@ class LlamaSession:
         sampler = self._make_sampler(request.sampling)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         matcher = StopMatcher(stops)
-        request_id, vocab, ctx = request.request_id, self.vocab, self.ctx
+        pieces = PieceBatcher(request.request_id, emit, PIECE_INTERVAL_S)
+        vocab, ctx = self.vocab, self.ctx
         is_eog, sample = ll.llama_vocab_is_eog, ll.llama_sampler_sample
-        n_out, finish, first = 0, "length", None
+        n_out, finish = 0, "length"
         try:
             while n_out < max_tokens:
                 if stopped():
@@ -319,8 +349,7 @@ class LlamaSession:
                 n_out += 1
                 text, hit_stop = matcher.feed(decoder.decode(self._piece(token)))
                 if text:
-                    first = first or time.perf_counter()
-                    emit(Piece(request_id, text))
+                    pieces.add(text, n_out)
                 if hit_stop:
                     finish = "stop"
                     break
@@ -329,9 +358,9 @@ class LlamaSession:
                 pos += 1
         finally:
             ll.llama_sampler_free(sampler)
-        if finish != "stopped":  # a stopped reply delivers nothing more
+        if finish != "stopped":  # a stopped reply generates nothing more, not even the held-back tail
             tail = matcher.feed(decoder.decode(b"", final=True))[0] + matcher.flush()
             if tail:
-                first = first or time.perf_counter()
-                emit(Piece(request_id, tail))
-        return stats(finish, n_out, prompt_done, first)
+                pieces.add(tail, n_out)
+        pieces.flush(n_out)  # text of tokens generated before the stop was seen
+        return stats(finish, n_out, prompt_done, pieces.first_at)

@@ -157,7 +157,7 @@ class EngineProcess:
                 self.session = LlamaSession(command.params, read_header(command.params.model_path))
             except AppError as exc:
                 if exc.kind is ErrorKind.BAD_MODEL and self.llama_errors:
-                    reason = self.llama_errors[-1].split(": ", 1)[-1]
+                    reason = self.llama_errors[0].split(": ", 1)[-1]  # the first error is the cause
                     raise AppError(
                         exc.kind, f"{exc.user_message} llama.cpp says: {reason}", exc.detail
                     ) from exc
