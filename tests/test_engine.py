@@ -286,3 +286,18 @@ def test_llama_cpp_log_goes_to_the_engine_log(tiny_model: Path) -> None:
         engine.load(LoadParams(tiny_model, n_ctx=128))
     log_text = (paths.logs_dir / "engine.log").read_text()
     assert "llama.cpp" in log_text and "n_head" in log_text  # llama.cpp's own model summary
+
+
+def test_a_reply_nobody_listens_to_is_stopped(tiny_model: Path) -> None:
+    with Engine(AppPaths.from_env().ensure()) as engine:
+        engine.load(LoadParams(tiny_model, n_ctx=512))
+        endless = GenerateRequest(engine.new_request_id(), prompt="Hi", max_tokens=400, ignore_eos=True)
+        stream = engine.generate(endless)
+        next(stream)
+        stream.close()  # e.g. the window closed the chat: the engine must not go on for 400 tokens
+        while not isinstance(event := engine._receive(), Finished):  # the abandoned reply's last events
+            pass
+        assert event.request_id == endless.request_id
+        assert event.stats.finish_reason == "stopped" and event.stats.completion_tokens < 400
+        request = GenerateRequest(engine.new_request_id(), prompt="Hello", max_tokens=3, ignore_eos=True)
+        assert _reply(engine, request)[1].completion_tokens == 3

@@ -221,6 +221,7 @@ class Engine:
         self._current = request.request_id
         sent = time.perf_counter()
         first_piece: float | None = None
+        finished = False
         try:
             while True:
                 event = self._receive()
@@ -229,6 +230,7 @@ class Engine:
                 if isinstance(event, Failed):
                     self._raise(event)
                 if isinstance(event, Finished):
+                    finished = True
                     # Time to first token as the app sees it, pipe included.
                     ttft = ((first_piece or time.perf_counter()) - sent) * 1000
                     yield replace(event, stats=replace(event.stats, ttft_ms=ttft))
@@ -237,6 +239,8 @@ class Engine:
                     first_piece = time.perf_counter()
                 yield event
         finally:
+            if not finished:  # the caller stopped listening (or failed): do not leave the engine busy
+                self.stop(request.request_id)
             self._current = None
 
     def stop(self, request_id: int | None = None) -> None:
