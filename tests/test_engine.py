@@ -204,6 +204,8 @@ def test_a_model_that_cannot_fit_is_refused_unless_forced(tiny_model_factory: Ti
     assert refused.value.user_message.startswith("Not enough memory: needs about ")
     assert " GB free (RAM)" in refused.value.user_message
     assert not engine.alive
+    _, forced = engine.check(LoadParams(model, n_ctx=huge_context), force=True)  # the user's override
+    assert forced.n_ctx == huge_context
 
 
 def test_quantized_kv_caches(tiny_model_factory: TinyModelFactory) -> None:
