@@ -1,0 +1,253 @@
+"""Conversations and messages in SQLite: nothing a user wrote or a model answered is ever lost.
+
+WAL with synchronous=FULL and one transaction per write: a message is on disk when the call returns. The
+user's message is stored before generation starts; a reply is created as 'streaming', checkpointed while it
+streams and finalized when it ends. Opening the database marks any reply still 'streaming' (the app died
+mid-reply) as 'interrupted', keeping its text. A database that cannot be read is moved aside, never deleted;
+one written by a newer Hubside is refused rather than downgraded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app.errors import AppError, ErrorKind
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+ROLES = ("system", "user", "assistant")
+STATES = ("complete", "streaming", "stopped", "interrupted", "error")
+
+_SCHEMA_V1 = """
+CREATE TABLE conversations (
+    id            INTEGER PRIMARY KEY,
+    title         TEXT    NOT NULL DEFAULT '',
+    system_prompt TEXT    NOT NULL DEFAULT '',
+    model_path    TEXT    NOT NULL DEFAULT '',
+    pinned        INTEGER NOT NULL DEFAULT 0,
+    created_at    REAL    NOT NULL,
+    updated_at    REAL    NOT NULL
+);
+CREATE TABLE messages (
+    id              INTEGER PRIMARY KEY,
+    conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+    role            TEXT    NOT NULL CHECK (role IN ('system', 'user', 'assistant')),
+    content         TEXT    NOT NULL DEFAULT '',
+    state           TEXT    NOT NULL DEFAULT 'complete'
+                    CHECK (state IN ('complete', 'streaming', 'stopped', 'interrupted', 'error')),
+    stats_json      TEXT    NOT NULL DEFAULT '{}',
+    created_at      REAL    NOT NULL,
+    updated_at      REAL    NOT NULL
+);
+CREATE INDEX messages_by_conversation ON messages(conversation_id, id);
+"""
+
+# user_version N -> the SQL that brings a version-N database to N+1 (0 is an empty file).
+_MIGRATIONS: dict[int, str] = {0: _SCHEMA_V1}
+
+
+class DatabaseTooNew(AppError):
+    def __init__(self, path: Path, version: int) -> None:
+        super().__init__(
+            ErrorKind.SETTINGS,
+            f"Your chats were saved by a newer Hubside (database version {version}); this version "
+            f"understands up to {SCHEMA_VERSION}. Update Hubside to open them. Nothing was changed.",
+            str(path),
+        )
+
+
+@dataclass(frozen=True)
+class Conversation:
+    id: int
+    title: str
+    system_prompt: str
+    model_path: str
+    pinned: bool
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class Message:
+    id: int
+    conversation_id: int
+    role: str
+    content: str
+    state: str
+    stats: dict[str, Any]
+    created_at: float
+    updated_at: float
+
+
+class ChatStore:
+    """The one owner of the chat database. Use it from one thread."""
+
+    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self.clock = clock
+        self.moved_aside: Path | None = None  # set when an unreadable database was moved out of the way
+        self.interrupted_on_open = 0  # replies found 'streaming' (the app died mid-reply)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = self._open()
+        except sqlite3.DatabaseError as exc:  # not a database, or damaged beyond reading
+            self.moved_aside = self._move_aside(exc)
+            self.db = self._open()
+
+    # --- opening ---------------------------------------------------------------------------------
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None)  # we write BEGIN/COMMIT ourselves
+        try:
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA foreign_keys=ON")
+            db.execute("PRAGMA busy_timeout=5000")
+            if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                raise sqlite3.DatabaseError("quick_check failed")
+            self._migrate(db)
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                cursor = db.execute("UPDATE messages SET state = 'interrupted' WHERE state = 'streaming'")
+                self.interrupted_on_open = cursor.rowcount
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise DatabaseTooNew(self.path, version)
+        if version == SCHEMA_VERSION:
+            return
+        if version > 0:  # a copy of the old database first, so a failed migration loses nothing
+            backup = self.path.with_name(f"{self.path.name}.before-v{SCHEMA_VERSION}")
+            with sqlite3.connect(backup) as copy:
+                db.backup(copy)
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            while version < SCHEMA_VERSION:
+                for statement in _MIGRATIONS[version].split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                version += 1
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _move_aside(self, reason: Exception) -> Path:
+        aside = self.path.with_name(f"{self.path.name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}")
+        for suffix in ("", "-wal", "-shm"):
+            part = Path(f"{self.path}{suffix}")
+            if part.exists():
+                part.replace(Path(f"{aside}{suffix}"))
+        log.error("chat database unreadable (%s); moved to %s", reason, aside)
+        return aside
+
+    def close(self) -> None:
+        self.db.close()
+
+    def integrity_check(self) -> str:
+        return str(self.db.execute("PRAGMA integrity_check").fetchone()[0])
+
+    # --- writes (each one transaction, on disk when the call returns) ----------------------------
+    def _write(self, sql: str, params: tuple[Any, ...]) -> sqlite3.Cursor:
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            return self.db.execute(sql, params)
+
+    def create_conversation(self, title: str = "", system_prompt: str = "", model_path: str = "") -> int:
+        now = self.clock()
+        cursor = self._write(
+            "INSERT INTO conversations (title, system_prompt, model_path, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (title, system_prompt, model_path, now, now),
+        )
+        return int(cursor.lastrowid or 0)
+
+    def add_message(self, conversation_id: int, role: str, content: str, state: str = "complete") -> int:
+        now = self.clock()
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            cursor = self.db.execute(
+                "INSERT INTO messages (conversation_id, role, content, state, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (conversation_id, role, content, state, now, now),
+            )
+            self.db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id))
+        return int(cursor.lastrowid or 0)
+
+    def start_reply(self, conversation_id: int) -> int:
+        """An empty assistant message in state 'streaming', to be checkpointed and finished."""
+        return self.add_message(conversation_id, "assistant", "", "streaming")
+
+    def checkpoint_reply(self, message_id: int, content: str) -> None:
+        self._write(
+            "UPDATE messages SET content = ?, updated_at = ? WHERE id = ? AND state = 'streaming'",
+            (content, self.clock(), message_id),
+        )
+
+    def finish_reply(
+        self, message_id: int, content: str, state: str, stats: dict[str, Any] | None = None
+    ) -> None:
+        if state not in STATES or state == "streaming":
+            raise ValueError(f"not a final state: {state}")
+        self._write(
+            "UPDATE messages SET content = ?, state = ?, stats_json = ?, updated_at = ? WHERE id = ?",
+            (content, state, json.dumps(stats or {}), self.clock(), message_id),
+        )
+
+    # --- reads -----------------------------------------------------------------------------------
+    def conversations(self) -> list[Conversation]:
+        rows = self.db.execute(
+            "SELECT * FROM conversations ORDER BY pinned DESC, updated_at DESC, id DESC"
+        ).fetchall()
+        return [_conversation(row) for row in rows]
+
+    def conversation(self, conversation_id: int) -> Conversation:
+        row = self.db.execute("SELECT * FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
+        if row is None:
+            raise AppError(ErrorKind.NOT_FOUND, "This conversation no longer exists.")
+        return _conversation(row)
+
+    def messages(self, conversation_id: int) -> list[Message]:
+        rows = self.db.execute(
+            "SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", (conversation_id,)
+        ).fetchall()
+        return [_message(row) for row in rows]
+
+
+def _conversation(row: sqlite3.Row) -> Conversation:
+    return Conversation(
+        id=row["id"],
+        title=row["title"],
+        system_prompt=row["system_prompt"],
+        model_path=row["model_path"],
+        pinned=bool(row["pinned"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _message(row: sqlite3.Row) -> Message:
+    return Message(
+        id=row["id"],
+        conversation_id=row["conversation_id"],
+        role=row["role"],
+        content=row["content"],
+        state=row["state"],
+        stats=json.loads(row["stats_json"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
