@@ -39,6 +39,8 @@ class Settings:
     threads: int | None = None  # None: physical cores
     flash_attention: bool = True
     last_page: str = "chat"
+    recent_models: list[str] = field(default_factory=list)
+    window_geometry: str = ""  # Qt's saveGeometry(), base64
 
 
 def _matches(value: Any, hint: Any) -> bool:

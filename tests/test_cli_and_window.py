@@ -8,12 +8,13 @@ import sys
 from pathlib import Path
 
 from PySide6.QtCore import QTimer
-from PySide6.QtWidgets import QApplication, QLabel
+from PySide6.QtWidgets import QApplication, QLabel, QWidget
 from pytestqt.qtbot import QtBot
 
 from app import __version__
 from app.cli import main
 from app.paths import AppPaths
+from app.ui.application import build_window
 from app.ui.main_window import MainWindow
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,14 +63,19 @@ def test_a_folder_that_cannot_be_created_is_a_clear_error(tmp_path: Path) -> Non
 
 
 def test_main_window(qtbot: QtBot) -> None:
-    window = MainWindow(AppPaths.from_env().ensure())
+    window, services = build_window(AppPaths.from_env().ensure())
     qtbot.addWidget(window)
     window.show()
     qtbot.waitExposed(window)
-    assert window.windowTitle() == "Hubside"
-    models_label = window.findChild(QLabel, "modelsDirLabel")
-    assert models_label is not None
-    assert str(AppPaths.from_env().models_dir) in models_label.text()
+    try:
+        assert window.windowTitle() == "Hubside"
+        for name in ("chatInput", "sendButton", "stopButton", "transcript", "conversationList",
+                     "modelPicker", "loadButton", "systemPrompt"):  # fmt: skip
+            assert window.findChild(QWidget, name) is not None, name
+        assert window.findChild(QLabel, "statusModel").text() == "no model loaded"  # type: ignore[union-attr]
+    finally:
+        window.close()
+        services.close()
 
 
 def test_hubside_without_arguments_opens_the_window(qapp: QApplication) -> None:

@@ -1,14 +1,50 @@
-"""The composition root: builds the services once and hands them to the window."""
+"""The composition root: builds every service once and hands each widget the ones it uses."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib.resources import as_file, files
 
 from PySide6.QtGui import QIcon
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QMessageBox
 
+from app.chat.store import ChatStore, DatabaseTooNew
 from app.paths import AppPaths
+from app.runtime.engine import Engine
+from app.settings import Settings, SettingsStore
+from app.ui.chat_page import ChatPage
+from app.ui.engine_bridge import EngineBridge
 from app.ui.main_window import MainWindow
+
+
+@dataclass
+class Services:
+    settings_store: SettingsStore
+    settings: Settings
+    chat_store: ChatStore
+    bridge: EngineBridge
+
+    def close(self) -> None:
+        self.bridge.shutdown()
+        self.chat_store.close()
+
+
+def build_window(paths: AppPaths) -> tuple[MainWindow, Services]:
+    settings_store = SettingsStore(paths.settings_file)
+    settings = settings_store.load()
+    chat_store = ChatStore(paths.database_file)
+    bridge = EngineBridge(Engine(paths))
+    services = Services(settings_store, settings, chat_store, bridge)
+    chat = ChatPage(chat_store, bridge, settings, lambda: settings_store.save(settings))
+    window = MainWindow(chat, bridge, settings, settings_store)
+    if chat_store.moved_aside is not None:
+        chat.banner_text.setText(
+            f"Your chat database could not be read; it was kept as {chat_store.moved_aside.name} "
+            "and a new one was started."
+        )
+        chat.reload_button.hide()
+        chat.banner.show()
+    return window, services
 
 
 def run_window(paths: AppPaths, argv: list[str]) -> int:
@@ -19,7 +55,13 @@ def run_window(paths: AppPaths, argv: list[str]) -> int:
     app.setDesktopFileName("hubside")
     with as_file(files("app.resources") / "hubside.svg") as icon_path:
         app.setWindowIcon(QIcon(str(icon_path)))
-
-    window = MainWindow(paths)
+    try:
+        window, services = build_window(paths)
+    except DatabaseTooNew as exc:
+        QMessageBox.critical(None, "Hubside", exc.user_message)
+        return 1
     window.show()
-    return app.exec()
+    try:
+        return app.exec()
+    finally:
+        services.close()

@@ -1,35 +1,95 @@
-"""The main window. Pages arrive with the issues that build them."""
+"""The main window: a left navigation over the pages, and a status bar with the model and the engine."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QLabel, QMainWindow, QVBoxLayout, QWidget
+import os
+from pathlib import Path
 
-from app import __version__
-from app.paths import AppPaths
+from PySide6.QtCore import QByteArray, Qt, QTimer, Slot
+from PySide6.QtGui import QCloseEvent, QKeySequence, QShortcut
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QListWidget, QMainWindow, QStackedWidget, QWidget
+
+from app.runtime.memory import gb
+from app.settings import Settings, SettingsStore
+from app.ui.chat_page import ChatPage
+from app.ui.engine_bridge import EngineBridge
+from app.ui.widgets import named
+
+STATUS_INTERVAL_MS = 2000
+
+
+def _engine_rss(pid: int | None) -> int | None:
+    """The engine's resident memory from /proc: a file read, no call into the engine."""
+    if pid is None:
+        return None
+    try:
+        pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE")
 
 
 class MainWindow(QMainWindow):
-    def __init__(self, paths: AppPaths) -> None:
+    def __init__(
+        self, chat: ChatPage, bridge: EngineBridge, settings: Settings, store: SettingsStore
+    ) -> None:
         super().__init__()
         self.setObjectName("mainWindow")
         self.setWindowTitle("Hubside")
-        self.resize(1100, 720)
+        self.chat = chat
+        self.bridge = bridge
+        self.settings = settings
+        self.settings_store = store
 
-        welcome = QLabel("<h1>Hubside</h1><p>Open models on your own machine.</p>")
-        welcome.setObjectName("welcomeLabel")
-        welcome.setTextFormat(Qt.TextFormat.RichText)  # our own fixed text, never model output
-        welcome.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        models = QLabel(f"Models folder: {paths.models_dir}")
-        models.setObjectName("modelsDirLabel")
-        models.setTextFormat(Qt.TextFormat.PlainText)
-        models.setAlignment(Qt.AlignmentFlag.AlignCenter)
-
+        # Pages arrive with the issues that build them (Discover, Models, Downloads, Compare).
+        self.pages: dict[str, QWidget] = {"chat": chat}
+        self.navigation = named(QListWidget(), "navigation")  # a fixed list of pages, not data
+        self.navigation.setAccessibleName("Pages")
+        self.navigation.setFixedWidth(140)
+        self.stack = QStackedWidget()
+        for name, page in self.pages.items():
+            self.navigation.addItem(name.title())
+            self.stack.addWidget(page)
+        self.navigation.currentRowChanged.connect(self._show_page)
         central = QWidget()
-        layout = QVBoxLayout(central)
-        layout.addStretch(1)
-        layout.addWidget(welcome)
-        layout.addWidget(models)
-        layout.addStretch(1)
+        layout = QHBoxLayout(central)
+        layout.addWidget(self.navigation)
+        layout.addWidget(self.stack, 1)
         self.setCentralWidget(central)
-        self.statusBar().showMessage(f"Hubside {__version__} · no model loaded")
+
+        self.model_label = named(QLabel("no model loaded"), "statusModel")
+        self.model_label.setTextFormat(Qt.TextFormat.PlainText)
+        self.engine_label = named(QLabel(), "statusEngine")
+        self.statusBar().addWidget(self.model_label, 1)
+        self.statusBar().addPermanentWidget(self.engine_label)
+        chat.model_changed.connect(self.model_label.setText)
+        self.status_timer = QTimer(self)
+        self.status_timer.setInterval(STATUS_INTERVAL_MS)
+        self.status_timer.timeout.connect(self._update_engine_status)
+        self.status_timer.start()
+        self._update_engine_status()
+
+        QShortcut(QKeySequence.StandardKey.New, self, chat.new_chat)
+        names = list(self.pages)
+        self.navigation.setCurrentRow(names.index(settings.last_page) if settings.last_page in names else 0)
+        if settings.window_geometry:
+            self.restoreGeometry(QByteArray.fromBase64(settings.window_geometry.encode()))
+        else:
+            self.resize(1200, 780)
+
+    @Slot(int)
+    def _show_page(self, row: int) -> None:
+        self.stack.setCurrentIndex(row)
+        self.settings.last_page = list(self.pages)[row]
+
+    @Slot()
+    def _update_engine_status(self) -> None:
+        rss = _engine_rss(self.bridge.engine.pid) if self.bridge.engine.alive else None
+        self.engine_label.setText("engine: stopped" if rss is None else f"engine: running · {gb(rss)}")
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self.status_timer.stop()
+        self.chat.shutdown()
+        self.settings.window_geometry = bytes(self.saveGeometry().toBase64().data()).decode()
+        self.settings_store.save(self.settings)
+        super().closeEvent(event)

@@ -1,0 +1,431 @@
+"""The chat page: pick and load a local model, talk to it, and keep every message in the chat store.
+
+The user's message is saved before the request leaves; the reply is saved as it streams (at most a second
+of text at risk) and finalized when it ends. Text is shown through a 10 Hz render timer, so a fast model
+never floods the window.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QAbstractListModel, QModelIndex, QPersistentModelIndex, Qt, QTimer, Signal, Slot
+from PySide6.QtGui import QKeyEvent
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListView,
+    QPlainTextEdit,
+    QPushButton,
+    QSpinBox,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.chat.store import ChatStore, Conversation
+from app.runtime.protocol import GenerateRequest, LoadedModel, LoadParams, ReplyStats
+from app.runtime.templates import ChatMessage
+from app.settings import Settings
+from app.ui.engine_bridge import EngineBridge, is_crash
+from app.ui.transcript import Transcript, transcript_markdown
+from app.ui.widgets import named
+
+RENDER_INTERVAL_MS = 100  # Markdown re-render at most 10 times a second
+CHECKPOINT_INTERVAL_S = 1.0
+TITLE_LENGTH = 60
+_FINAL_STATES = {"stop": "complete", "length": "complete", "stopped": "stopped"}
+
+ModelIndex = QModelIndex | QPersistentModelIndex
+
+
+class ConversationListModel(QAbstractListModel):
+    def __init__(self, store: ChatStore) -> None:
+        super().__init__()
+        self.store = store
+        self.items: list[Conversation] = []
+
+    def refresh(self) -> None:
+        self.beginResetModel()
+        self.items = self.store.conversations()
+        self.endResetModel()
+
+    def rowCount(self, parent: ModelIndex = QModelIndex()) -> int:  # noqa: B008 - Qt's default argument
+        return 0 if parent.isValid() else len(self.items)
+
+    def data(self, index: ModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid() or not 0 <= index.row() < len(self.items):
+            return None
+        item = self.items[index.row()]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return item.title or "New chat"
+        if role == Qt.ItemDataRole.UserRole:
+            return item.id
+        return None
+
+    def row_of(self, conversation_id: int) -> int:
+        return next((row for row, item in enumerate(self.items) if item.id == conversation_id), -1)
+
+
+class ChatInput(QPlainTextEdit):
+    """Enter sends, Shift+Enter starts a new line, Esc asks to stop."""
+
+    submitted = Signal()
+    stop_requested = Signal()
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        enter = event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter)
+        if enter and not event.modifiers() & Qt.KeyboardModifier.ShiftModifier:
+            self.submitted.emit()
+        elif event.key() == Qt.Key.Key_Escape:
+            self.stop_requested.emit()
+        else:
+            super().keyPressEvent(event)
+
+
+class ChatPage(QWidget):
+    model_changed = Signal(str)  # a line for the status bar
+
+    def __init__(
+        self,
+        store: ChatStore,
+        bridge: EngineBridge,
+        settings: Settings,
+        save_settings: Callable[[], None],
+    ) -> None:
+        super().__init__()
+        self.store = store
+        self.bridge = bridge
+        self.settings = settings
+        self.save_settings = save_settings
+        self.model: LoadedModel | None = None
+        self.conversation_id: int | None = None
+        self.request_id: int | None = None
+        self.reply_id: int | None = None
+        self.reply_parts: list[str] = []
+        self.last_checkpoint = 0.0
+        self._build()
+        self.render_timer = QTimer(self)
+        self.render_timer.setSingleShot(True)
+        self.render_timer.setInterval(RENDER_INTERVAL_MS)
+        self.render_timer.timeout.connect(self._render)
+        bridge.loaded.connect(self._on_loaded)
+        bridge.failed.connect(self._on_failed)
+        bridge.chunk.connect(self._on_chunk)
+        bridge.finished.connect(self._on_finished)
+        bridge.notice.connect(self._on_notice)
+        self.conversations.refresh()
+        self._set_busy(False)
+
+    # --- layout ----------------------------------------------------------------------------------
+    def _build(self) -> None:
+        self.model_picker = named(QComboBox(), "modelPicker")
+        self.model_picker.setAccessibleName("Model")
+        self.model_picker.setMinimumWidth(320)
+        for path in self.settings.recent_models:
+            self.model_picker.addItem(Path(path).name, path)
+        open_button = named(QPushButton("Open model…"), "openModelButton")
+        open_button.clicked.connect(self._choose_model_file)
+        self.context = named(QSpinBox(minimum=0, maximum=1 << 20, singleStep=1024), "contextLength")
+        self.context.setSpecialValueText("auto")
+        self.context.setToolTip("Context length in tokens (auto: the model's, at most 8192)")
+        self.threads = named(QSpinBox(minimum=0, maximum=256), "threads")
+        self.threads.setSpecialValueText("auto")
+        self.threads.setToolTip("CPU threads (auto: physical cores)")
+        self.load_button = named(QPushButton("Load"), "loadButton")
+        self.load_button.setAccessibleName("Load model")
+        self.load_button.clicked.connect(self.load_selected_model)
+        self.unload_button = named(QPushButton("Unload"), "unloadButton")
+        self.unload_button.clicked.connect(self._unload)
+        self.model_status = named(QLabel("No model loaded"), "modelStatus")
+        self.model_status.setTextFormat(Qt.TextFormat.PlainText)
+        top = QHBoxLayout()
+        for widget in (self.model_picker, open_button, QLabel("Context"), self.context, QLabel("Threads"),
+                       self.threads, self.load_button, self.unload_button):  # fmt: skip
+            top.addWidget(widget)
+        top.addWidget(self.model_status, 1)
+
+        self.banner = named(QFrame(), "banner")
+        self.banner.setFrameShape(QFrame.Shape.StyledPanel)
+        self.banner_text = named(QLabel(), "bannerText")
+        self.banner_text.setTextFormat(Qt.TextFormat.PlainText)
+        self.banner_text.setWordWrap(True)
+        self.reload_button = named(QPushButton("Reload"), "reloadButton")
+        self.reload_button.clicked.connect(self.load_selected_model)
+        banner_layout = QHBoxLayout(self.banner)
+        banner_layout.addWidget(self.banner_text, 1)
+        banner_layout.addWidget(self.reload_button)
+        self.banner.hide()
+
+        self.system_prompt = named(QLineEdit(placeholderText="System prompt (optional)"), "systemPrompt")
+        self.system_prompt.setAccessibleName("System prompt")
+        self.transcript = Transcript()
+        self.notice = named(QLabel(), "noticeLabel")
+        self.notice.setTextFormat(Qt.TextFormat.PlainText)
+        self.notice.setWordWrap(True)
+        self.chat_input = named(ChatInput(placeholderText="Ask something (Enter sends)"), "chatInput")
+        self.chat_input.setAccessibleName("Message")
+        self.chat_input.setMaximumHeight(100)
+        self.chat_input.submitted.connect(self.send)
+        self.chat_input.stop_requested.connect(self.stop)
+        self.send_button = named(QPushButton("Send"), "sendButton")
+        self.send_button.setAccessibleName("Send")
+        self.send_button.clicked.connect(self.send)
+        self.stop_button = named(QPushButton("Stop"), "stopButton")
+        self.stop_button.setAccessibleName("Stop the reply")
+        self.stop_button.clicked.connect(self.stop)
+        bottom = QHBoxLayout()
+        bottom.addWidget(self.chat_input, 1)
+        bottom.addWidget(self.send_button)
+        bottom.addWidget(self.stop_button)
+
+        self.conversations = ConversationListModel(self.store)
+        self.conversation_list = named(QListView(), "conversationList")
+        self.conversation_list.setAccessibleName("Conversations")
+        self.conversation_list.setModel(self.conversations)
+        self.conversation_list.clicked.connect(self._conversation_clicked)
+        new_chat = named(QPushButton("New chat"), "newChatButton")
+        new_chat.clicked.connect(self.new_chat)
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(0, 0, 0, 0)
+        left_layout.addWidget(new_chat)
+        left_layout.addWidget(self.conversation_list)
+
+        right = QWidget()
+        right_layout = QVBoxLayout(right)
+        right_layout.setContentsMargins(0, 0, 0, 0)
+        right_layout.addWidget(self.banner)
+        right_layout.addWidget(self.system_prompt)
+        right_layout.addWidget(self.transcript, 1)
+        right_layout.addWidget(self.notice)
+        right_layout.addLayout(bottom)
+
+        splitter = QSplitter()
+        splitter.addWidget(left)
+        splitter.addWidget(right)
+        splitter.setStretchFactor(1, 1)
+        splitter.setSizes([220, 800])
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addWidget(splitter, 1)
+
+    # --- models ------------------------------------------------------------------------------------
+    def add_model_path(self, path: Path) -> None:
+        """Remember a model file and select it."""
+        text = str(path)
+        if text not in self.settings.recent_models:
+            self.settings.recent_models.insert(0, text)
+            self.save_settings()
+            self.model_picker.insertItem(0, path.name, text)
+        self.model_picker.setCurrentIndex(self.model_picker.findData(text))
+
+    @Slot()
+    def _choose_model_file(self) -> None:
+        name, _ = QFileDialog.getOpenFileName(self, "Open a GGUF model", "", "GGUF models (*.gguf)")
+        if name:
+            self.add_model_path(Path(name))
+
+    @Slot()
+    def load_selected_model(self) -> None:
+        path = self.model_picker.currentData()
+        if not path:
+            self._show_banner("Choose a model file first (Open model…).", reload=False)
+            return
+        self.banner.hide()
+        self.model_status.setText(f"Loading {Path(path).name}…")
+        self.load_button.setEnabled(False)
+        self.reload_button.setEnabled(False)
+        self.bridge.load(
+            LoadParams(Path(path), n_ctx=self.context.value() or None, n_threads=self.threads.value() or None)
+        )
+
+    @Slot()
+    def _unload(self) -> None:
+        self.bridge.unload()
+        self.model = None
+        self.model_status.setText("No model loaded")
+        self.model_changed.emit("no model loaded")
+        self._set_busy(False)
+
+    @Slot(object)
+    def _on_loaded(self, model: LoadedModel) -> None:
+        self.model = model
+        self.banner.hide()
+        self.load_button.setEnabled(True)
+        self.reload_button.setEnabled(True)
+        summary = f"{model.name} · {model.quant} · context {model.n_ctx} · loaded in {model.load_ms:.0f} ms"
+        self.model_status.setText(summary)
+        self.model_changed.emit(summary)
+        self._set_busy(False)
+
+    @Slot(str, str)
+    def _on_failed(self, kind: str, message: str) -> None:
+        self.load_button.setEnabled(True)
+        self.reload_button.setEnabled(True)
+        if self.request_id is not None:
+            self._finish_reply("interrupted" if is_crash(kind) else "error", {})
+        if is_crash(kind):
+            self.model = None
+            self.model_changed.emit("engine stopped")
+        self.model_status.setText("No model loaded" if self.model is None else self.model_status.text())
+        self._show_banner(message, reload=True)
+        self._set_busy(False)
+
+    def _show_banner(self, message: str, reload: bool) -> None:
+        self.banner_text.setText(message)
+        self.reload_button.setVisible(reload)
+        self.banner.show()
+
+    # --- conversations ---------------------------------------------------------------------------
+    @Slot()
+    def new_chat(self) -> None:
+        if self.request_id is not None:
+            return
+        self.conversation_id = None
+        self.system_prompt.clear()
+        self.notice.clear()
+        self.conversation_list.clearSelection()
+        self._render()
+        self.chat_input.setFocus()
+
+    @Slot(QModelIndex)
+    def _conversation_clicked(self, index: QModelIndex) -> None:
+        if self.request_id is None:
+            self.open_conversation(int(index.data(Qt.ItemDataRole.UserRole)))
+
+    def open_conversation(self, conversation_id: int) -> None:
+        self.conversation_id = conversation_id
+        self.system_prompt.setText(self.store.conversation(conversation_id).system_prompt)
+        self.notice.clear()
+        self._render()
+
+    # --- sending and streaming -------------------------------------------------------------------
+    @Slot()
+    def send(self) -> None:
+        text = self.chat_input.toPlainText().strip()
+        if not text or self.request_id is not None:
+            return
+        if self.model is None:
+            self._show_banner("Load a model to chat (choose one above, then Load).", reload=False)
+            return
+        if self.conversation_id is None:
+            title = " ".join(text.split())[:TITLE_LENGTH]
+            self.conversation_id = self.store.create_conversation(
+                title, self.system_prompt.text(), str(self.model.path)
+            )
+        self.store.add_message(self.conversation_id, "user", text)  # saved before anything is generated
+        self.chat_input.clear()
+        history = [
+            ChatMessage(m.role, m.content)
+            for m in self.store.messages(self.conversation_id)
+            if m.content.strip() and m.state != "error"
+        ]
+        system = self.system_prompt.text().strip()
+        messages = ([ChatMessage("system", system)] if system else []) + history
+        self.reply_id = self.store.start_reply(self.conversation_id)
+        self.reply_parts = []
+        self.last_checkpoint = time.monotonic()
+        self.request_id = self.bridge.engine.new_request_id()
+        self.notice.clear()
+        self.bridge.generate(GenerateRequest(self.request_id, tuple(messages)))
+        self.conversations.refresh()
+        self._select_current()
+        self._set_busy(True)
+        self._render()
+
+    @Slot(int, str)
+    def _on_chunk(self, request_id: int, text: str) -> None:
+        if request_id != self.request_id or self.reply_id is None:
+            return  # a reply the user already stopped: nothing more is shown
+        self.reply_parts.append(text)
+        now = time.monotonic()
+        if now - self.last_checkpoint >= CHECKPOINT_INTERVAL_S:
+            self.store.checkpoint_reply(self.reply_id, "".join(self.reply_parts))
+            self.last_checkpoint = now
+        if not self.render_timer.isActive():
+            self.render_timer.start()
+
+    @Slot(int, str)
+    def _on_notice(self, request_id: int, text: str) -> None:
+        if request_id == self.request_id:
+            self.notice.setText(text)
+
+    @Slot(int, object)
+    def _on_finished(self, request_id: int, stats: ReplyStats) -> None:
+        if request_id != self.request_id:
+            return
+        self._finish_reply(_FINAL_STATES.get(stats.finish_reason, "complete"), _stats_dict(stats, self.model))
+        self.notice.setText(_stats_line(stats))
+
+    @Slot()
+    def stop(self) -> None:
+        if self.request_id is None:
+            return
+        self.bridge.stop(self.request_id)
+        self._finish_reply("stopped", {})  # what is on screen is the reply; nothing more is added
+
+    def _finish_reply(self, state: str, stats: dict[str, Any]) -> None:
+        if self.reply_id is not None:
+            self.store.finish_reply(self.reply_id, "".join(self.reply_parts), state, stats)
+        self.request_id = None
+        self.reply_id = None
+        self.reply_parts = []
+        self.conversations.refresh()
+        self._select_current()
+        self._set_busy(False)
+        self._render()
+
+    # --- view ------------------------------------------------------------------------------------
+    def _select_current(self) -> None:
+        if self.conversation_id is not None:
+            row = self.conversations.row_of(self.conversation_id)
+            self.conversation_list.setCurrentIndex(self.conversations.index(row, 0))
+
+    def _set_busy(self, busy: bool) -> None:
+        self.send_button.setEnabled(not busy and self.model is not None)
+        self.stop_button.setEnabled(busy)
+        self.unload_button.setEnabled(not busy and self.model is not None)
+
+    @Slot()
+    def _render(self) -> None:
+        messages = self.store.messages(self.conversation_id) if self.conversation_id else []
+        streaming = None
+        if self.reply_id is not None:
+            messages = [m for m in messages if m.id != self.reply_id]
+            streaming = "".join(self.reply_parts)
+        self.transcript.show_markdown(transcript_markdown(messages, streaming))
+
+    def shutdown(self) -> None:
+        """The window is closing: keep what was streamed so far, and draw nothing more."""
+        if self.request_id is not None:
+            self.bridge.stop(self.request_id)
+            self._finish_reply("stopped", {})
+        self.render_timer.stop()
+        self.render_timer.timeout.disconnect(self._render)
+
+
+def _stats_dict(stats: ReplyStats, model: LoadedModel | None) -> dict[str, Any]:
+    return {
+        "model": model.name if model else "",
+        "finish_reason": stats.finish_reason,
+        "prompt_tokens": stats.prompt_tokens,
+        "completion_tokens": stats.completion_tokens,
+        "ttft_ms": round(stats.ttft_ms, 1),
+        "tokens_per_s": round(stats.tokens_per_s, 1),
+        "prompt_tokens_per_s": round(stats.prompt_tokens_per_s, 1),
+    }
+
+
+def _stats_line(stats: ReplyStats) -> str:
+    return (
+        f"{stats.completion_tokens} tokens · {stats.tokens_per_s:.1f} tok/s · first token "
+        f"{stats.ttft_ms:.0f} ms · prompt {stats.prompt_tokens} tokens · {stats.finish_reason}"
+    )

@@ -1,0 +1,156 @@
+"""The real window with the real engine: load, chat, stop, survive an engine crash, restart."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import Qt
+from pytestqt.qtbot import QtBot
+
+from app.chat.store import ChatStore
+from app.paths import AppPaths
+from app.ui.application import Services, build_window
+from app.ui.main_window import MainWindow
+
+LOAD_TIMEOUT_MS = 60_000
+REPLY_TIMEOUT_MS = 60_000
+
+
+@pytest.fixture
+def open_window(qtbot: QtBot) -> Iterator[callable]:  # type: ignore[valid-type]
+    opened: list[tuple[MainWindow, Services]] = []
+
+    def open_() -> MainWindow:
+        window, services = build_window(AppPaths.from_env().ensure())
+        qtbot.addWidget(window)
+        window.show()
+        opened.append((window, services))
+        return window
+
+    yield open_
+    for window, services in opened:
+        window.close()
+        services.close()
+
+
+def _load(qtbot: QtBot, window: MainWindow, model: Path, context: int = 0) -> None:
+    chat = window.chat
+    chat.add_model_path(model)
+    chat.context.setValue(context)
+    qtbot.mouseClick(chat.load_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: chat.model is not None, timeout=LOAD_TIMEOUT_MS)
+
+
+def _ask(qtbot: QtBot, window: MainWindow, text: str) -> None:
+    chat = window.chat
+    qtbot.keyClicks(chat.chat_input, text)
+    qtbot.keyClick(chat.chat_input, Qt.Key.Key_Return)
+
+
+def test_chat_is_saved_and_back_after_a_restart(qtbot: QtBot, open_window, tiny_model: Path) -> None:  # type: ignore[no-untyped-def]
+    window = open_window()
+    _load(qtbot, window, tiny_model, context=512)
+    chat = window.chat
+    _ask(qtbot, window, "Hello there")
+    assert chat.chat_input.toPlainText() == ""
+    qtbot.waitUntil(lambda: chat.request_id is None, timeout=REPLY_TIMEOUT_MS)
+    assert chat.send_button.isEnabled() and not chat.stop_button.isEnabled()
+    assert "tok/s" in chat.notice.text()
+    text = chat.transcript.toPlainText()
+    assert "You" in text and "Hello there" in text and "Assistant" in text
+    conversation_id = chat.conversation_id
+    assert conversation_id is not None
+    user, reply = chat.store.messages(conversation_id)
+    assert (user.role, user.content, reply.role, reply.state) == (
+        "user",
+        "Hello there",
+        "assistant",
+        "complete",
+    )
+    assert reply.content and reply.stats["completion_tokens"] > 0
+    window.close()
+
+    again = open_window()
+    assert again.chat.conversations.rowCount() == 1
+    index = again.chat.conversations.index(0, 0)
+    assert index.data() == "Hello there"
+    qtbot.mouseClick(
+        again.chat.conversation_list.viewport(),
+        Qt.MouseButton.LeftButton,
+        pos=again.chat.conversation_list.visualRect(index).center(),
+    )
+    assert "Hello there" in again.chat.transcript.toPlainText()
+    assert again.chat.model_picker.currentData() == str(tiny_model)  # the model file is remembered
+
+
+@pytest.mark.real_model
+def test_stop_keeps_what_was_shown_and_nothing_more(qtbot: QtBot, open_window, smollm2_path: Path) -> None:  # type: ignore[no-untyped-def]
+    window = open_window()
+    _load(qtbot, window, smollm2_path, context=2048)
+    chat = window.chat
+    _ask(qtbot, window, "Write a very long story about a dragon.")
+    qtbot.waitUntil(lambda: len("".join(chat.reply_parts)) > 20, timeout=REPLY_TIMEOUT_MS)
+    reply_id = chat.reply_id
+    qtbot.mouseClick(chat.stop_button, Qt.MouseButton.LeftButton)
+    shown = chat.transcript.toPlainText()
+    qtbot.wait(500)  # chunks still on their way must not change anything
+    assert chat.transcript.toPlainText() == shown
+    row = chat.store.db.execute("SELECT content, state FROM messages WHERE id = ?", (reply_id,)).fetchone()
+    assert row["state"] == "stopped"
+    assert row["content"].strip() and row["content"].strip()[-10:] in shown
+    _ask(qtbot, window, "Thanks!")  # the engine answers the next request
+    qtbot.waitUntil(lambda: chat.request_id is None, timeout=REPLY_TIMEOUT_MS)
+    assert chat.store.messages(chat.conversation_id)[-1].state in ("complete", "stopped")  # type: ignore[arg-type]
+
+
+def test_an_engine_crash_shows_a_banner_and_keeps_the_chat(
+    qtbot: QtBot, open_window, tiny_model: Path
+) -> None:  # type: ignore[no-untyped-def]
+    window = open_window()
+    _load(qtbot, window, tiny_model, context=512)
+    chat = window.chat
+    pid = chat.bridge.engine.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    _ask(qtbot, window, "Are you there?")
+    qtbot.waitUntil(lambda: chat.banner.isVisible(), timeout=REPLY_TIMEOUT_MS)
+    assert "SIGKILL" in chat.banner_text.text()
+    assert chat.reload_button.isVisible()
+    messages = ChatStore(AppPaths.from_env().database_file).messages(chat.conversation_id)  # type: ignore[arg-type]
+    assert (messages[0].role, messages[0].content, messages[0].state) == (
+        "user",
+        "Are you there?",
+        "complete",
+    )
+    assert messages[1].state == "interrupted"
+    qtbot.mouseClick(chat.reload_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: chat.model is not None and not chat.banner.isVisible(), timeout=LOAD_TIMEOUT_MS)
+    assert chat.send_button.isEnabled()
+
+
+def test_a_bad_model_file_is_a_banner_not_a_crash(qtbot: QtBot, open_window, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF" + b"\xff" * 100)
+    window = open_window()
+    chat = window.chat
+    chat.add_model_path(bad)
+    qtbot.mouseClick(chat.load_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: chat.banner.isVisible(), timeout=LOAD_TIMEOUT_MS)
+    assert "broken.gguf is not a usable GGUF model" in chat.banner_text.text()
+    assert chat.model is None and chat.load_button.isEnabled()
+
+
+def test_model_output_cannot_load_images_or_run_html(qtbot: QtBot, open_window) -> None:  # type: ignore[no-untyped-def]
+    window = open_window()
+    transcript = window.chat.transcript
+    transcript.show_markdown(
+        '<script>alert(1)</script> <img src="http://127.0.0.1:9/x.png"> ![x](file:///etc/passwd)'
+    )
+    html = transcript.toHtml()
+    assert "<script" not in html.lower()
+    assert transcript.loadResource(2, "http://127.0.0.1:9/x.png") is None
+    assert "&lt;script&gt;" in html or "alert(1)" in transcript.toPlainText()
