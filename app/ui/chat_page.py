@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QListView,
     QPlainTextEdit,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
     QSplitter,
     QVBoxLayout,
@@ -146,6 +147,8 @@ class ChatPage(QWidget):
         self.unload_button.clicked.connect(self._unload)
         self.model_status = named(QLabel("No model loaded"), "modelStatus")
         self.model_status.setTextFormat(Qt.TextFormat.PlainText)
+        # A long model name must not widen the window: the label takes the room there is.
+        self.model_status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         top = QHBoxLayout()
         for widget in (self.model_picker, open_button, QLabel("Context"), self.context, QLabel("Threads"),
                        self.threads, self.load_button, self.unload_button):  # fmt: skip

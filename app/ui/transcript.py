@@ -22,7 +22,7 @@ _STATE_NOTES = {
 
 
 def message_markdown(role: str, content: str, note: str = "") -> str:
-    header = f"**{_SPEAKERS.get(role, role)}**" + (f" · _{note}_" if note else "")
+    header = f"**{_SPEAKERS.get(role, role)}**" + (f" · *{note}*" if note else "")
     return f"{header}\n\n{content.strip() or '…'}\n"
 
 
