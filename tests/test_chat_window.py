@@ -154,3 +154,18 @@ def test_model_output_cannot_load_images_or_run_html(qtbot: QtBot, open_window) 
     assert "<script" not in html.lower()
     assert transcript.loadResource(2, "http://127.0.0.1:9/x.png") is None
     assert "&lt;script&gt;" in html or "alert(1)" in transcript.toPlainText()
+
+
+def test_ctrl_n_starts_a_new_chat(qtbot: QtBot, open_window) -> None:  # type: ignore[no-untyped-def]
+    window = open_window()
+    chat = window.chat
+    conversation = chat.store.create_conversation("Earlier")
+    chat.store.add_message(conversation, "user", "an earlier question")
+    chat.conversations.refresh()
+    chat.open_conversation(conversation)
+    assert "an earlier question" in chat.transcript.toPlainText()
+    with qtbot.waitActive(window):
+        window.activateWindow()
+    qtbot.keyClick(chat.chat_input, Qt.Key.Key_N, Qt.KeyboardModifier.ControlModifier)
+    assert chat.conversation_id is None
+    assert "an earlier question" not in chat.transcript.toPlainText()

@@ -36,13 +36,18 @@ from app.runtime.protocol import GenerateRequest, LoadedModel, LoadParams, Reply
 from app.runtime.templates import ChatMessage
 from app.settings import Settings
 from app.ui.engine_bridge import EngineBridge, is_crash
-from app.ui.transcript import Transcript, transcript_markdown
+from app.ui.transcript import Transcript
 from app.ui.widgets import named
 
 RENDER_INTERVAL_MS = 100  # Markdown re-render at most 10 times a second
 CHECKPOINT_INTERVAL_S = 1.0
 TITLE_LENGTH = 60
 _FINAL_STATES = {"stop": "complete", "length": "complete", "stopped": "stopped"}
+_STATE_NOTES = {
+    "stopped": "stopped",
+    "interrupted": "interrupted: the engine stopped during this reply",
+    "error": "failed",
+}
 
 ModelIndex = QModelIndex | QPersistentModelIndex
 
@@ -342,7 +347,7 @@ class ChatPage(QWidget):
         self.conversations.refresh()
         self._select_current()
         self._set_busy(True)
-        self._render()
+        self.transcript.begin_reply(self.store.messages(self.conversation_id)[:-1])
 
     @Slot(int, str)
     def _on_chunk(self, request_id: int, text: str) -> None:
@@ -376,15 +381,17 @@ class ChatPage(QWidget):
         self._finish_reply("stopped", {})  # what is on screen is the reply; nothing more is added
 
     def _finish_reply(self, state: str, stats: dict[str, Any]) -> None:
+        text = "".join(self.reply_parts)
         if self.reply_id is not None:
-            self.store.finish_reply(self.reply_id, "".join(self.reply_parts), state, stats)
+            self.store.finish_reply(self.reply_id, text, state, stats)
+        self.render_timer.stop()
+        self.transcript.end_reply(text, _STATE_NOTES.get(state, ""))
         self.request_id = None
         self.reply_id = None
         self.reply_parts = []
         self.conversations.refresh()
         self._select_current()
         self._set_busy(False)
-        self._render()
 
     # --- view ------------------------------------------------------------------------------------
     def _select_current(self) -> None:
@@ -399,12 +406,12 @@ class ChatPage(QWidget):
 
     @Slot()
     def _render(self) -> None:
-        messages = self.store.messages(self.conversation_id) if self.conversation_id else []
-        streaming = None
-        if self.reply_id is not None:
-            messages = [m for m in messages if m.id != self.reply_id]
-            streaming = "".join(self.reply_parts)
-        self.transcript.show_markdown(transcript_markdown(messages, streaming))
+        if self.reply_id is not None:  # only the streaming reply is redrawn
+            self.transcript.update_reply("".join(self.reply_parts))
+        else:
+            self.transcript.show_messages(
+                self.store.messages(self.conversation_id) if self.conversation_id else []
+            )
 
     def shutdown(self) -> None:
         """The window is closing: keep what was streamed so far, and draw nothing more."""

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, Qt, QTimer, Slot
-from PySide6.QtGui import QCloseEvent, QKeySequence, QShortcut
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QListWidget, QMainWindow, QStackedWidget, QWidget
 
 from app.runtime.memory import gb
@@ -69,7 +69,11 @@ class MainWindow(QMainWindow):
         self.status_timer.start()
         self._update_engine_status()
 
-        QShortcut(QKeySequence.StandardKey.New, self, chat.new_chat)
+        # Ctrl+N from anywhere in the window.
+        new_chat = QAction("New chat", self)
+        new_chat.setShortcut(QKeySequence.StandardKey.New)
+        new_chat.triggered.connect(chat.new_chat)
+        self.addAction(new_chat)
         names = list(self.pages)
         self.navigation.setCurrentRow(names.index(settings.last_page) if settings.last_page in names else 0)
         if settings.window_geometry:

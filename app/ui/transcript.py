@@ -1,24 +1,28 @@
-"""The transcript: untrusted Markdown (model output, saved history) shown safely.
+"""The transcript: untrusted Markdown (model output, saved history) shown safely and cheaply.
 
 Qt's own Markdown parser with HTML switched off renders it; no resource is ever loaded (so no remote or
-local image), and a link opens only when clicked, only for http(s).
+local image), and a link opens only when clicked, only for http(s). While a reply streams, only that reply's
+part of the document is redrawn; past `LIVE_MARKDOWN_LIMIT` characters it grows as plain text, so a reply of
+any length costs each redraw the same.
 """
 
 from __future__ import annotations
 
 from PySide6.QtCore import QUrl, Slot
-from PySide6.QtGui import QDesktopServices, QTextDocument
+from PySide6.QtGui import QDesktopServices, QTextCursor, QTextDocument, QTextDocumentFragment
 from PySide6.QtWidgets import QTextBrowser, QWidget
 
 from app.chat.store import Message
 
 _MARKDOWN = QTextDocument.MarkdownFeature.MarkdownDialectGitHub | QTextDocument.MarkdownFeature.MarkdownNoHTML
+LIVE_MARKDOWN_LIMIT = 20_000  # characters of a streaming reply still redrawn as Markdown (a few ms)
 _SPEAKERS = {"user": "You", "assistant": "Assistant", "system": "System"}
 _STATE_NOTES = {
     "stopped": "stopped",
     "interrupted": "interrupted: Hubside or the engine stopped during this reply",
     "error": "failed",
 }
+_SEPARATOR = "\n---\n\n"
 
 
 def message_markdown(role: str, content: str, note: str = "") -> str:
@@ -26,11 +30,10 @@ def message_markdown(role: str, content: str, note: str = "") -> str:
     return f"{header}\n\n{content.strip() or '…'}\n"
 
 
-def transcript_markdown(messages: list[Message], streaming: str | None = None) -> str:
-    parts = [message_markdown(m.role, m.content, _STATE_NOTES.get(m.state, "")) for m in messages]
-    if streaming is not None:
-        parts.append(message_markdown("assistant", streaming, "writing…"))
-    return "\n---\n\n".join(parts)
+def transcript_markdown(messages: list[Message]) -> str:
+    return _SEPARATOR.join(
+        message_markdown(m.role, m.content, _STATE_NOTES.get(m.state, "")) for m in messages
+    )
 
 
 class Transcript(QTextBrowser):
@@ -41,13 +44,56 @@ class Transcript(QTextBrowser):
         self.setOpenLinks(False)
         self.setOpenExternalLinks(False)
         self.anchorClicked.connect(self._open_link)
+        self._live_start: int | None = None  # where the streaming reply begins in the document
+        self._live_plain = 0  # characters of the reply appended as plain text (past the limit)
 
     def show_markdown(self, markdown: str) -> None:
-        bar = self.verticalScrollBar()
-        at_end = bar.value() >= bar.maximum() - 4
-        self.document().setMarkdown(markdown, _MARKDOWN)
-        if at_end:
-            bar.setValue(bar.maximum())
+        with self._keeping_the_end_in_view():
+            self.document().setMarkdown(markdown, _MARKDOWN)
+        self._live_start = None
+
+    def show_messages(self, messages: list[Message]) -> None:
+        self.show_markdown(transcript_markdown(messages))
+
+    def begin_reply(self, messages: list[Message]) -> None:
+        """Show the conversation and an empty reply after it, which `update_reply` then fills."""
+        self.show_markdown(transcript_markdown(messages) + (_SEPARATOR if messages else ""))
+        cursor = QTextCursor(self.document())
+        cursor.movePosition(QTextCursor.MoveOperation.End)
+        self._live_start = cursor.position()
+        self._live_plain = 0
+        self.update_reply("")
+
+    def update_reply(self, text: str, note: str = "writing…") -> None:
+        if self._live_start is None:
+            return
+        with self._keeping_the_end_in_view():
+            cursor = QTextCursor(self.document())
+            if len(text) <= LIVE_MARKDOWN_LIMIT or not self._live_plain:
+                cursor.setPosition(self._live_start)
+                cursor.movePosition(QTextCursor.MoveOperation.End, QTextCursor.MoveMode.KeepAnchor)
+                if len(text) <= LIVE_MARKDOWN_LIMIT:
+                    markdown = message_markdown("assistant", text, note)
+                    cursor.insertFragment(QTextDocumentFragment.fromMarkdown(markdown, _MARKDOWN))
+                    return
+                cursor.insertFragment(
+                    QTextDocumentFragment.fromMarkdown(f"**Assistant** · *{note}*\n", _MARKDOWN)
+                )
+                cursor.insertBlock()
+            cursor.movePosition(QTextCursor.MoveOperation.End)
+            cursor.insertText(text[self._live_plain :])
+            self._live_plain = len(text)
+
+    def end_reply(self, text: str, note: str = "") -> None:
+        """The reply is final: one last redraw of its own part (never of the whole conversation)."""
+        if len(text) <= LIVE_MARKDOWN_LIMIT:
+            self.update_reply(text, note)
+        else:
+            self.update_reply(text)
+        self._live_start = None
+
+    def _keeping_the_end_in_view(self) -> _StickToEnd:
+        return _StickToEnd(self)
 
     def loadResource(self, kind: int, name: QUrl | str) -> object:
         return None  # never load images or anything else a model or a saved chat points at
@@ -56,3 +102,17 @@ class Transcript(QTextBrowser):
     def _open_link(self, url: QUrl) -> None:
         if url.scheme() in ("http", "https"):
             QDesktopServices.openUrl(url)
+
+
+class _StickToEnd:
+    """Keeps the view at the bottom across a redraw if it was there before (the user may scroll up)."""
+
+    def __init__(self, view: QTextBrowser) -> None:
+        self.bar = view.verticalScrollBar()
+
+    def __enter__(self) -> None:
+        self.at_end = self.bar.value() >= self.bar.maximum() - 4
+
+    def __exit__(self, *exc: object) -> None:
+        if self.at_end:
+            self.bar.setValue(self.bar.maximum())
