@@ -112,3 +112,76 @@ def test_sigkill_while_streaming_loses_nothing_committed() -> None:
             if kind == "reply":
                 assert row["state"] == "interrupted"
         store.close()
+
+
+def _sample(store: ChatStore) -> int:
+    conversation = store.create_conversation("Capitals", system_prompt="Be brief.")
+    store.add_message(conversation, "user", "What is the capital of France?")
+    reply = store.start_reply(conversation)
+    store.finish_reply(reply, "**Paris**, of course.", "complete", {"tokens_per_s": 90.5})
+    return conversation
+
+
+def test_rename_pin_search_delete_and_undo() -> None:
+    store = ChatStore(_db())
+    first = _sample(store)
+    second = store.create_conversation("Cooking")
+    store.add_message(second, "user", "How long do I boil an egg? 100% sure_please")
+    store.rename_conversation(first, "  European capitals ")
+    store.set_pinned(first, True)
+    assert [c.title for c in store.conversations()] == ["European capitals", "Cooking"]
+    assert [c.id for c in store.conversations(search="paris")] == [first]  # message text, any case
+    assert [c.id for c in store.conversations(search="capitals")] == [first]  # title
+    assert [c.id for c in store.conversations(search="100%")] == [second]  # LIKE wildcards are literal
+    assert store.conversations(search="1_0") == []
+    saved = store.delete_conversation(first)
+    assert [c.id for c in store.conversations()] == [second]
+    assert (
+        store.db.execute("SELECT COUNT(*) FROM messages WHERE conversation_id = ?", (first,)).fetchone()[0]
+        == 0
+    )
+    restored = store.restore(saved)  # Undo
+    assert [m.content for m in store.messages(restored)] == [m.content for m in saved.messages]
+    assert store.conversation(restored).pinned
+
+
+def test_export_json_round_trips_and_markdown_reads_well() -> None:
+    from app.chat.export import from_json, to_json, to_markdown
+
+    store = ChatStore(_db())
+    conversation = _sample(store)
+    exported = store.export(conversation)
+    imported_id = store.restore(from_json(to_json(exported)))
+    again = store.export(imported_id)
+    assert again.conversation.title == "Capitals" and again.conversation.system_prompt == "Be brief."
+    assert [(m.role, m.content, m.state, m.stats) for m in again.messages] == [
+        (m.role, m.content, m.state, m.stats) for m in exported.messages
+    ]
+    markdown = to_markdown(exported)
+    assert markdown.startswith("# Capitals\n")
+    assert "## You\n\nWhat is the capital of France?" in markdown
+    assert "## Assistant\n\n**Paris**, of course." in markdown
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b"[]", "format field is missing"),
+        (b'{"format": "hubside-conversation", "version": 99, "messages": []}', "newer"),
+        (b'{"format": "hubside-conversation", "version": 1}', "no list of messages"),
+        (b'{"format": "hubside-conversation", "version": 1, "messages": [{"role": "root"}]}', "valid role"),
+        (
+            b'{"format": "hubside-conversation", "version": 1, "messages": [{"role": "user", "content": 5}]}',
+            "content is not text",
+        ),
+    ],
+)
+def test_import_rejects_bad_files_clearly(data: bytes, problem: str) -> None:
+    from app.chat.export import from_json
+    from app.errors import AppError
+
+    with pytest.raises(AppError) as raised:
+        from_json(data)
+    assert raised.value.user_message.startswith("This is not a Hubside conversation file: ")
+    assert problem in raised.value.user_message

@@ -87,6 +87,12 @@ class Message:
     updated_at: float
 
 
+@dataclass(frozen=True)
+class ConversationExport:
+    conversation: Conversation
+    messages: tuple[Message, ...]
+
+
 class ChatStore:
     """The one owner of the chat database. Use it from one thread."""
 
@@ -208,10 +214,61 @@ class ChatStore:
             (content, state, json.dumps(stats or {}), self.clock(), message_id),
         )
 
+    def rename_conversation(self, conversation_id: int, title: str) -> None:
+        self._write("UPDATE conversations SET title = ? WHERE id = ?", (title.strip(), conversation_id))
+
+    def set_pinned(self, conversation_id: int, pinned: bool) -> None:
+        self._write("UPDATE conversations SET pinned = ? WHERE id = ?", (int(pinned), conversation_id))
+
+    def set_system_prompt(self, conversation_id: int, system_prompt: str) -> None:
+        self._write(
+            "UPDATE conversations SET system_prompt = ? WHERE id = ?", (system_prompt, conversation_id)
+        )
+
+    def delete_conversation(self, conversation_id: int) -> ConversationExport:
+        """Delete a conversation with its messages; returns them so that an Undo can put them back."""
+        saved = self.export(conversation_id)
+        self._write("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+        return saved
+
+    def export(self, conversation_id: int) -> ConversationExport:
+        return ConversationExport(self.conversation(conversation_id), tuple(self.messages(conversation_id)))
+
+    def restore(self, saved: ConversationExport) -> int:
+        """Insert an exported conversation (an Undo, or an import) as a new conversation; returns its id."""
+        c = saved.conversation
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            cursor = self.db.execute(
+                "INSERT INTO conversations"
+                " (title, system_prompt, model_path, pinned, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (c.title, c.system_prompt, c.model_path, int(c.pinned), c.created_at, c.updated_at),
+            )
+            new_id = int(cursor.lastrowid or 0)
+            self.db.executemany(
+                "INSERT INTO messages (conversation_id, role, content, state, stats_json, created_at,"
+                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (new_id, m.role, m.content, m.state, json.dumps(m.stats), m.created_at, m.updated_at)
+                    for m in saved.messages
+                ],
+            )
+        return new_id
+
     # --- reads -----------------------------------------------------------------------------------
-    def conversations(self) -> list[Conversation]:
+    def conversations(self, search: str = "") -> list[Conversation]:
+        """Pinned first, then the most recent; `search` keeps those whose title or any message has it."""
+        if not search.strip():
+            rows = self.db.execute(
+                "SELECT * FROM conversations ORDER BY pinned DESC, updated_at DESC, id DESC"
+            ).fetchall()
+            return [_conversation(row) for row in rows]
+        pattern = "%" + search.strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         rows = self.db.execute(
-            "SELECT * FROM conversations ORDER BY pinned DESC, updated_at DESC, id DESC"
+            "SELECT * FROM conversations c WHERE c.title LIKE ?1 ESCAPE '\\' OR EXISTS ("
+            "  SELECT 1 FROM messages m WHERE m.conversation_id = c.id AND m.content LIKE ?1 ESCAPE '\\')"
+            " ORDER BY pinned DESC, updated_at DESC, id DESC",
+            (pattern,),
         ).fetchall()
         return [_conversation(row) for row in rows]
 

@@ -1,0 +1,117 @@
+"""A conversation as a file: JSON (round-trips through import) and Markdown (for reading and sharing)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from app.chat.store import ROLES, STATES, Conversation, ConversationExport, Message
+from app.errors import AppError, ErrorKind
+
+FORMAT = "hubside-conversation"
+VERSION = 1
+MAX_IMPORT_BYTES = 64 * 1024 * 1024
+_SPEAKERS = {"user": "You", "assistant": "Assistant", "system": "System"}
+
+
+def to_json(saved: ConversationExport) -> str:
+    c = saved.conversation
+    return json.dumps(
+        {
+            "format": FORMAT,
+            "version": VERSION,
+            "title": c.title,
+            "system_prompt": c.system_prompt,
+            "model_path": c.model_path,
+            "created_at": c.created_at,
+            "updated_at": c.updated_at,
+            "messages": [
+                {
+                    "role": m.role,
+                    "content": m.content,
+                    "state": m.state,
+                    "stats": m.stats,
+                    "created_at": m.created_at,
+                }
+                for m in saved.messages
+            ],
+        },
+        indent=2,
+        ensure_ascii=False,
+    )
+
+
+def to_markdown(saved: ConversationExport) -> str:
+    c = saved.conversation
+    parts = [f"# {c.title or 'Conversation'}\n"]
+    if c.system_prompt:
+        parts.append(f"*System prompt:* {c.system_prompt}\n")
+    for m in saved.messages:
+        note = f" ({m.state})" if m.state not in ("complete", "streaming") else ""
+        parts.append(f"## {_SPEAKERS.get(m.role, m.role)}{note}\n\n{m.content.strip()}\n")
+    return "\n".join(parts)
+
+
+def _bad(problem: str) -> AppError:
+    return AppError(ErrorKind.BAD_INPUT, f"This is not a Hubside conversation file: {problem}.")
+
+
+def _text(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise _bad(f"{name} is not text")
+    return value
+
+
+def _number(value: Any, default: float) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else default
+
+
+def from_json(data: bytes | str) -> ConversationExport:
+    """Parse an exported conversation, checking every field; raises AppError(BAD_INPUT) on anything odd."""
+    if len(data) > MAX_IMPORT_BYTES:
+        raise _bad(f"it is larger than {MAX_IMPORT_BYTES // 1024 // 1024} MB")
+    try:
+        raw = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _bad(f"it is not valid JSON ({exc})") from exc
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise _bad("the format field is missing")
+    version = raw.get("version")
+    if not isinstance(version, int) or version > VERSION:
+        raise _bad(f"version {version!r} is newer than this Hubside understands")
+    entries = raw.get("messages")
+    if not isinstance(entries, list):
+        raise _bad("it has no list of messages")
+    now = time.time()
+    messages = []
+    for entry in entries:
+        if not isinstance(entry, dict) or entry.get("role") not in ROLES:
+            raise _bad("a message has no valid role")
+        state = entry.get("state", "complete")
+        if state not in STATES:
+            raise _bad(f"a message has an unknown state {state!r}")
+        stats = entry.get("stats", {})
+        created = _number(entry.get("created_at"), now)
+        messages.append(
+            Message(
+                id=0,
+                conversation_id=0,
+                role=entry["role"],
+                content=_text(entry.get("content", ""), "a message's content"),
+                state="interrupted" if state == "streaming" else state,
+                stats=stats if isinstance(stats, dict) else {},
+                created_at=created,
+                updated_at=created,
+            )
+        )
+    conversation = Conversation(
+        id=0,
+        title=_text(raw.get("title", ""), "the title"),
+        system_prompt=_text(raw.get("system_prompt", ""), "the system prompt"),
+        model_path=_text(raw.get("model_path", ""), "the model path"),
+        pinned=False,
+        created_at=_number(raw.get("created_at"), now),
+        updated_at=_number(raw.get("updated_at"), now),
+    )
+    return ConversationExport(conversation, tuple(messages))
