@@ -240,8 +240,8 @@ class ChatStore:
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             cursor = self.db.execute(
-                "INSERT INTO conversations"
-                " (title, system_prompt, model_path, pinned, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO conversations (title, system_prompt, model_path, pinned, created_at,"
+                " updated_at) VALUES (?, ?, ?, ?, ?, ?)",
                 (c.title, c.system_prompt, c.model_path, int(c.pinned), c.created_at, c.updated_at),
             )
             new_id = int(cursor.lastrowid or 0)
