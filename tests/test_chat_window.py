@@ -59,8 +59,8 @@ def test_chat_is_saved_and_back_after_a_restart(qtbot: QtBot, open_window, tiny_
     assert chat.chat_input.toPlainText() == ""
     qtbot.waitUntil(lambda: chat.request_id is None, timeout=REPLY_TIMEOUT_MS)
     assert chat.send_button.isEnabled() and not chat.stop_button.isEnabled()
-    assert "tok/s" in chat.notice.text()
     text = chat.transcript.toPlainText()
+    assert "tok/s" in text and "first token" in text  # the reply's numbers, under it
     assert "You" in text and "Hello there" in text and "Assistant" in text
     conversation_id = chat.conversation_id
     assert conversation_id is not None
@@ -169,3 +169,70 @@ def test_ctrl_n_starts_a_new_chat(qtbot: QtBot, open_window) -> None:  # type: i
     qtbot.keyClick(chat.chat_input, Qt.Key.Key_N, Qt.KeyboardModifier.ControlModifier)
     assert chat.conversation_id is None
     assert "an earlier question" not in chat.transcript.toPlainText()
+
+
+def _seed(window: MainWindow, title: str, question: str) -> int:
+    store = window.chat.store
+    conversation = store.create_conversation(title)
+    store.add_message(conversation, "user", question)
+    reply = store.start_reply(conversation)
+    store.finish_reply(reply, f"An answer about {title}.", "complete", {"tokens_per_s": 42.0, "ttft_ms": 120})
+    window.chat.conversations.refresh()
+    return conversation
+
+
+def test_manage_conversations(qtbot: QtBot, open_window, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    window = open_window()
+    chat = window.chat
+    eggs = _seed(window, "Eggs", "How long do I boil an egg?")
+    rome = _seed(window, "Rome", "When was Rome founded?")
+    chat.open_conversation(rome)
+    assert "42.0 tok/s" in chat.transcript.toPlainText()
+
+    chat.rename_conversation(eggs, "Soft-boiled eggs")
+    chat.set_pinned(eggs, True)
+    assert chat.conversations.index(0, 0).data() == "📌 Soft-boiled eggs"
+
+    qtbot.keyClicks(chat.search, "founded")  # searches message text, debounced
+    qtbot.waitUntil(lambda: chat.conversations.rowCount() == 1)
+    assert chat.conversations.index(0, 0).data() == "Rome"
+    chat.search.clear()
+    qtbot.waitUntil(lambda: chat.conversations.rowCount() == 2)
+
+    chat.delete_conversation(rome)
+    assert chat.conversations.rowCount() == 1 and chat.undo_bar.isVisible()
+    qtbot.mouseClick(chat.undo_button, Qt.MouseButton.LeftButton)
+    assert chat.conversations.rowCount() == 2 and not chat.undo_bar.isVisible()
+    assert "When was Rome founded?" in chat.transcript.toPlainText()
+
+    chat.export_conversation(eggs, tmp_path / "eggs.md")
+    chat.export_conversation(eggs, tmp_path / "eggs.json")
+    assert (tmp_path / "eggs.md").read_text().startswith("# Soft-boiled eggs")
+    chat.import_conversation(tmp_path / "eggs.json")
+    assert chat.conversations.rowCount() == 3
+    assert "How long do I boil an egg?" in chat.transcript.toPlainText()
+
+    (tmp_path / "bad.json").write_text("{oops")
+    chat.import_conversation(tmp_path / "bad.json")
+    assert chat.banner.isVisible() and "not a Hubside conversation file" in chat.banner_text.text()
+
+
+def test_the_system_prompt_belongs_to_its_conversation(qtbot: QtBot, open_window) -> None:  # type: ignore[no-untyped-def]
+    window = open_window()
+    chat = window.chat
+    conversation = _seed(window, "Pirates", "Say hi")
+    chat.open_conversation(conversation)
+    chat.system_prompt.setText("Talk like a pirate.")
+    chat.system_prompt.editingFinished.emit()
+    chat.new_chat()
+    assert chat.system_prompt.text() == ""
+    chat.open_conversation(conversation)
+    assert chat.system_prompt.text() == "Talk like a pirate."
+
+
+def test_ctrl_f_goes_to_search(qtbot: QtBot, open_window) -> None:  # type: ignore[no-untyped-def]
+    window = open_window()
+    with qtbot.waitActive(window):
+        window.activateWindow()
+    qtbot.keyClick(window.chat.chat_input, Qt.Key.Key_F, Qt.KeyboardModifier.ControlModifier)
+    assert window.chat.search.hasFocus()

@@ -12,16 +12,27 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QAbstractListModel, QModelIndex, QPersistentModelIndex, Qt, QTimer, Signal, Slot
+from PySide6.QtCore import (
+    QAbstractListModel,
+    QModelIndex,
+    QPersistentModelIndex,
+    QPoint,
+    Qt,
+    QTimer,
+    Signal,
+    Slot,
+)
 from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
     QFrame,
     QHBoxLayout,
+    QInputDialog,
     QLabel,
     QLineEdit,
     QListView,
+    QMenu,
     QPlainTextEdit,
     QPushButton,
     QSizePolicy,
@@ -31,23 +42,21 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.chat.store import ChatStore, Conversation
+from app.chat.export import MAX_IMPORT_BYTES, from_json, to_json, to_markdown
+from app.chat.store import ChatStore, Conversation, ConversationExport
+from app.errors import AppError, to_app_error
 from app.runtime.protocol import GenerateRequest, LoadedModel, LoadParams, ReplyStats
 from app.runtime.templates import ChatMessage
-from app.settings import Settings
+from app.settings import Settings, write_atomic
 from app.ui.engine_bridge import EngineBridge, is_crash
-from app.ui.transcript import Transcript
+from app.ui.transcript import STATE_NOTES, Transcript
 from app.ui.widgets import named
 
 RENDER_INTERVAL_MS = 100  # Markdown re-render at most 10 times a second
+SEARCH_DEBOUNCE_MS = 300
 CHECKPOINT_INTERVAL_S = 1.0
 TITLE_LENGTH = 60
 _FINAL_STATES = {"stop": "complete", "length": "complete", "stopped": "stopped"}
-_STATE_NOTES = {
-    "stopped": "stopped",
-    "interrupted": "interrupted: the engine stopped during this reply",
-    "error": "failed",
-}
 
 ModelIndex = QModelIndex | QPersistentModelIndex
 
@@ -57,10 +66,11 @@ class ConversationListModel(QAbstractListModel):
         super().__init__()
         self.store = store
         self.items: list[Conversation] = []
+        self.search = ""
 
     def refresh(self) -> None:
         self.beginResetModel()
-        self.items = self.store.conversations()
+        self.items = self.store.conversations(self.search)
         self.endResetModel()
 
     def rowCount(self, parent: ModelIndex = QModelIndex()) -> int:  # noqa: B008 - Qt's default argument
@@ -71,7 +81,7 @@ class ConversationListModel(QAbstractListModel):
             return None
         item = self.items[index.row()]
         if role == Qt.ItemDataRole.DisplayRole:
-            return item.title or "New chat"
+            return ("📌 " if item.pinned else "") + (item.title or "New chat")
         if role == Qt.ItemDataRole.UserRole:
             return item.id
         return None
@@ -117,6 +127,7 @@ class ChatPage(QWidget):
         self.reply_id: int | None = None
         self.reply_parts: list[str] = []
         self.last_checkpoint = 0.0
+        self.deleted: ConversationExport | None = None  # the last deleted chat, for Undo
         self._build()
         self.render_timer = QTimer(self)
         self.render_timer.setSingleShot(True)
@@ -174,6 +185,7 @@ class ChatPage(QWidget):
 
         self.system_prompt = named(QLineEdit(placeholderText="System prompt (optional)"), "systemPrompt")
         self.system_prompt.setAccessibleName("System prompt")
+        self.system_prompt.editingFinished.connect(self._save_system_prompt)
         self.transcript = Transcript()
         self.notice = named(QLabel(), "noticeLabel")
         self.notice.setTextFormat(Qt.TextFormat.PlainText)
@@ -199,13 +211,37 @@ class ChatPage(QWidget):
         self.conversation_list.setAccessibleName("Conversations")
         self.conversation_list.setModel(self.conversations)
         self.conversation_list.clicked.connect(self._conversation_clicked)
+        self.conversation_list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.conversation_list.customContextMenuRequested.connect(self._conversation_menu)
         new_chat = named(QPushButton("New chat"), "newChatButton")
         new_chat.clicked.connect(self.new_chat)
+        import_button = named(QPushButton("Import…"), "importButton")
+        import_button.clicked.connect(self._choose_import_file)
+        self.search = named(QLineEdit(placeholderText="Search chats (Ctrl+F)"), "chatSearch")
+        self.search.setAccessibleName("Search chats")
+        self.search_timer = QTimer(self, singleShot=True, interval=SEARCH_DEBOUNCE_MS)
+        self.search.textChanged.connect(self.search_timer.start)
+        self.search_timer.timeout.connect(self._apply_search)
+        self.undo_bar = named(QFrame(), "undoBar")
+        self.undo_text = QLabel()
+        self.undo_text.setTextFormat(Qt.TextFormat.PlainText)
+        self.undo_button = named(QPushButton("Undo"), "undoButton")
+        self.undo_button.clicked.connect(self.undo_delete)
+        undo_layout = QHBoxLayout(self.undo_bar)
+        undo_layout.setContentsMargins(0, 0, 0, 0)
+        undo_layout.addWidget(self.undo_text, 1)
+        undo_layout.addWidget(self.undo_button)
+        self.undo_bar.hide()
+        buttons = QHBoxLayout()
+        buttons.addWidget(new_chat)
+        buttons.addWidget(import_button)
         left = QWidget()
         left_layout = QVBoxLayout(left)
         left_layout.setContentsMargins(0, 0, 0, 0)
-        left_layout.addWidget(new_chat)
+        left_layout.addLayout(buttons)
+        left_layout.addWidget(self.search)
         left_layout.addWidget(self.conversation_list)
+        left_layout.addWidget(self.undo_bar)
 
         right = QWidget()
         right_layout = QVBoxLayout(right)
@@ -309,6 +345,108 @@ class ChatPage(QWidget):
         if self.request_id is None:
             self.open_conversation(int(index.data(Qt.ItemDataRole.UserRole)))
 
+    @Slot()
+    def focus_search(self) -> None:
+        self.search.setFocus()
+        self.search.selectAll()
+
+    @Slot()
+    def _apply_search(self) -> None:
+        self.conversations.search = self.search.text()
+        self.conversations.refresh()
+        self._select_current()
+
+    @Slot(QPoint)
+    def _conversation_menu(self, position: QPoint) -> None:
+        index = self.conversation_list.indexAt(position)
+        if not index.isValid():
+            return
+        conversation_id = int(index.data(Qt.ItemDataRole.UserRole))
+        pinned = self.store.conversation(conversation_id).pinned
+        menu = QMenu(self)
+        menu.addAction("Rename…", lambda: self._ask_rename(conversation_id))
+        menu.addAction("Unpin" if pinned else "Pin", lambda: self.set_pinned(conversation_id, not pinned))
+        menu.addAction("Export as Markdown…", lambda: self._choose_export_file(conversation_id, "md"))
+        menu.addAction("Export as JSON…", lambda: self._choose_export_file(conversation_id, "json"))
+        menu.addSeparator()
+        menu.addAction("Delete", lambda: self.delete_conversation(conversation_id))
+        menu.exec(self.conversation_list.viewport().mapToGlobal(position))
+
+    def _ask_rename(self, conversation_id: int) -> None:
+        current = self.store.conversation(conversation_id).title
+        title, ok = QInputDialog.getText(self, "Rename chat", "Title", text=current)
+        if ok:
+            self.rename_conversation(conversation_id, title)
+
+    def rename_conversation(self, conversation_id: int, title: str) -> None:
+        self.store.rename_conversation(conversation_id, title)
+        self.conversations.refresh()
+        self._select_current()
+
+    def set_pinned(self, conversation_id: int, pinned: bool) -> None:
+        self.store.set_pinned(conversation_id, pinned)
+        self.conversations.refresh()
+        self._select_current()
+
+    def delete_conversation(self, conversation_id: int) -> None:
+        if conversation_id == self.conversation_id and self.request_id is not None:
+            return  # not while its reply streams
+        self.deleted = self.store.delete_conversation(conversation_id)
+        if conversation_id == self.conversation_id:
+            self.new_chat()
+        self.conversations.refresh()
+        self.undo_text.setText(f"Deleted “{self.deleted.conversation.title or 'New chat'}”")
+        self.undo_bar.show()
+
+    @Slot()
+    def undo_delete(self) -> None:
+        if self.deleted is None:
+            return
+        restored = self.store.restore(self.deleted)
+        self.deleted = None
+        self.undo_bar.hide()
+        self.conversations.refresh()
+        self.open_conversation(restored)
+        self._select_current()
+
+    def _choose_export_file(self, conversation_id: int, kind: str) -> None:
+        title = self.store.conversation(conversation_id).title or "conversation"
+        suggested = "".join(ch if ch.isalnum() or ch in " -_" else "_" for ch in title)[:60] + f".{kind}"
+        name, _ = QFileDialog.getSaveFileName(self, "Export chat", suggested, f"*.{kind}")
+        if name:
+            self.export_conversation(conversation_id, Path(name))
+
+    def export_conversation(self, conversation_id: int, path: Path) -> None:
+        saved = self.store.export(conversation_id)
+        text = to_markdown(saved) if path.suffix.lower() == ".md" else to_json(saved)
+        try:
+            write_atomic(path, text.encode("utf-8"))
+        except OSError as exc:
+            self._show_banner(to_app_error(exc).user_message, reload=False)
+
+    @Slot()
+    def _choose_import_file(self) -> None:
+        name, _ = QFileDialog.getOpenFileName(self, "Import a chat", "", "Hubside chats (*.json)")
+        if name:
+            self.import_conversation(Path(name))
+
+    def import_conversation(self, path: Path) -> None:
+        try:
+            with path.open("rb") as f:
+                saved = from_json(f.read(MAX_IMPORT_BYTES + 1))
+        except (OSError, AppError) as exc:
+            self._show_banner(to_app_error(exc).user_message, reload=False)
+            return
+        conversation_id = self.store.restore(saved)
+        self.conversations.refresh()
+        self.open_conversation(conversation_id)
+        self._select_current()
+
+    @Slot()
+    def _save_system_prompt(self) -> None:
+        if self.conversation_id is not None:
+            self.store.set_system_prompt(self.conversation_id, self.system_prompt.text())
+
     def open_conversation(self, conversation_id: int) -> None:
         self.conversation_id = conversation_id
         self.system_prompt.setText(self.store.conversation(conversation_id).system_prompt)
@@ -371,7 +509,7 @@ class ChatPage(QWidget):
         if request_id != self.request_id:
             return
         self._finish_reply(_FINAL_STATES.get(stats.finish_reason, "complete"), _stats_dict(stats, self.model))
-        self.notice.setText(_stats_line(stats))
+        self.notice.setText(" ".join(stats.notices))  # the numbers are under the reply itself
 
     @Slot()
     def stop(self) -> None:
@@ -385,7 +523,7 @@ class ChatPage(QWidget):
         if self.reply_id is not None:
             self.store.finish_reply(self.reply_id, text, state, stats)
         self.render_timer.stop()
-        self.transcript.end_reply(text, _STATE_NOTES.get(state, ""))
+        self.transcript.end_reply(text, STATE_NOTES.get(state, ""), stats)
         self.request_id = None
         self.reply_id = None
         self.reply_parts = []
@@ -432,10 +570,3 @@ def _stats_dict(stats: ReplyStats, model: LoadedModel | None) -> dict[str, Any]:
         "tokens_per_s": round(stats.tokens_per_s, 1),
         "prompt_tokens_per_s": round(stats.prompt_tokens_per_s, 1),
     }
-
-
-def _stats_line(stats: ReplyStats) -> str:
-    return (
-        f"{stats.completion_tokens} tokens · {stats.tokens_per_s:.1f} tok/s · first token "
-        f"{stats.ttft_ms:.0f} ms · prompt {stats.prompt_tokens} tokens · {stats.finish_reason}"
-    )

@@ -74,6 +74,10 @@ class MainWindow(QMainWindow):
         new_chat.setShortcut(QKeySequence.StandardKey.New)
         new_chat.triggered.connect(chat.new_chat)
         self.addAction(new_chat)
+        search = QAction("Search chats", self)
+        search.setShortcut(QKeySequence.StandardKey.Find)
+        search.triggered.connect(chat.focus_search)
+        self.addAction(search)
         names = list(self.pages)
         self.navigation.setCurrentRow(names.index(settings.last_page) if settings.last_page in names else 0)
         if settings.window_geometry:

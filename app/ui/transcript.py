@@ -8,6 +8,8 @@ any length costs each redraw the same.
 
 from __future__ import annotations
 
+from typing import Any
+
 from PySide6.QtCore import QUrl, Slot
 from PySide6.QtGui import QDesktopServices, QTextCursor, QTextDocument, QTextDocumentFragment
 from PySide6.QtWidgets import QTextBrowser, QWidget
@@ -17,7 +19,7 @@ from app.chat.store import Message
 _MARKDOWN = QTextDocument.MarkdownFeature.MarkdownDialectGitHub | QTextDocument.MarkdownFeature.MarkdownNoHTML
 LIVE_MARKDOWN_LIMIT = 20_000  # characters of a streaming reply still redrawn as Markdown (a few ms)
 _SPEAKERS = {"user": "You", "assistant": "Assistant", "system": "System"}
-_STATE_NOTES = {
+STATE_NOTES = {
     "stopped": "stopped",
     "interrupted": "interrupted: Hubside or the engine stopped during this reply",
     "error": "failed",
@@ -25,14 +27,30 @@ _STATE_NOTES = {
 _SEPARATOR = "\n---\n\n"
 
 
-def message_markdown(role: str, content: str, note: str = "") -> str:
+def message_markdown(role: str, content: str, note: str = "", stats: dict[str, Any] | None = None) -> str:
     header = f"**{_SPEAKERS.get(role, role)}**" + (f" · *{note}*" if note else "")
-    return f"{header}\n\n{content.strip() or '…'}\n"
+    footer = f"\n\n*{stats_line(stats)}*" if stats else ""
+    return f"{header}\n\n{content.strip() or '…'}{footer}\n"
+
+
+def stats_line(stats: dict[str, Any]) -> str:
+    """The numbers under a reply: speed, time to first token, token counts, model, finish reason."""
+    parts = []
+    if "tokens_per_s" in stats:
+        parts.append(f"{stats['tokens_per_s']:.1f} tok/s")
+    if "ttft_ms" in stats:
+        parts.append(f"first token {stats['ttft_ms']:.0f} ms")
+    if "completion_tokens" in stats:
+        parts.append(f"{stats['completion_tokens']} tokens (prompt {stats.get('prompt_tokens', '?')})")
+    for key in ("model", "finish_reason"):
+        if stats.get(key):
+            parts.append(str(stats[key]))
+    return " · ".join(parts).replace("*", "\\*").replace("_", "\\_")
 
 
 def transcript_markdown(messages: list[Message]) -> str:
     return _SEPARATOR.join(
-        message_markdown(m.role, m.content, _STATE_NOTES.get(m.state, "")) for m in messages
+        message_markdown(m.role, m.content, STATE_NOTES.get(m.state, ""), m.stats) for m in messages
     )
 
 
@@ -64,7 +82,7 @@ class Transcript(QTextBrowser):
         self._live_plain = 0
         self.update_reply("")
 
-    def update_reply(self, text: str, note: str = "writing…") -> None:
+    def update_reply(self, text: str, note: str = "writing…", stats: dict[str, Any] | None = None) -> None:
         if self._live_start is None:
             return
         with self._keeping_the_end_in_view():
@@ -73,23 +91,22 @@ class Transcript(QTextBrowser):
                 cursor.setPosition(self._live_start)
                 cursor.movePosition(QTextCursor.MoveOperation.End, QTextCursor.MoveMode.KeepAnchor)
                 if len(text) <= LIVE_MARKDOWN_LIMIT:
-                    markdown = message_markdown("assistant", text, note)
+                    markdown = message_markdown("assistant", text, note, stats)
                     cursor.insertFragment(QTextDocumentFragment.fromMarkdown(markdown, _MARKDOWN))
                     return
-                cursor.insertFragment(
-                    QTextDocumentFragment.fromMarkdown(f"**Assistant** · *{note}*\n", _MARKDOWN)
-                )
+                cursor.insertFragment(QTextDocumentFragment.fromMarkdown("**Assistant**\n", _MARKDOWN))
                 cursor.insertBlock()
             cursor.movePosition(QTextCursor.MoveOperation.End)
             cursor.insertText(text[self._live_plain :])
             self._live_plain = len(text)
 
-    def end_reply(self, text: str, note: str = "") -> None:
+    def end_reply(self, text: str, note: str = "", stats: dict[str, Any] | None = None) -> None:
         """The reply is final: one last redraw of its own part (never of the whole conversation)."""
-        if len(text) <= LIVE_MARKDOWN_LIMIT:
-            self.update_reply(text, note)
-        else:
-            self.update_reply(text)
+        self.update_reply(text, note, stats)
+        if len(text) > LIVE_MARKDOWN_LIMIT and (note or stats):
+            cursor = QTextCursor(self.document())
+            cursor.movePosition(QTextCursor.MoveOperation.End)
+            cursor.insertText("\n" + " · ".join(filter(None, (note, stats_line(stats or {})))))
         self._live_start = None
 
     def _keeping_the_end_in_view(self) -> _StickToEnd:
