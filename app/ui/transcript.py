@@ -75,10 +75,10 @@ class Transcript(QTextBrowser):
 
     def begin_reply(self, messages: list[Message]) -> None:
         """Show the conversation and an empty reply after it, which `update_reply` then fills."""
-        self.show_markdown(transcript_markdown(messages) + (_SEPARATOR if messages else ""))
-        cursor = QTextCursor(self.document())
-        cursor.movePosition(QTextCursor.MoveOperation.End)
-        self._live_start = cursor.position()
+        # A placeholder paragraph after the separator (a rule at the very end would not be drawn); the
+        # reply replaces it.
+        self.show_markdown(transcript_markdown(messages) + (_SEPARATOR if messages else "") + "…\n")
+        self._live_start = self.document().lastBlock().position()
         self._live_plain = 0
         self.update_reply("")
 
