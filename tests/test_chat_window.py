@@ -236,3 +236,39 @@ def test_ctrl_f_goes_to_search(qtbot: QtBot, open_window) -> None:  # type: igno
         window.activateWindow()
     qtbot.keyClick(window.chat.chat_input, Qt.Key.Key_F, Qt.KeyboardModifier.ControlModifier)
     assert window.chat.search.hasFocus()
+
+
+def test_copy_and_delete_a_message_from_its_links(qtbot: QtBot, open_window) -> None:  # type: ignore[no-untyped-def]
+    from PySide6.QtCore import QUrl
+    from PySide6.QtWidgets import QApplication
+
+    window = open_window()
+    chat = window.chat
+    conversation = _seed(window, "Links", "Keep me")
+    chat.open_conversation(conversation)
+    question, answer = chat.store.messages(conversation)
+    assert f"hubside:copy/{answer.id}" in chat.transcript.toMarkdown()
+    chat.transcript.anchorClicked.emit(QUrl(f"hubside:copy/{answer.id}"))
+    assert QApplication.clipboard().text() == "An answer about Links."
+    chat.transcript.anchorClicked.emit(QUrl(f"hubside:delete/{answer.id}"))
+    assert [m.id for m in chat.store.messages(conversation)] == [question.id]
+    assert "An answer about Links." not in chat.transcript.toPlainText()
+    chat.transcript.anchorClicked.emit(QUrl("hubside:delete/notanumber"))  # ignored
+    chat.transcript.anchorClicked.emit(QUrl("file:///etc/passwd"))  # never opened
+
+
+def test_load_settings_presets_and_context_meter(qtbot: QtBot, open_window, tiny_model: Path) -> None:  # type: ignore[no-untyped-def]
+    window = open_window()
+    chat = window.chat
+    chat.threads.setValue(1)
+    chat.flash_attention.setChecked(False)
+    _load(qtbot, window, tiny_model, context=256)
+    assert chat.model is not None
+    assert (chat.model.n_threads, chat.model.flash_attn, chat.model.n_gpu_layers) == (1, False, 0)
+    assert chat.settings.flash_attention is False  # remembered
+    chat.preset.setCurrentText("Precise")
+    _ask(qtbot, window, "Hi")
+    qtbot.waitUntil(lambda: chat.request_id is None, timeout=REPLY_TIMEOUT_MS)
+    assert chat.context_meter.text().startswith("context ") and chat.context_meter.text().endswith(
+        " / 256 tokens"
+    )

@@ -220,6 +220,9 @@ class ChatStore:
     def set_pinned(self, conversation_id: int, pinned: bool) -> None:
         self._write("UPDATE conversations SET pinned = ? WHERE id = ?", (int(pinned), conversation_id))
 
+    def delete_message(self, message_id: int) -> None:
+        self._write("DELETE FROM messages WHERE id = ?", (message_id,))
+
     def set_system_prompt(self, conversation_id: int, system_prompt: str) -> None:
         self._write(
             "UPDATE conversations SET system_prompt = ? WHERE id = ?", (system_prompt, conversation_id)

@@ -24,6 +24,8 @@ from PySide6.QtCore import (
 )
 from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import (
+    QApplication,
+    QCheckBox,
     QComboBox,
     QFileDialog,
     QFrame,
@@ -45,7 +47,7 @@ from PySide6.QtWidgets import (
 from app.chat.export import MAX_IMPORT_BYTES, from_json, to_json, to_markdown
 from app.chat.store import ChatStore, Conversation, ConversationExport
 from app.errors import AppError, to_app_error
-from app.runtime.protocol import GenerateRequest, LoadedModel, LoadParams, ReplyStats
+from app.runtime.protocol import GenerateRequest, LoadedModel, LoadParams, ReplyStats, SamplingParams
 from app.runtime.templates import ChatMessage
 from app.settings import Settings, write_atomic
 from app.ui.engine_bridge import EngineBridge, is_crash
@@ -56,6 +58,11 @@ RENDER_INTERVAL_MS = 100  # Markdown re-render at most 10 times a second
 SEARCH_DEBOUNCE_MS = 300
 CHECKPOINT_INTERVAL_S = 1.0
 TITLE_LENGTH = 60
+PRESETS = {
+    "Precise": SamplingParams(temperature=0.2, top_k=20, top_p=0.9, min_p=0.05, repeat_penalty=1.1),
+    "Balanced": SamplingParams(),
+    "Creative": SamplingParams(temperature=1.0, top_k=80, top_p=0.98, min_p=0.02, repeat_penalty=1.05),
+}
 _FINAL_STATES = {"stop": "complete", "length": "complete", "stopped": "stopped"}
 
 ModelIndex = QModelIndex | QPersistentModelIndex
@@ -156,6 +163,18 @@ class ChatPage(QWidget):
         self.threads = named(QSpinBox(minimum=0, maximum=256), "threads")
         self.threads.setSpecialValueText("auto")
         self.threads.setToolTip("CPU threads (auto: physical cores)")
+        self.gpu_layers = named(QSpinBox(minimum=-1, maximum=999), "gpuLayers")
+        self.gpu_layers.setSpecialValueText("auto")
+        self.gpu_layers.setValue(0)
+        self.gpu_layers.setToolTip("Layers on the GPU (auto: as many as fit; 0: CPU only)")
+        self.flash_attention = named(QCheckBox("Flash attention"), "flashAttention")
+        self.flash_attention.setChecked(self.settings.flash_attention)
+        self.flash_attention.toggled.connect(self._remember_flash_attention)
+        self.preset = named(QComboBox(), "samplingPreset")
+        self.preset.setAccessibleName("Sampling preset")
+        for name in PRESETS:
+            self.preset.addItem(name)
+        self.preset.setCurrentText("Balanced")
         self.load_button = named(QPushButton("Load"), "loadButton")
         self.load_button.setAccessibleName("Load model")
         self.load_button.clicked.connect(self.load_selected_model)
@@ -167,7 +186,8 @@ class ChatPage(QWidget):
         self.model_status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         top = QHBoxLayout()
         for widget in (self.model_picker, open_button, QLabel("Context"), self.context, QLabel("Threads"),
-                       self.threads, self.load_button, self.unload_button):  # fmt: skip
+                       self.threads, QLabel("GPU layers"), self.gpu_layers, self.flash_attention,
+                       self.load_button, self.unload_button):  # fmt: skip
             top.addWidget(widget)
         top.addWidget(self.model_status, 1)
 
@@ -187,6 +207,7 @@ class ChatPage(QWidget):
         self.system_prompt.setAccessibleName("System prompt")
         self.system_prompt.editingFinished.connect(self._save_system_prompt)
         self.transcript = Transcript()
+        self.transcript.action_requested.connect(self._message_action)
         self.notice = named(QLabel(), "noticeLabel")
         self.notice.setTextFormat(Qt.TextFormat.PlainText)
         self.notice.setWordWrap(True)
@@ -201,6 +222,13 @@ class ChatPage(QWidget):
         self.stop_button = named(QPushButton("Stop"), "stopButton")
         self.stop_button.setAccessibleName("Stop the reply")
         self.stop_button.clicked.connect(self.stop)
+        self.context_meter = named(QLabel(""), "contextMeter")
+        self.context_meter.setToolTip("Tokens the conversation takes in the model's context")
+        meter = QHBoxLayout()
+        meter.addWidget(self.notice, 1)
+        meter.addWidget(QLabel("Preset"))
+        meter.addWidget(self.preset)
+        meter.addWidget(self.context_meter)
         bottom = QHBoxLayout()
         bottom.addWidget(self.chat_input, 1)
         bottom.addWidget(self.send_button)
@@ -249,7 +277,7 @@ class ChatPage(QWidget):
         right_layout.addWidget(self.banner)
         right_layout.addWidget(self.system_prompt)
         right_layout.addWidget(self.transcript, 1)
-        right_layout.addWidget(self.notice)
+        right_layout.addLayout(meter)
         right_layout.addLayout(bottom)
 
         splitter = QSplitter()
@@ -288,8 +316,19 @@ class ChatPage(QWidget):
         self.load_button.setEnabled(False)
         self.reload_button.setEnabled(False)
         self.bridge.load(
-            LoadParams(Path(path), n_ctx=self.context.value() or None, n_threads=self.threads.value() or None)
+            LoadParams(
+                Path(path),
+                n_ctx=self.context.value() or None,
+                n_threads=self.threads.value() or None,
+                n_gpu_layers=None if self.gpu_layers.value() < 0 else self.gpu_layers.value(),
+                flash_attn=self.flash_attention.isChecked(),
+            )
         )
+
+    @Slot(bool)
+    def _remember_flash_attention(self, on: bool) -> None:
+        self.settings.flash_attention = on
+        self.save_settings()
 
     @Slot()
     def _unload(self) -> None:
@@ -442,6 +481,19 @@ class ChatPage(QWidget):
         self.open_conversation(conversation_id)
         self._select_current()
 
+    @Slot(str, int)
+    def _message_action(self, action: str, message_id: int) -> None:
+        if self.conversation_id is None or message_id == self.reply_id:
+            return
+        message = next((m for m in self.store.messages(self.conversation_id) if m.id == message_id), None)
+        if message is None:
+            return
+        if action == "copy":
+            QApplication.clipboard().setText(message.content)
+        elif action == "delete" and self.request_id is None:
+            self.store.delete_message(message_id)
+            self._render()
+
     @Slot()
     def _save_system_prompt(self) -> None:
         if self.conversation_id is not None:
@@ -481,7 +533,8 @@ class ChatPage(QWidget):
         self.last_checkpoint = time.monotonic()
         self.request_id = self.bridge.engine.new_request_id()
         self.notice.clear()
-        self.bridge.generate(GenerateRequest(self.request_id, tuple(messages)))
+        sampling = PRESETS[self.preset.currentText()]
+        self.bridge.generate(GenerateRequest(self.request_id, tuple(messages), sampling=sampling))
         self.conversations.refresh()
         self._select_current()
         self._set_busy(True)
@@ -510,6 +563,9 @@ class ChatPage(QWidget):
             return
         self._finish_reply(_FINAL_STATES.get(stats.finish_reason, "complete"), _stats_dict(stats, self.model))
         self.notice.setText(" ".join(stats.notices))  # the numbers are under the reply itself
+        if self.model is not None:
+            used = stats.prompt_tokens + stats.completion_tokens
+            self.context_meter.setText(f"context {used} / {self.model.n_ctx} tokens")
 
     @Slot()
     def stop(self) -> None:
@@ -523,7 +579,7 @@ class ChatPage(QWidget):
         if self.reply_id is not None:
             self.store.finish_reply(self.reply_id, text, state, stats)
         self.render_timer.stop()
-        self.transcript.end_reply(text, STATE_NOTES.get(state, ""), stats)
+        self.transcript.end_reply(text, STATE_NOTES.get(state, ""), stats, self.reply_id)
         self.request_id = None
         self.reply_id = None
         self.reply_parts = []

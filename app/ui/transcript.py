@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import QUrl, Slot
+from PySide6.QtCore import QUrl, Signal, Slot
 from PySide6.QtGui import QDesktopServices, QTextCursor, QTextDocument, QTextDocumentFragment
 from PySide6.QtWidgets import QTextBrowser, QWidget
 
 from app.chat.store import Message
 
 _MARKDOWN = QTextDocument.MarkdownFeature.MarkdownDialectGitHub | QTextDocument.MarkdownFeature.MarkdownNoHTML
+ACTION_SCHEME = "hubside"
 LIVE_MARKDOWN_LIMIT = 20_000  # characters of a streaming reply still redrawn as Markdown (a few ms)
 _SPEAKERS = {"user": "You", "assistant": "Assistant", "system": "System"}
 STATE_NOTES = {
@@ -27,9 +28,19 @@ STATE_NOTES = {
 _SEPARATOR = "\n---\n\n"
 
 
-def message_markdown(role: str, content: str, note: str = "", stats: dict[str, Any] | None = None) -> str:
+def message_markdown(
+    role: str,
+    content: str,
+    note: str = "",
+    stats: dict[str, Any] | None = None,
+    message_id: int | None = None,
+) -> str:
     header = f"**{_SPEAKERS.get(role, role)}**" + (f" · *{note}*" if note else "")
     footer = f"\n\n*{stats_line(stats)}*" if stats else ""
+    if message_id is not None:  # our own links: handled by the page, never opened as URLs
+        footer += (
+            f"\n\n[Copy]({ACTION_SCHEME}:copy/{message_id}) · [Delete]({ACTION_SCHEME}:delete/{message_id})"
+        )
     return f"{header}\n\n{content.strip() or '…'}{footer}\n"
 
 
@@ -50,11 +61,13 @@ def stats_line(stats: dict[str, Any]) -> str:
 
 def transcript_markdown(messages: list[Message]) -> str:
     return _SEPARATOR.join(
-        message_markdown(m.role, m.content, STATE_NOTES.get(m.state, ""), m.stats) for m in messages
+        message_markdown(m.role, m.content, STATE_NOTES.get(m.state, ""), m.stats, m.id) for m in messages
     )
 
 
 class Transcript(QTextBrowser):
+    action_requested = Signal(str, int)  # "copy" or "delete", message id
+
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("transcript")
@@ -82,7 +95,13 @@ class Transcript(QTextBrowser):
         self._live_plain = 0
         self.update_reply("")
 
-    def update_reply(self, text: str, note: str = "writing…", stats: dict[str, Any] | None = None) -> None:
+    def update_reply(
+        self,
+        text: str,
+        note: str = "writing…",
+        stats: dict[str, Any] | None = None,
+        message_id: int | None = None,
+    ) -> None:
         if self._live_start is None:
             return
         with self._keeping_the_end_in_view():
@@ -91,7 +110,7 @@ class Transcript(QTextBrowser):
                 cursor.setPosition(self._live_start)
                 cursor.movePosition(QTextCursor.MoveOperation.End, QTextCursor.MoveMode.KeepAnchor)
                 if len(text) <= LIVE_MARKDOWN_LIMIT:
-                    markdown = message_markdown("assistant", text, note, stats)
+                    markdown = message_markdown("assistant", text, note, stats, message_id)
                     cursor.insertFragment(QTextDocumentFragment.fromMarkdown(markdown, _MARKDOWN))
                     return
                 cursor.insertFragment(QTextDocumentFragment.fromMarkdown("**Assistant**\n", _MARKDOWN))
@@ -100,9 +119,11 @@ class Transcript(QTextBrowser):
             cursor.insertText(text[self._live_plain :])
             self._live_plain = len(text)
 
-    def end_reply(self, text: str, note: str = "", stats: dict[str, Any] | None = None) -> None:
+    def end_reply(
+        self, text: str, note: str = "", stats: dict[str, Any] | None = None, message_id: int | None = None
+    ) -> None:
         """The reply is final: one last redraw of its own part (never of the whole conversation)."""
-        self.update_reply(text, note, stats)
+        self.update_reply(text, note, stats, message_id)
         if len(text) > LIVE_MARKDOWN_LIMIT and (note or stats):
             cursor = QTextCursor(self.document())
             cursor.movePosition(QTextCursor.MoveOperation.End)
@@ -119,6 +140,10 @@ class Transcript(QTextBrowser):
     def _open_link(self, url: QUrl) -> None:
         if url.scheme() in ("http", "https"):
             QDesktopServices.openUrl(url)
+        elif url.scheme() == ACTION_SCHEME:
+            action, _, number = url.path().partition("/")
+            if action in ("copy", "delete") and number.isdigit():
+                self.action_requested.emit(action, int(number))
 
 
 class _StickToEnd:
