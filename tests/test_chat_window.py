@@ -272,3 +272,20 @@ def test_load_settings_presets_and_context_meter(qtbot: QtBot, open_window, tiny
     assert chat.context_meter.text().startswith("context ") and chat.context_meter.text().endswith(
         " / 256 tokens"
     )
+
+
+def test_code_blocks_are_coloured(qtbot: QtBot, open_window) -> None:  # type: ignore[no-untyped-def]
+    from PySide6.QtGui import QTextFormat
+
+    window = open_window()
+    transcript = window.chat.transcript
+    transcript.show_markdown("Some code:\n\n```python\ndef answer():\n    return 42\n```\n\nAnd prose.")
+    colours: dict[str, set[str]] = {"code": set(), "prose": set()}
+    block = transcript.document().begin()
+    while block.isValid():
+        kind = "code" if block.blockFormat().hasProperty(QTextFormat.Property.BlockCodeFence) else "prose"
+        for fmt_range in block.layout().formats():
+            colours[kind].add(fmt_range.format.foreground().color().name())
+        block = block.next()
+    assert len(colours["code"]) >= 2  # keyword, name and number get colours of their own
+    assert colours["prose"] == set()  # prose is left to the palette

@@ -152,7 +152,7 @@ class ChatPage(QWidget):
     def _build(self) -> None:
         self.model_picker = named(QComboBox(), "modelPicker")
         self.model_picker.setAccessibleName("Model")
-        self.model_picker.setMinimumWidth(320)
+        self.model_picker.setMinimumWidth(220)
         for path in self.settings.recent_models:
             self.model_picker.addItem(Path(path).name, path)
         open_button = named(QPushButton("Open model…"), "openModelButton")
@@ -361,6 +361,7 @@ class ChatPage(QWidget):
         self.model_status.setText("No model loaded" if self.model is None else self.model_status.text())
         self._show_banner(message, reload=True)
         self._set_busy(False)
+        QTimer.singleShot(0, self.transcript.scroll_to_end)  # after the banner took its room
 
     def _show_banner(self, message: str, reload: bool) -> None:
         self.banner_text.setText(message)

@@ -11,10 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtCore import QUrl, Signal, Slot
-from PySide6.QtGui import QDesktopServices, QTextCursor, QTextDocument, QTextDocumentFragment
+from PySide6.QtGui import QDesktopServices, QPalette, QTextCursor, QTextDocument, QTextDocumentFragment
 from PySide6.QtWidgets import QTextBrowser, QWidget
 
 from app.chat.store import Message
+from app.ui.highlight import CodeHighlighter
 
 _MARKDOWN = QTextDocument.MarkdownFeature.MarkdownDialectGitHub | QTextDocument.MarkdownFeature.MarkdownNoHTML
 ACTION_SCHEME = "hubside"
@@ -75,6 +76,8 @@ class Transcript(QTextBrowser):
         self.setOpenLinks(False)
         self.setOpenExternalLinks(False)
         self.anchorClicked.connect(self._open_link)
+        dark = self.palette().color(QPalette.ColorRole.Base).lightness() < 128
+        self.highlighter = CodeHighlighter(self.document(), dark)
         self._live_start: int | None = None  # where the streaming reply begins in the document
         self._live_plain = 0  # characters of the reply appended as plain text (past the limit)
 
@@ -129,6 +132,11 @@ class Transcript(QTextBrowser):
             cursor.movePosition(QTextCursor.MoveOperation.End)
             cursor.insertText("\n" + " · ".join(filter(None, (note, stats_line(stats or {})))))
         self._live_start = None
+
+    @Slot()
+    def scroll_to_end(self) -> None:
+        bar = self.verticalScrollBar()
+        bar.setValue(bar.maximum())
 
     def _keeping_the_end_in_view(self) -> _StickToEnd:
         return _StickToEnd(self)
