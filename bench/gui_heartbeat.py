@@ -95,10 +95,7 @@ def measure(app: QApplication, model: Path) -> dict[str, Any]:
         window.close()
         services.close()
 
-        window, services = build_window(paths)
-        fake = FastFakeEngine()
-        services.bridge.engine = fake  # type: ignore[assignment]
-        services.bridge._worker.engine = fake  # type: ignore[assignment]
+        window, services = build_window(paths, FastFakeEngine())  # type: ignore[arg-type]
         window.show()
         chat = window.chat
         chat.load_selected_model()

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QObject, Qt, QUrl, Slot
+from PySide6.QtGui import QDesktopServices
 from pytestqt.qtbot import QtBot
 
 from app.chat.store import ChatStore
@@ -144,16 +147,62 @@ def test_a_bad_model_file_is_a_banner_not_a_crash(qtbot: QtBot, open_window, tmp
     assert chat.model is None and chat.load_button.isEnabled()
 
 
-def test_model_output_cannot_load_images_or_run_html(qtbot: QtBot, open_window) -> None:  # type: ignore[no-untyped-def]
+class _LinkCatcher(QObject):
+    """Receives what QDesktopServices would open (Qt's own hook for URL schemes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.opened: list[str] = []
+
+    @Slot(QUrl)
+    def open(self, url: QUrl) -> None:
+        self.opened.append(url.toString())
+
+
+def test_model_output_loads_nothing_and_opens_only_clicked_web_links(qtbot: QtBot, open_window) -> None:  # type: ignore[no-untyped-def]
+    requests_seen: list[str] = []
+
+    class Canary(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            requests_seen.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    canary = HTTPServer(("127.0.0.1", 0), Canary)
+    threading.Thread(target=canary.serve_forever, daemon=True).start()
+    image = f"http://127.0.0.1:{canary.server_port}/pixel.png"
+    catcher = _LinkCatcher()
+    for scheme in ("http", "https", "file", "javascript"):
+        QDesktopServices.setUrlHandler(scheme, catcher, "open")
+    try:
+        window = open_window()
+        transcript = window.chat.transcript
+        transcript.show_markdown(
+            f'<script>alert(1)</script> <img src="{image}" onerror="x()">\n\n![remote]({image})\n\n'
+            "[web](https://example.org/a) [local](file:///etc/passwd) [js](javascript:alert(1))"
+        )
+        qtbot.wait(300)
+        assert requests_seen == []  # no image was fetched from anywhere
+        assert "<script" not in transcript.toHtml().lower()
+        assert "<script>alert(1)</script>" in transcript.toPlainText()  # shown as text, never run
+        for target in ("https://example.org/a", "file:///etc/passwd", "javascript:alert(1)"):
+            transcript.anchorClicked.emit(QUrl(target))
+        assert catcher.opened == ["https://example.org/a"]
+    finally:
+        for scheme in ("http", "https", "file", "javascript"):
+            QDesktopServices.unsetUrlHandler(scheme)
+        canary.shutdown()
+        canary.server_close()
+
+
+def test_the_conversation_list_model_is_a_well_behaved_qt_model(qtmodeltester, open_window) -> None:  # type: ignore[no-untyped-def]
     window = open_window()
-    transcript = window.chat.transcript
-    transcript.show_markdown(
-        '<script>alert(1)</script> <img src="http://127.0.0.1:9/x.png"> ![x](file:///etc/passwd)'
-    )
-    html = transcript.toHtml()
-    assert "<script" not in html.lower()
-    assert transcript.loadResource(2, "http://127.0.0.1:9/x.png") is None
-    assert "&lt;script&gt;" in html or "alert(1)" in transcript.toPlainText()
+    _seed(window, "One", "a")
+    _seed(window, "Two", "b")
+    qtmodeltester.check(window.chat.conversations)
 
 
 def test_ctrl_n_starts_a_new_chat(qtbot: QtBot, open_window) -> None:  # type: ignore[no-untyped-def]
@@ -269,9 +318,11 @@ def test_load_settings_presets_and_context_meter(qtbot: QtBot, open_window, tiny
     chat.preset.setCurrentText("Precise")
     _ask(qtbot, window, "Hi")
     qtbot.waitUntil(lambda: chat.request_id is None, timeout=REPLY_TIMEOUT_MS)
-    assert chat.context_meter.text().startswith("context ") and chat.context_meter.text().endswith(
-        " / 256 tokens"
-    )
+    meter = chat.context_meter.text()
+    assert meter.startswith("context ") and meter.endswith(" / 256 tokens")
+    reply = chat.store.messages(chat.conversation_id)[-1]  # type: ignore[arg-type]
+    assert reply.stats["preset"] == "Precise"  # the preset chosen is the one the reply was sampled with
+    assert "Precise" in chat.transcript.toPlainText()
 
 
 def test_code_blocks_are_coloured(qtbot: QtBot, open_window) -> None:  # type: ignore[no-untyped-def]

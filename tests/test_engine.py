@@ -118,6 +118,8 @@ def test_stop_during_prompt_processing(smol_engine: Engine) -> None:
     assert not pieces
     assert finished[0].stats.finish_reason == "stopped"
     assert finished[0].stats.completion_tokens == 0
+    # Stopped inside the prompt, not after it: only some of its 64-token batches were computed.
+    assert finished[0].stats.prompt_eval_tokens < finished[0].stats.prompt_tokens
 
 
 @pytest.mark.real_model

@@ -49,6 +49,7 @@ def test_a_stop_during_the_prompt_ends_within_one_batch(session: LlamaSession) -
     assert stats.finish_reason == "stopped"
     assert stats.completion_tokens == 0 and not pieces
     assert len(session.cached) == 128  # two batches were computed; the third was never started
+    assert (stats.prompt_eval_tokens, stats.prompt_tokens) == (128, 400)
 
 
 def test_pieces_are_batched_but_the_first_one_is_not(session: LlamaSession) -> None:

@@ -12,7 +12,7 @@ from app.errors import AppError, ErrorKind
 FORMAT = "hubside-conversation"
 VERSION = 1
 MAX_IMPORT_BYTES = 64 * 1024 * 1024
-_SPEAKERS = {"user": "You", "assistant": "Assistant", "system": "System"}
+SPEAKERS = {"user": "You", "assistant": "Assistant", "system": "System"}  # how roles are shown
 
 
 def to_json(saved: ConversationExport) -> str:
@@ -49,7 +49,7 @@ def to_markdown(saved: ConversationExport) -> str:
         parts.append(f"*System prompt:* {c.system_prompt}\n")
     for m in saved.messages:
         note = f" ({m.state})" if m.state not in ("complete", "streaming") else ""
-        parts.append(f"## {_SPEAKERS.get(m.role, m.role)}{note}\n\n{m.content.strip()}\n")
+        parts.append(f"## {SPEAKERS.get(m.role, m.role)}{note}\n\n{m.content.strip()}\n")
     return "\n".join(parts)
 
 

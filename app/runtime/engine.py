@@ -24,7 +24,6 @@ from app.paths import AppPaths
 from app.runtime.gguf_header import GGUFHeader, read_header
 from app.runtime.memory import check_fits, estimate, free_ram, free_vram, gpu_layers_that_fit
 from app.runtime.protocol import (
-    DEFAULT_MAX_CONTEXT,
     Command,
     EngineStats,
     Event,
@@ -64,10 +63,6 @@ class EngineCrashed(AppError):
             f"engine exit code {exitcode}",
         )
         self.exitcode = exitcode
-
-
-def resolve_context(params: LoadParams, header: GGUFHeader) -> int:
-    return params.n_ctx or min(header.context_length or DEFAULT_MAX_CONTEXT, DEFAULT_MAX_CONTEXT)
 
 
 class Engine:
@@ -171,7 +166,7 @@ class Engine:
         """The header check and memory estimate, before llama.cpp sees the file. Returns the header and
         the parameters with the context length decided."""
         header = read_header(params.model_path)
-        n_ctx = resolve_context(params, header)
+        n_ctx = params.context_for(header)
         gpu = params.n_gpu_layers != 0
         vram = free_vram() if gpu else None
         need = estimate(header, n_ctx, params.type_k, params.type_v, gpu=gpu and vram is not None)

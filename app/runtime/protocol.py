@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.runtime.gguf_header import GGUFHeader
 from app.runtime.templates import ChatMessage
 
 KV_CACHE_TYPES = ("f16", "q8_0", "q4_0")
@@ -26,6 +27,10 @@ class LoadParams:
     use_mmap: bool = True
     use_mlock: bool = False
     seed: int = 0xFFFFFFFF  # llama.cpp's "random"
+
+    def context_for(self, header: GGUFHeader) -> int:
+        """The context length to load with: the one asked for, else the model's, at most 8192."""
+        return self.n_ctx or min(header.context_length or DEFAULT_MAX_CONTEXT, DEFAULT_MAX_CONTEXT)
 
 
 @dataclass(frozen=True)

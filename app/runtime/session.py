@@ -19,7 +19,6 @@ from app.errors import AppError, ErrorKind
 from app.runtime.gguf_header import GGUFHeader
 from app.runtime.memory import physical_cores
 from app.runtime.protocol import (
-    DEFAULT_MAX_CONTEXT,
     Event,
     GenerateRequest,
     LoadedModel,
@@ -106,7 +105,7 @@ class LlamaSession:
             raise AppError(ErrorKind.BAD_INPUT, "A quantized V cache needs flash attention.")
         self.ll: Any = llama_cpp
         self.header = header
-        n_ctx = params.n_ctx or min(header.context_length or DEFAULT_MAX_CONTEXT, DEFAULT_MAX_CONTEXT)
+        n_ctx = params.context_for(header)
         n_threads = params.n_threads or physical_cores()
         n_gpu_layers = params.n_gpu_layers
         if n_gpu_layers is None:  # auto: all layers where a GPU backend exists (the app checked VRAM)
@@ -302,23 +301,25 @@ class LlamaSession:
             keep = 0
         del self.cached[keep:]
 
+        pos = keep
+
         def stats(finish: str, n_out: int, prompt_done: float, first: float | None = None) -> ReplyStats:
             now = time.perf_counter()
             prompt_s = prompt_done - started
             gen_s = now - prompt_done
+            evaluated = min(pos, len(tokens)) - keep  # less than the prompt when stopped inside it
             return ReplyStats(
                 finish_reason=finish,
                 prompt_tokens=len(tokens),
-                prompt_eval_tokens=len(tokens) - keep,
+                prompt_eval_tokens=evaluated,
                 completion_tokens=n_out,
                 ttft_ms=((first or now) - started) * 1000,
-                prompt_tokens_per_s=(len(tokens) - keep) / prompt_s if prompt_s > 0 else 0.0,
+                prompt_tokens_per_s=evaluated / prompt_s if prompt_s > 0 else 0.0,
                 tokens_per_s=n_out / gen_s if n_out and gen_s > 0 else 0.0,
                 trimmed_messages=dropped,
                 notices=tuple(notices),
             )
 
-        pos = keep
         while pos < len(tokens):
             if stopped():
                 return stats("stopped", 0, time.perf_counter())

@@ -29,11 +29,12 @@ class Services:
         self.chat_store.close()
 
 
-def build_window(paths: AppPaths) -> tuple[MainWindow, Services]:
+def build_window(paths: AppPaths, engine: Engine | None = None) -> tuple[MainWindow, Services]:
+    """The window and its services; `engine` replaces the real one (the GUI benchmark's fast fake)."""
     settings_store = SettingsStore(paths.settings_file)
     settings = settings_store.load()
     chat_store = ChatStore(paths.database_file)
-    bridge = EngineBridge(Engine(paths))
+    bridge = EngineBridge(engine or Engine(paths))
     services = Services(settings_store, settings, chat_store, bridge)
     chat = ChatPage(chat_store, bridge, settings, lambda: settings_store.save(settings))
     window = MainWindow(chat, bridge, settings, settings_store)

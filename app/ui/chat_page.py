@@ -133,6 +133,7 @@ class ChatPage(QWidget):
         self.request_id: int | None = None
         self.reply_id: int | None = None
         self.reply_parts: list[str] = []
+        self.reply_preset = ""
         self.last_checkpoint = 0.0
         self.deleted: ConversationExport | None = None  # the last deleted chat, for Undo
         self._build()
@@ -358,7 +359,8 @@ class ChatPage(QWidget):
         if is_crash(kind):
             self.model = None
             self.model_changed.emit("engine stopped")
-        self.model_status.setText("No model loaded" if self.model is None else self.model_status.text())
+        if self.model is None:
+            self.model_status.setText("No model loaded")
         self._show_banner(message, reload=True)
         self._set_busy(False)
         QTimer.singleShot(0, self.transcript.scroll_to_end)  # after the banner took its room
@@ -534,7 +536,8 @@ class ChatPage(QWidget):
         self.last_checkpoint = time.monotonic()
         self.request_id = self.bridge.engine.new_request_id()
         self.notice.clear()
-        sampling = PRESETS[self.preset.currentText()]
+        self.reply_preset = self.preset.currentText()
+        sampling = PRESETS[self.reply_preset]
         self.bridge.generate(GenerateRequest(self.request_id, tuple(messages), sampling=sampling))
         self.conversations.refresh()
         self._select_current()
@@ -562,7 +565,10 @@ class ChatPage(QWidget):
     def _on_finished(self, request_id: int, stats: ReplyStats) -> None:
         if request_id != self.request_id:
             return
-        self._finish_reply(_FINAL_STATES.get(stats.finish_reason, "complete"), _stats_dict(stats, self.model))
+        self._finish_reply(
+            _FINAL_STATES.get(stats.finish_reason, "complete"),
+            _stats_dict(stats, self.model, self.reply_preset),
+        )
         self.notice.setText(" ".join(stats.notices))  # the numbers are under the reply itself
         if self.model is not None:
             used = stats.prompt_tokens + stats.completion_tokens
@@ -617,9 +623,10 @@ class ChatPage(QWidget):
         self.render_timer.timeout.disconnect(self._render)
 
 
-def _stats_dict(stats: ReplyStats, model: LoadedModel | None) -> dict[str, Any]:
+def _stats_dict(stats: ReplyStats, model: LoadedModel | None, preset: str) -> dict[str, Any]:
     return {
         "model": model.name if model else "",
+        "preset": preset,
         "finish_reason": stats.finish_reason,
         "prompt_tokens": stats.prompt_tokens,
         "completion_tokens": stats.completion_tokens,

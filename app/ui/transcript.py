@@ -14,13 +14,13 @@ from PySide6.QtCore import QUrl, Signal, Slot
 from PySide6.QtGui import QDesktopServices, QPalette, QTextCursor, QTextDocument, QTextDocumentFragment
 from PySide6.QtWidgets import QTextBrowser, QWidget
 
+from app.chat.export import SPEAKERS
 from app.chat.store import Message
 from app.ui.highlight import CodeHighlighter
 
 _MARKDOWN = QTextDocument.MarkdownFeature.MarkdownDialectGitHub | QTextDocument.MarkdownFeature.MarkdownNoHTML
 ACTION_SCHEME = "hubside"
 LIVE_MARKDOWN_LIMIT = 20_000  # characters of a streaming reply still redrawn as Markdown (a few ms)
-_SPEAKERS = {"user": "You", "assistant": "Assistant", "system": "System"}
 STATE_NOTES = {
     "stopped": "stopped",
     "interrupted": "interrupted: Hubside or the engine stopped during this reply",
@@ -36,7 +36,7 @@ def message_markdown(
     stats: dict[str, Any] | None = None,
     message_id: int | None = None,
 ) -> str:
-    header = f"**{_SPEAKERS.get(role, role)}**" + (f" · *{note}*" if note else "")
+    header = f"**{SPEAKERS.get(role, role)}**" + (f" · *{note}*" if note else "")
     footer = f"\n\n*{stats_line(stats)}*" if stats else ""
     if message_id is not None:  # our own links: handled by the page, never opened as URLs
         footer += (
@@ -54,7 +54,7 @@ def stats_line(stats: dict[str, Any]) -> str:
         parts.append(f"first token {stats['ttft_ms']:.0f} ms")
     if "completion_tokens" in stats:
         parts.append(f"{stats['completion_tokens']} tokens (prompt {stats.get('prompt_tokens', '?')})")
-    for key in ("model", "finish_reason"):
+    for key in ("model", "preset", "finish_reason"):
         if stats.get(key):
             parts.append(str(stats[key]))
     return " · ".join(parts).replace("*", "\\*").replace("_", "\\_")
