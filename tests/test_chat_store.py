@@ -172,6 +172,10 @@ def test_export_json_round_trips_and_markdown_reads_well() -> None:
         (b'{"format": "hubside-conversation", "version": 1}', "no list of messages"),
         (b'{"format": "hubside-conversation", "version": 1, "messages": [{"role": "root"}]}', "valid role"),
         (
+            b'{"format": "hubside-conversation", "version": 2, "messages": [{"role": "user", "parent": 0}]}',
+            "not before it",
+        ),
+        (
             b'{"format": "hubside-conversation", "version": 1, "messages": [{"role": "user", "content": 5}]}',
             "content is not text",
         ),
@@ -185,3 +189,115 @@ def test_import_rejects_bad_files_clearly(data: bytes, problem: str) -> None:
         from_json(data)
     assert raised.value.user_message.startswith("This is not a Hubside conversation file: ")
     assert problem in raised.value.user_message
+
+
+def _shown(store: ChatStore, conversation: int) -> list[tuple[str, int, int]]:
+    return [(m.content, m.version, m.versions) for m in store.messages(conversation)]
+
+
+def test_regenerate_and_edit_keep_every_version_and_switch_between_them() -> None:
+    store = ChatStore(_db())
+    conversation = store.create_conversation()
+    question = store.add_message(conversation, "user", "Name a colour.")
+    first = store.start_reply(conversation)
+    store.finish_reply(first, "Red.", "complete")
+    second = store.start_reply(conversation, parent_id=question)  # Regenerate
+    store.finish_reply(second, "Blue.", "complete")
+    assert _shown(store, conversation) == [("Name a colour.", 1, 1), ("Blue.", 2, 2)]
+    store.add_message(conversation, "user", "Another?")
+    store.finish_reply(store.start_reply(conversation), "Green.", "complete")
+
+    store.select_version(first)  # back to the first reply: what followed the second one is not shown
+    assert _shown(store, conversation) == [("Name a colour.", 1, 1), ("Red.", 1, 2)]
+    store.select_version(second)
+    assert [m.content for m in store.messages(conversation)] == [
+        "Name a colour.",
+        "Blue.",
+        "Another?",
+        "Green.",
+    ]
+
+    edited = store.add_message(conversation, "user", "Name a fruit.", parent_id=None)  # Edit the first
+    store.finish_reply(store.start_reply(conversation), "Apple.", "complete")
+    assert _shown(store, conversation) == [("Name a fruit.", 2, 2), ("Apple.", 1, 1)]
+    store.close()
+
+    again = ChatStore(_db())  # versions and the choice between them survive a restart
+    assert _shown(again, conversation) == [("Name a fruit.", 2, 2), ("Apple.", 1, 1)]
+    again.select_version(question)
+    assert [m.content for m in again.messages(conversation)] == [
+        "Name a colour.",
+        "Blue.",
+        "Another?",
+        "Green.",
+    ]
+    assert len(again.all_messages(conversation)) == 7
+    assert edited in {m.id for m in again.all_messages(conversation)}
+
+
+def test_deleting_a_message_keeps_what_followed_it() -> None:
+    store = ChatStore(_db())
+    conversation = store.create_conversation()
+    store.add_message(conversation, "user", "one")
+    middle = store.add_message(conversation, "assistant", "two")
+    store.add_message(conversation, "user", "three")
+    store.delete_message(middle)
+    assert [m.content for m in store.messages(conversation)] == ["one", "three"]
+    # a version that is not shown: deleting it must not bring its followers into view
+    question = store.messages(conversation)[0].id
+    hidden = store.add_message(conversation, "assistant", "old reply", parent_id=question)
+    store.add_message(conversation, "user", "old follow-up")
+    store.select_version(hidden)
+    store.add_message(conversation, "assistant", "new reply", parent_id=question)
+    store.delete_message(hidden)
+    assert [m.content for m in store.messages(conversation)] == ["one", "new reply"]
+    assert "old follow-up" in [m.content for m in store.all_messages(conversation)]
+
+
+def test_a_version_1_database_is_backed_up_and_migrated() -> None:
+    path = _db()
+    with sqlite3.connect(path) as db:  # a database as Hubside 0.1 with schema 1 left it
+        from app.chat.store import _SCHEMA_V1
+
+        db.executescript(_SCHEMA_V1)
+        db.execute("INSERT INTO conversations (id, title, created_at, updated_at) VALUES (1, 'old', 0, 0)")
+        for number, (role, text) in enumerate([("user", "hi"), ("assistant", "hello"), ("user", "bye")]):
+            db.execute(
+                "INSERT INTO messages (conversation_id, role, content, created_at, updated_at)"
+                " VALUES (1, ?, ?, ?, ?)",
+                (role, text, number, number),
+            )
+        db.execute("PRAGMA user_version = 1")
+    db.close()
+    store = ChatStore(path)
+    assert [m.content for m in store.messages(1)] == ["hi", "hello", "bye"]
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    backup = path.with_name(f"{path.name}.before-v{SCHEMA_VERSION}")
+    with sqlite3.connect(backup) as old:
+        assert old.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert old.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 3
+    store.add_message(1, "assistant", "see you")  # and it goes on as a normal chat
+    assert [m.content for m in store.messages(1)][-1] == "see you"
+
+
+def test_versions_round_trip_through_json_and_version_1_files_still_import() -> None:
+    from app.chat.export import from_json, to_json, to_markdown
+
+    store = ChatStore(_db())
+    conversation = _sample(store)
+    question = store.messages(conversation)[0].id
+    store.finish_reply(store.start_reply(conversation, parent_id=question), "Paris.", "complete")
+    store.select_version(store.all_messages(conversation)[1].id)  # the first reply is the one shown
+    restored = store.restore(from_json(to_json(store.export(conversation))))
+    assert _shown(store, restored) == _shown(store, conversation)
+    assert [m.content for m in store.all_messages(restored)] == [
+        m.content for m in store.all_messages(conversation)
+    ]
+    markdown = to_markdown(store.export(conversation))
+    assert "**Paris**, of course." in markdown and "Paris.\n" not in markdown  # only what is shown
+
+    old = from_json(
+        b'{"format": "hubside-conversation", "version": 1, "messages": ['
+        b'{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}'
+    )
+    assert [m.content for m in store.messages(store.restore(old))] == ["a", "b"]

@@ -340,3 +340,126 @@ def test_code_blocks_are_coloured(qtbot: QtBot, open_window) -> None:  # type: i
         block = block.next()
     assert len(colours["code"]) >= 2  # keyword, name and number get colours of their own
     assert colours["prose"] == set()  # prose is left to the palette
+
+
+def _click_action(window: MainWindow, action: str, message_id: int, number: int = 0) -> None:
+    window.chat.transcript.anchorClicked.emit(QUrl(f"hubside:{action}/{message_id}/{number}"))
+
+
+def _shown(window: MainWindow) -> list[tuple[str, str, int, int]]:
+    chat = window.chat
+    assert chat.conversation_id is not None
+    return [(m.role, m.content, m.version, m.versions) for m in chat.store.messages(chat.conversation_id)]
+
+
+@pytest.mark.real_model
+def test_regenerate_edit_and_switch_versions(qtbot: QtBot, open_window, smollm2_path: Path) -> None:  # type: ignore[no-untyped-def]
+    window = open_window()
+    _load(qtbot, window, smollm2_path, context=1024)
+    chat = window.chat
+    chat.max_tokens.setValue(24)
+    chat.preset.setCurrentText("Creative")
+    _ask(qtbot, window, "Name a colour.")
+    qtbot.waitUntil(lambda: chat.request_id is None, timeout=REPLY_TIMEOUT_MS)
+    question, first = chat.store.messages(chat.conversation_id)  # type: ignore[arg-type]
+    assert f"hubside:regenerate/{first.id}/0" in chat.transcript.toMarkdown()
+
+    _click_action(window, "regenerate", first.id)
+    assert chat.request_id is not None  # a new reply streams
+    qtbot.waitUntil(lambda: chat.request_id is None, timeout=REPLY_TIMEOUT_MS)
+    asked, regenerated = _shown(window)
+    assert asked == ("user", "Name a colour.", 1, 1)
+    assert regenerated[0] == "assistant" and regenerated[1].strip() and regenerated[2:] == (2, 2)
+    assert "2/2" in chat.transcript.toPlainText()
+
+    _click_action(window, "previous", chat.store.messages(chat.conversation_id)[1].id)  # type: ignore[arg-type]
+    assert _shown(window)[1] == ("assistant", first.content, 1, 2)
+    assert (
+        "1/2" in chat.transcript.toPlainText() and first.content.strip()[:20] in chat.transcript.toPlainText()
+    )
+
+    _click_action(window, "edit", question.id)  # Edit puts the message back in the input ...
+    assert chat.chat_input.toPlainText() == "Name a colour."
+    qtbot.keyClick(chat.chat_input, Qt.Key.Key_Escape)  # ... Esc leaves it as it was
+    assert chat.editing is None and chat.chat_input.toPlainText() == ""
+    _click_action(window, "edit", question.id)
+    chat.chat_input.clear()
+    _ask(qtbot, window, "Name a fruit.")
+    qtbot.waitUntil(lambda: chat.request_id is None, timeout=REPLY_TIMEOUT_MS)
+    shown = _shown(window)
+    assert shown[0] == ("user", "Name a fruit.", 2, 2) and shown[1][0] == "assistant" and len(shown) == 2
+    assert len(chat.store.all_messages(chat.conversation_id)) == 5  # type: ignore[arg-type]  # nothing lost
+    conversation = chat.conversation_id
+    window.close()
+
+    again = open_window()  # the versions and the one chosen are there after a restart
+    again.chat.open_conversation(conversation)  # type: ignore[arg-type]
+    assert _shown(again) == shown
+    _click_action(again, "previous", again.chat.store.messages(conversation)[0].id)  # type: ignore[arg-type]
+    assert [row[:2] for row in _shown(again)] == [("user", "Name a colour."), ("assistant", first.content)]
+
+
+def test_continue_a_reply_cut_at_max_tokens(qtbot: QtBot, open_window, tiny_model: Path) -> None:  # type: ignore[no-untyped-def]
+    window = open_window()
+    _load(qtbot, window, tiny_model, context=512)
+    chat = window.chat
+    chat.max_tokens.setValue(8)
+    _ask(qtbot, window, "Tell me everything")
+    qtbot.waitUntil(lambda: chat.request_id is None, timeout=REPLY_TIMEOUT_MS)
+    reply = chat.store.messages(chat.conversation_id)[-1]  # type: ignore[arg-type]
+    assert reply.stats["finish_reason"] == "length"
+    assert f"hubside:continue/{reply.id}/0" in chat.transcript.toMarkdown()
+
+    _click_action(window, "continue", reply.id)
+    qtbot.waitUntil(lambda: chat.request_id is None, timeout=REPLY_TIMEOUT_MS)
+    (_, continued) = chat.store.messages(chat.conversation_id)  # type: ignore[arg-type]
+    assert continued.id == reply.id  # the same message, grown
+    assert continued.content.startswith(reply.content) and len(continued.content) > len(reply.content)
+    assert continued.state == "complete" and continued.stats["completion_tokens"] == 8
+    assert chat.settings.max_tokens == 8  # remembered
+
+
+def test_copy_a_code_block_from_its_button(qtbot: QtBot, open_window) -> None:  # type: ignore[no-untyped-def]
+    from PySide6.QtWidgets import QApplication
+
+    window = open_window()
+    chat = window.chat
+    store = chat.store
+    conversation = store.create_conversation("Code")
+    store.add_message(conversation, "user", "Two snippets please")
+    reply = store.add_message(
+        conversation, "assistant", "First:\n```python\nprint('one')\n```\nThen:\n~~~\nls -l\n~~~\n"
+    )
+    chat.open_conversation(conversation)
+    markdown = chat.transcript.toMarkdown()
+    assert f"hubside:copycode/{reply}/0" in markdown and f"hubside:copycode/{reply}/1" in markdown
+    _click_action(window, "copycode", reply, 1)
+    assert QApplication.clipboard().text() == "ls -l"
+    _click_action(window, "copycode", reply, 0)
+    assert QApplication.clipboard().text() == "print('one')"
+    _click_action(window, "copycode", reply, 7)  # no such block: nothing happens
+    assert QApplication.clipboard().text() == "print('one')"
+
+
+def test_custom_sampling_values(qtbot: QtBot, open_window, tiny_model: Path) -> None:  # type: ignore[no-untyped-def]
+    window = open_window()
+    chat = window.chat
+    chat.preset.setCurrentText("Precise")
+    assert chat.temperature.value() == pytest.approx(0.2) and chat.top_k.value() == 20
+    qtbot.mouseClick(chat.sampling_toggle, Qt.MouseButton.LeftButton)
+    assert chat.sampling_panel.isVisible()
+    chat.temperature.setValue(0.0)
+    chat.seed.setValue(7)
+    assert chat.preset.currentText() == "Custom"
+    sampling = chat.sampling()
+    assert (sampling.temperature, sampling.top_k, sampling.seed) == (0.0, 20, 7)
+    _load(qtbot, window, tiny_model, context=256)
+    chat.max_tokens.setValue(6)
+    replies = []
+    for _ in range(2):  # greedy with a fixed seed: the same reply twice
+        _ask(qtbot, window, "Hi")
+        qtbot.waitUntil(lambda: chat.request_id is None, timeout=REPLY_TIMEOUT_MS)
+        replies.append(chat.store.messages(chat.conversation_id)[-1])  # type: ignore[arg-type]
+        chat.new_chat()
+    assert replies[0].content == replies[1].content and replies[0].stats["preset"] == "Custom"
+    assert chat.settings.sampling_preset == "Precise"  # the last preset is remembered, not "Custom"

@@ -22,6 +22,17 @@ def test_the_models_own_template_renders(tiny_model: Path) -> None:
     )
 
 
+def test_a_chat_ending_with_the_assistant_continues_that_reply(tiny_model: Path) -> None:
+    template = read_header(tiny_model).chat_template
+    cut = (*CHAT, ChatMessage("assistant", "Hello! How can"))
+    prompt = build_prompt(template, cut, bos_token="", eos_token="")
+    assert prompt.text == (
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+        "<|im_start|>assistant\nHello! How can"
+    )
+    assert build_prompt(None, cut, bos_token="", eos_token="").text.endswith("Assistant: Hello! How can")
+
+
 def _payloads(canary: Path) -> dict[str, str]:
     return {
         "mro": "{{ ''.__class__.__mro__[1].__subclasses__() }}",

@@ -6,17 +6,19 @@ import json
 import time
 from typing import Any
 
-from app.chat.store import ROLES, STATES, Conversation, ConversationExport, Message
+from app.chat.store import ROLES, STATES, Conversation, ConversationExport, Message, active_path
 from app.errors import AppError, ErrorKind
 
 FORMAT = "hubside-conversation"
-VERSION = 1
+VERSION = 2  # 2: messages carry "parent" (index of the message they follow) and "active" (versions)
 MAX_IMPORT_BYTES = 64 * 1024 * 1024
 SPEAKERS = {"user": "You", "assistant": "Assistant", "system": "System"}  # how roles are shown
 
 
 def to_json(saved: ConversationExport) -> str:
     c = saved.conversation
+    messages = sorted(saved.messages, key=lambda m: m.id)
+    index = {m.id: i for i, m in enumerate(messages)}
     return json.dumps(
         {
             "format": FORMAT,
@@ -33,8 +35,10 @@ def to_json(saved: ConversationExport) -> str:
                     "state": m.state,
                     "stats": m.stats,
                     "created_at": m.created_at,
+                    "parent": index.get(m.parent_id) if m.parent_id is not None else None,
+                    "active": m.active,
                 }
-                for m in saved.messages
+                for m in messages
             ],
         },
         indent=2,
@@ -47,7 +51,7 @@ def to_markdown(saved: ConversationExport) -> str:
     parts = [f"# {c.title or 'Conversation'}\n"]
     if c.system_prompt:
         parts.append(f"*System prompt:* {c.system_prompt}\n")
-    for m in saved.messages:
+    for m in active_path(saved.messages):
         note = f" ({m.state})" if m.state not in ("complete", "streaming") else ""
         parts.append(f"## {SPEAKERS.get(m.role, m.role)}{note}\n\n{m.content.strip()}\n")
     return "\n".join(parts)
@@ -85,7 +89,7 @@ def from_json(data: bytes | str) -> ConversationExport:
         raise _bad("it has no list of messages")
     now = time.time()
     messages = []
-    for entry in entries:
+    for number, entry in enumerate(entries):
         if not isinstance(entry, dict) or entry.get("role") not in ROLES:
             raise _bad("a message has no valid role")
         state = entry.get("state", "complete")
@@ -93,9 +97,12 @@ def from_json(data: bytes | str) -> ConversationExport:
             raise _bad(f"a message has an unknown state {state!r}")
         stats = entry.get("stats", {})
         created = _number(entry.get("created_at"), now)
+        parent = entry.get("parent", number - 1 if number else None)  # version 1: one after another
+        if parent is not None and (not isinstance(parent, int) or not 0 <= parent < number):
+            raise _bad("a message follows one that is not before it")
         messages.append(
             Message(
-                id=0,
+                id=number + 1,  # ids only link the messages of this file to each other
                 conversation_id=0,
                 role=entry["role"],
                 content=_text(entry.get("content", ""), "a message's content"),
@@ -103,6 +110,8 @@ def from_json(data: bytes | str) -> ConversationExport:
                 stats=stats if isinstance(stats, dict) else {},
                 created_at=created,
                 updated_at=created,
+                parent_id=None if parent is None else parent + 1,
+                active=entry.get("active", True) is not False,
             )
         )
     conversation = Conversation(

@@ -2,9 +2,11 @@
 
 WAL with synchronous=FULL and one transaction per write: a message is on disk when the call returns. The
 user's message is stored before generation starts; a reply is created as 'streaming', checkpointed while it
-streams and finalized when it ends. Opening the database marks any reply still 'streaming' (the app died
-mid-reply) as 'interrupted', keeping its text. A database that cannot be read is moved aside, never deleted;
-one written by a newer Hubside is refused rather than downgraded.
+streams and finalized when it ends. Regenerating a reply or editing a message adds a new version beside the
+old one (a message's `parent_id` is the message it follows; one child per branch point is `active`), so no
+earlier text is lost and the user can switch back. Opening the database marks any reply still 'streaming'
+(the app died mid-reply) as 'interrupted', keeping its text. A database that cannot be read is moved
+aside, never deleted; one written by a newer Hubside is refused rather than downgraded.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ from app.errors import AppError, ErrorKind
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 ROLES = ("system", "user", "assistant")
 STATES = ("complete", "streaming", "stopped", "interrupted", "error")
 
@@ -50,8 +52,20 @@ CREATE TABLE messages (
 CREATE INDEX messages_by_conversation ON messages(conversation_id, id);
 """
 
+# Versions: each message follows its parent; among messages with the same parent the active one is shown.
+# Existing chats become a straight line, each message following the one before it.
+_V1_TO_V2 = """
+ALTER TABLE messages ADD COLUMN parent_id INTEGER REFERENCES messages(id) ON DELETE SET NULL;
+ALTER TABLE messages ADD COLUMN active INTEGER NOT NULL DEFAULT 1;
+UPDATE messages SET parent_id = (
+    SELECT MAX(p.id) FROM messages p WHERE p.conversation_id = messages.conversation_id AND p.id < messages.id
+);
+CREATE INDEX messages_by_parent ON messages(parent_id);
+"""
+
 # user_version N -> the SQL that brings a version-N database to N+1 (0 is an empty file).
-_MIGRATIONS: dict[int, str] = {0: _SCHEMA_V1}
+_MIGRATIONS: dict[int, str] = {0: _SCHEMA_V1, 1: _V1_TO_V2}
+END = -1  # add_message's default parent: the last message of the conversation as shown
 
 
 class DatabaseTooNew(AppError):
@@ -85,12 +99,33 @@ class Message:
     stats: dict[str, Any]
     created_at: float
     updated_at: float
+    parent_id: int | None = None
+    active: bool = True
+    version: int = 1  # 1-based place among the versions at this point of the chat (set by active_path)
+    versions: int = 1
 
 
 @dataclass(frozen=True)
 class ConversationExport:
     conversation: Conversation
-    messages: tuple[Message, ...]
+    messages: tuple[Message, ...]  # every version, in id order; `active_path` gives the chat as shown
+
+
+def active_path(messages: Sequence[Message]) -> list[Message]:
+    """The conversation as shown: from the first message, follow the active version at each point
+    (the newest if none is marked), numbering each one among its siblings."""
+    children: dict[int | None, list[Message]] = {}
+    for message in sorted(messages, key=lambda m: m.id):
+        children.setdefault(message.parent_id, []).append(message)
+    path: list[Message] = []
+    parent: int | None = None
+    while siblings := children.get(parent):
+        chosen = next((m for m in reversed(siblings) if m.active), siblings[-1])
+        path.append(replace(chosen, version=siblings.index(chosen) + 1, versions=len(siblings)))
+        parent = chosen.id
+        if len(path) > len(messages):  # a cycle could only come from a damaged file; stop, do not hang
+            break
+    return path
 
 
 class ChatStore:
@@ -182,21 +217,58 @@ class ChatStore:
         )
         return int(cursor.lastrowid or 0)
 
-    def add_message(self, conversation_id: int, role: str, content: str, state: str = "complete") -> int:
+    def add_message(
+        self,
+        conversation_id: int,
+        role: str,
+        content: str,
+        state: str = "complete",
+        parent_id: int | None = END,
+    ) -> int:
+        """Add a message after `parent_id` (None: as a first message; END: after the last one shown). It
+        becomes the active version there; the versions beside it stay, inactive."""
         now = self.clock()
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
+            if parent_id == END:
+                path = self.messages(conversation_id)
+                parent_id = path[-1].id if path else None
+            self.db.execute(
+                "UPDATE messages SET active = 0 WHERE conversation_id = ? AND parent_id IS ?",
+                (conversation_id, parent_id),
+            )
             cursor = self.db.execute(
-                "INSERT INTO messages (conversation_id, role, content, state, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (conversation_id, role, content, state, now, now),
+                "INSERT INTO messages (conversation_id, role, content, state, parent_id, active, created_at,"
+                " updated_at) VALUES (?, ?, ?, ?, ?, 1, ?, ?)",
+                (conversation_id, role, content, state, parent_id, now, now),
             )
             self.db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id))
         return int(cursor.lastrowid or 0)
 
-    def start_reply(self, conversation_id: int) -> int:
-        """An empty assistant message in state 'streaming', to be checkpointed and finished."""
-        return self.add_message(conversation_id, "assistant", "", "streaming")
+    def start_reply(self, conversation_id: int, parent_id: int | None = END) -> int:
+        """An empty assistant message in state 'streaming', to be checkpointed and finished. With the
+        parent of an earlier reply it is a regenerated version of that reply."""
+        return self.add_message(conversation_id, "assistant", "", "streaming", parent_id)
+
+    def resume_reply(self, message_id: int) -> None:
+        """Stream into a finished reply again (Continue): it keeps its text, checkpointed as it grows."""
+        self._write(
+            "UPDATE messages SET state = 'streaming', updated_at = ? WHERE id = ?", (self.clock(), message_id)
+        )
+
+    def select_version(self, message_id: int) -> None:
+        """Show this version at its point of the chat (and what follows it) instead of its siblings."""
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            row = self.db.execute(
+                "SELECT conversation_id, parent_id FROM messages WHERE id = ?", (message_id,)
+            ).fetchone()
+            if row is None:
+                return
+            self.db.execute(
+                "UPDATE messages SET active = (id = ?) WHERE conversation_id = ? AND parent_id IS ?",
+                (message_id, row["conversation_id"], row["parent_id"]),
+            )
 
     def checkpoint_reply(self, message_id: int, content: str) -> None:
         self._write(
@@ -221,7 +293,20 @@ class ChatStore:
         self._write("UPDATE conversations SET pinned = ? WHERE id = ?", (int(pinned), conversation_id))
 
     def delete_message(self, message_id: int) -> None:
-        self._write("DELETE FROM messages WHERE id = ?", (message_id,))
+        """Remove one message; what followed it moves up to follow its parent, so nothing else is lost."""
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            row = self.db.execute(
+                "SELECT parent_id, active FROM messages WHERE id = ?", (message_id,)
+            ).fetchone()
+            if row is None:
+                return
+            if not row["active"]:  # its followers join versions that are not shown: they must not show
+                self.db.execute("UPDATE messages SET active = 0 WHERE parent_id = ?", (message_id,))
+            self.db.execute(
+                "UPDATE messages SET parent_id = ? WHERE parent_id = ?", (row["parent_id"], message_id)
+            )
+            self.db.execute("DELETE FROM messages WHERE id = ?", (message_id,))
 
     def set_system_prompt(self, conversation_id: int, system_prompt: str) -> None:
         self._write(
@@ -235,7 +320,9 @@ class ChatStore:
         return saved
 
     def export(self, conversation_id: int) -> ConversationExport:
-        return ConversationExport(self.conversation(conversation_id), tuple(self.messages(conversation_id)))
+        return ConversationExport(
+            self.conversation(conversation_id), tuple(self.all_messages(conversation_id))
+        )
 
     def restore(self, saved: ConversationExport) -> int:
         """Insert an exported conversation (an Undo, or an import) as a new conversation; returns its id."""
@@ -248,14 +335,16 @@ class ChatStore:
                 (c.title, c.system_prompt, c.model_path, int(c.pinned), c.created_at, c.updated_at),
             )
             new_id = int(cursor.lastrowid or 0)
-            self.db.executemany(
-                "INSERT INTO messages (conversation_id, role, content, state, stats_json, created_at,"
-                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (new_id, m.role, m.content, m.state, json.dumps(m.stats), m.created_at, m.updated_at)
-                    for m in saved.messages
-                ],
-            )
+            new_ids: dict[int, int] = {}
+            for m in sorted(saved.messages, key=lambda m: m.id):
+                cursor = self.db.execute(
+                    "INSERT INTO messages (conversation_id, role, content, state, stats_json, parent_id,"
+                    " active, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (new_id, m.role, m.content, m.state, json.dumps(m.stats),
+                     None if m.parent_id is None else new_ids.get(m.parent_id), int(m.active),
+                     m.created_at, m.updated_at),
+                )  # fmt: skip
+                new_ids[m.id] = int(cursor.lastrowid or 0)
         return new_id
 
     # --- reads -----------------------------------------------------------------------------------
@@ -282,6 +371,11 @@ class ChatStore:
         return _conversation(row)
 
     def messages(self, conversation_id: int) -> list[Message]:
+        """The conversation as shown: the active version at each point."""
+        return active_path(self.all_messages(conversation_id))
+
+    def all_messages(self, conversation_id: int) -> list[Message]:
+        """Every message with every version, in the order they were written."""
         rows = self.db.execute(
             "SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", (conversation_id,)
         ).fetchall()
@@ -310,4 +404,6 @@ def _message(row: sqlite3.Row) -> Message:
         stats=json.loads(row["stats_json"]),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        parent_id=row["parent_id"],
+        active=bool(row["active"]),
     )

@@ -144,13 +144,23 @@ def fallback_prompt(messages: Sequence[ChatMessage]) -> str:
 def build_prompt(
     template: str | None, messages: Sequence[ChatMessage], *, bos_token: str, eos_token: str
 ) -> RenderedPrompt:
-    """The prompt for these messages: the model's template if it renders, the built-in format if not."""
+    """The prompt for these messages: the model's template if it renders, the built-in format if not.
+
+    When the last message is the assistant's, the prompt ends inside that reply so the model continues it
+    (a reply cut at max tokens): the turns before it, the assistant's turn opened, and the reply so far.
+    """
+    partial = messages[-1].content if messages and messages[-1].role == "assistant" else None
+    history = messages[:-1] if partial is not None else messages
     if not template:
         notice = "This model has no chat template; using a plain built-in format."
-        return RenderedPrompt(fallback_prompt(messages), notice, FALLBACK_STOP)
+        return RenderedPrompt(_continued(fallback_prompt(history), partial, " "), notice, FALLBACK_STOP)
     try:
-        text = render_template(template, messages, bos_token=bos_token, eos_token=eos_token)
+        text = render_template(template, history, bos_token=bos_token, eos_token=eos_token)
     except Exception as exc:  # any failure of foreign template code means: use the built-in format
         notice = f"The model's chat template could not be used ({exc}); using a plain built-in format."
-        return RenderedPrompt(fallback_prompt(messages), notice, FALLBACK_STOP)
-    return RenderedPrompt(text, None, ())
+        return RenderedPrompt(_continued(fallback_prompt(history), partial, " "), notice, FALLBACK_STOP)
+    return RenderedPrompt(_continued(text, partial, ""), None, ())
+
+
+def _continued(prompt: str, partial: str | None, separator: str) -> str:
+    return prompt if partial is None else prompt + separator + partial

@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QApplication,
     QCheckBox,
     QComboBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFrame,
     QHBoxLayout,
@@ -45,13 +46,14 @@ from PySide6.QtWidgets import (
 )
 
 from app.chat.export import MAX_IMPORT_BYTES, from_json, to_json, to_markdown
-from app.chat.store import ChatStore, Conversation, ConversationExport
+from app.chat.markdown import code_blocks
+from app.chat.store import END, ChatStore, Conversation, ConversationExport, Message
 from app.errors import AppError, to_app_error
 from app.runtime.protocol import GenerateRequest, LoadedModel, LoadParams, ReplyStats, SamplingParams
 from app.runtime.templates import ChatMessage
 from app.settings import Settings, write_atomic
 from app.ui.engine_bridge import EngineBridge, is_crash
-from app.ui.transcript import STATE_NOTES, Transcript
+from app.ui.transcript import Transcript
 from app.ui.widgets import named
 
 RENDER_INTERVAL_MS = 100  # Markdown re-render at most 10 times a second
@@ -63,6 +65,8 @@ PRESETS = {
     "Balanced": SamplingParams(),
     "Creative": SamplingParams(temperature=1.0, top_k=80, top_p=0.98, min_p=0.02, repeat_penalty=1.05),
 }
+CUSTOM = "Custom"
+EDIT_NOTICE = "Editing your message: Enter sends it as a new version (the old one stays); Esc cancels."
 _FINAL_STATES = {"stop": "complete", "length": "complete", "stopped": "stopped"}
 
 ModelIndex = QModelIndex | QPersistentModelIndex
@@ -134,6 +138,7 @@ class ChatPage(QWidget):
         self.reply_id: int | None = None
         self.reply_parts: list[str] = []
         self.reply_preset = ""
+        self.editing: Message | None = None  # the message being edited, resent as a new version
         self.last_checkpoint = 0.0
         self.deleted: ConversationExport | None = None  # the last deleted chat, for Undo
         self._build()
@@ -171,11 +176,7 @@ class ChatPage(QWidget):
         self.flash_attention = named(QCheckBox("Flash attention"), "flashAttention")
         self.flash_attention.setChecked(self.settings.flash_attention)
         self.flash_attention.toggled.connect(self._remember_flash_attention)
-        self.preset = named(QComboBox(), "samplingPreset")
-        self.preset.setAccessibleName("Sampling preset")
-        for name in PRESETS:
-            self.preset.addItem(name)
-        self.preset.setCurrentText("Balanced")
+        self._build_sampling()
         self.load_button = named(QPushButton("Load"), "loadButton")
         self.load_button.setAccessibleName("Load model")
         self.load_button.clicked.connect(self.load_selected_model)
@@ -229,6 +230,7 @@ class ChatPage(QWidget):
         meter.addWidget(self.notice, 1)
         meter.addWidget(QLabel("Preset"))
         meter.addWidget(self.preset)
+        meter.addWidget(self.sampling_toggle)
         meter.addWidget(self.context_meter)
         bottom = QHBoxLayout()
         bottom.addWidget(self.chat_input, 1)
@@ -279,6 +281,7 @@ class ChatPage(QWidget):
         right_layout.addWidget(self.system_prompt)
         right_layout.addWidget(self.transcript, 1)
         right_layout.addLayout(meter)
+        right_layout.addWidget(self.sampling_panel)
         right_layout.addLayout(bottom)
 
         splitter = QSplitter()
@@ -289,6 +292,82 @@ class ChatPage(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(top)
         layout.addWidget(splitter, 1)
+
+    def _build_sampling(self) -> None:
+        """A preset picker, and the values behind it (shown on demand): changing one makes it Custom."""
+        self.preset = named(QComboBox(), "samplingPreset")
+        self.preset.setAccessibleName("Sampling preset")
+        self.preset.addItems([*PRESETS, CUSTOM])
+        self.sampling_toggle = named(QPushButton("Sampling…"), "samplingToggle")
+        self.sampling_toggle.setCheckable(True)
+        self.sampling_panel = named(QWidget(), "samplingPanel")
+        self.temperature = named(QDoubleSpinBox(minimum=0.0, maximum=2.0, singleStep=0.05), "temperature")
+        self.top_k = named(QSpinBox(minimum=0, maximum=1000), "topK")
+        self.top_p = named(QDoubleSpinBox(minimum=0.0, maximum=1.0, singleStep=0.01), "topP")
+        self.min_p = named(QDoubleSpinBox(minimum=0.0, maximum=1.0, singleStep=0.01), "minP")
+        self.repeat_penalty = named(
+            QDoubleSpinBox(minimum=1.0, maximum=2.0, singleStep=0.05), "repeatPenalty"
+        )
+        self.max_tokens = named(QSpinBox(minimum=0, maximum=1 << 20, singleStep=256), "maxTokens")
+        self.max_tokens.setSpecialValueText("no limit")
+        self.max_tokens.setValue(self.settings.max_tokens)
+        self.seed = named(QSpinBox(minimum=-1, maximum=2**31 - 1), "seed")
+        self.seed.setSpecialValueText("random")
+        self.seed.setValue(-1)
+        layout = QHBoxLayout(self.sampling_panel)
+        layout.setContentsMargins(0, 0, 0, 0)
+        for label, box in (("Temperature", self.temperature), ("Top-k", self.top_k), ("Top-p", self.top_p),
+                           ("Min-p", self.min_p), ("Repeat penalty", self.repeat_penalty),
+                           ("Max tokens", self.max_tokens), ("Seed", self.seed)):  # fmt: skip
+            box.setAccessibleName(label)
+            layout.addWidget(QLabel(label))
+            layout.addWidget(box)
+        layout.addStretch(1)
+        self.sampling_panel.hide()
+        self.sampling_toggle.toggled.connect(self.sampling_panel.setVisible)
+        self.preset.currentTextChanged.connect(self._apply_preset)
+        preset = self.settings.sampling_preset
+        self.preset.setCurrentText(preset if preset in PRESETS else "Balanced")
+        self._apply_preset(self.preset.currentText())
+        for box in (self.temperature, self.top_k, self.top_p, self.min_p, self.repeat_penalty):
+            box.valueChanged.connect(self._sampling_edited)
+        self.max_tokens.valueChanged.connect(self._remember_max_tokens)
+
+    @Slot(str)
+    def _apply_preset(self, name: str) -> None:
+        if name in PRESETS:
+            values = PRESETS[name]
+            boxes = (self.temperature, self.top_k, self.top_p, self.min_p, self.repeat_penalty)
+            for box in boxes:
+                box.blockSignals(True)  # filling in a preset is not a custom edit
+            self.temperature.setValue(values.temperature)
+            self.top_k.setValue(values.top_k)
+            self.top_p.setValue(values.top_p)
+            self.min_p.setValue(values.min_p)
+            self.repeat_penalty.setValue(values.repeat_penalty)
+            for box in boxes:
+                box.blockSignals(False)
+            self.settings.sampling_preset = name
+            self.save_settings()
+
+    @Slot()
+    def _sampling_edited(self) -> None:
+        self.preset.setCurrentText(CUSTOM)
+
+    @Slot(int)
+    def _remember_max_tokens(self, value: int) -> None:
+        self.settings.max_tokens = value
+        self.save_settings()
+
+    def sampling(self) -> SamplingParams:
+        return SamplingParams(
+            temperature=self.temperature.value(),
+            top_k=self.top_k.value(),
+            top_p=self.top_p.value(),
+            min_p=self.min_p.value(),
+            repeat_penalty=self.repeat_penalty.value(),
+            seed=None if self.seed.value() < 0 else self.seed.value(),
+        )
 
     # --- models ------------------------------------------------------------------------------------
     def add_model_path(self, path: Path) -> None:
@@ -376,6 +455,7 @@ class ChatPage(QWidget):
         if self.request_id is not None:
             return
         self.conversation_id = None
+        self.editing = None
         self.system_prompt.clear()
         self.notice.clear()
         self.conversation_list.clearSelection()
@@ -484,8 +564,8 @@ class ChatPage(QWidget):
         self.open_conversation(conversation_id)
         self._select_current()
 
-    @Slot(str, int)
-    def _message_action(self, action: str, message_id: int) -> None:
+    @Slot(str, int, int)
+    def _message_action(self, action: str, message_id: int, number: int) -> None:
         if self.conversation_id is None or message_id == self.reply_id:
             return
         message = next((m for m in self.store.messages(self.conversation_id) if m.id == message_id), None)
@@ -493,9 +573,50 @@ class ChatPage(QWidget):
             return
         if action == "copy":
             QApplication.clipboard().setText(message.content)
-        elif action == "delete" and self.request_id is None:
+        elif action == "copycode":
+            blocks = code_blocks(message.content)
+            if number < len(blocks):
+                QApplication.clipboard().setText(blocks[number])
+        elif self.request_id is not None:
+            return  # the rest changes the chat: not while a reply streams
+        elif action == "delete":
             self.store.delete_message(message_id)
             self._render()
+        elif action in ("previous", "next"):
+            self.switch_version(message, -1 if action == "previous" else 1)
+        elif action == "edit":
+            self.edit_message(message)
+        elif action == "regenerate":
+            self.regenerate(message)
+        elif action == "continue":
+            self.continue_reply(message)
+
+    def switch_version(self, message: Message, step: int) -> None:
+        siblings = [
+            m.id for m in self.store.all_messages(message.conversation_id) if m.parent_id == message.parent_id
+        ]
+        target = siblings.index(message.id) + step
+        if 0 <= target < len(siblings):
+            self.store.select_version(siblings[target])
+            self._render()
+
+    def edit_message(self, message: Message) -> None:
+        """Put a message of yours back in the input; sending it adds a new version there."""
+        self.editing = message
+        self.chat_input.setPlainText(message.content)
+        self.chat_input.setFocus()
+        self.notice.setText(EDIT_NOTICE)
+
+    def regenerate(self, message: Message) -> None:
+        """A new version of this reply, from the same conversation before it; the old one stays."""
+        if self._can_generate() and self.conversation_id is not None:
+            self._start_reply(self.store.start_reply(self.conversation_id, parent_id=message.parent_id))
+
+    def continue_reply(self, message: Message) -> None:
+        """Go on with a reply that was cut (max tokens, stopped, interrupted), adding to its text."""
+        if self._can_generate():
+            self.store.resume_reply(message.id)
+            self._start_reply(message.id)
 
     @Slot()
     def _save_system_prompt(self) -> None:
@@ -504,6 +625,7 @@ class ChatPage(QWidget):
 
     def open_conversation(self, conversation_id: int) -> None:
         self.conversation_id = conversation_id
+        self.editing = None
         self.system_prompt.setText(self.store.conversation(conversation_id).system_prompt)
         self.notice.clear()
         self._render()
@@ -512,37 +634,56 @@ class ChatPage(QWidget):
     @Slot()
     def send(self) -> None:
         text = self.chat_input.toPlainText().strip()
-        if not text or self.request_id is not None:
-            return
-        if self.model is None:
-            self._show_banner("Load a model to chat (choose one above, then Load).", reload=False)
+        if not text or not self._can_generate():
             return
         if self.conversation_id is None:
             title = " ".join(text.split())[:TITLE_LENGTH]
             self.conversation_id = self.store.create_conversation(
-                title, self.system_prompt.text(), str(self.model.path)
+                title, self.system_prompt.text(), str(self.model.path if self.model else "")
             )
-        self.store.add_message(self.conversation_id, "user", text)  # saved before anything is generated
+        parent = self.editing.parent_id if self.editing is not None else END
+        self.editing = None
+        # Saved before anything is generated.
+        self.store.add_message(self.conversation_id, "user", text, parent_id=parent)
         self.chat_input.clear()
-        history = [
-            ChatMessage(m.role, m.content)
-            for m in self.store.messages(self.conversation_id)
-            if m.content.strip() and m.state != "error"
-        ]
+        self._start_reply(self.store.start_reply(self.conversation_id))
+
+    def _can_generate(self) -> bool:
+        if self.request_id is not None:
+            return False
+        if self.model is None:
+            self._show_banner("Load a model to chat (choose one above, then Load).", reload=False)
+            return False
+        return True
+
+    def _start_reply(self, reply_id: int) -> None:
+        """Stream into this (saved, 'streaming') reply from the conversation shown before it. A reply that
+        has text already is continued: it goes to the model as the start of its answer."""
+        assert self.conversation_id is not None
+        shown = self.store.messages(self.conversation_id)
+        history = [ChatMessage(m.role, m.content) for m in shown if m.content.strip() and m.state != "error"]
         system = self.system_prompt.text().strip()
         messages = ([ChatMessage("system", system)] if system else []) + history
-        self.reply_id = self.store.start_reply(self.conversation_id)
-        self.reply_parts = []
+        self.reply_id = reply_id
+        self.reply_parts = [shown[-1].content] if shown[-1].content else []
         self.last_checkpoint = time.monotonic()
         self.request_id = self.bridge.engine.new_request_id()
         self.notice.clear()
         self.reply_preset = self.preset.currentText()
-        sampling = PRESETS[self.reply_preset]
-        self.bridge.generate(GenerateRequest(self.request_id, tuple(messages), sampling=sampling))
+        self.bridge.generate(
+            GenerateRequest(
+                self.request_id,
+                tuple(messages),
+                sampling=self.sampling(),
+                max_tokens=self.max_tokens.value() or None,
+            )
+        )
         self.conversations.refresh()
         self._select_current()
         self._set_busy(True)
-        self.transcript.begin_reply(self.store.messages(self.conversation_id)[:-1])
+        self.transcript.begin_reply(shown[:-1])
+        if self.reply_parts:
+            self.transcript.update_reply("".join(self.reply_parts))
 
     @Slot(int, str)
     def _on_chunk(self, request_id: int, text: str) -> None:
@@ -577,16 +718,22 @@ class ChatPage(QWidget):
     @Slot()
     def stop(self) -> None:
         if self.request_id is None:
+            if self.editing is not None:  # Esc while editing: leave the message as it was
+                self.editing = None
+                self.chat_input.clear()
+                self.notice.clear()
             return
         self.bridge.stop(self.request_id)
         self._finish_reply("stopped", {})  # what is on screen is the reply; nothing more is added
 
     def _finish_reply(self, state: str, stats: dict[str, Any]) -> None:
         text = "".join(self.reply_parts)
-        if self.reply_id is not None:
-            self.store.finish_reply(self.reply_id, text, state, stats)
         self.render_timer.stop()
-        self.transcript.end_reply(text, STATE_NOTES.get(state, ""), stats, self.reply_id)
+        if self.reply_id is not None and self.conversation_id is not None:
+            self.store.finish_reply(self.reply_id, text, state, stats)
+            shown = self.store.messages(self.conversation_id)
+            if shown and shown[-1].id == self.reply_id:
+                self.transcript.end_reply(shown[-1])
         self.request_id = None
         self.reply_id = None
         self.reply_parts = []

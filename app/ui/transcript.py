@@ -15,6 +15,7 @@ from PySide6.QtGui import QDesktopServices, QPalette, QTextCursor, QTextDocument
 from PySide6.QtWidgets import QTextBrowser, QWidget
 
 from app.chat.export import SPEAKERS
+from app.chat.markdown import with_code_links
 from app.chat.store import Message
 from app.ui.highlight import CodeHighlighter
 
@@ -29,20 +30,54 @@ STATE_NOTES = {
 _SEPARATOR = "\n---\n\n"
 
 
-def message_markdown(
-    role: str,
-    content: str,
-    note: str = "",
-    stats: dict[str, Any] | None = None,
-    message_id: int | None = None,
-) -> str:
+ACTIONS = ("copy", "edit", "delete", "regenerate", "continue", "previous", "next", "copycode")
+PREVIOUS_ARROW, NEXT_ARROW = (
+    "\N{SINGLE LEFT-POINTING ANGLE QUOTATION MARK}",
+    "\N{SINGLE RIGHT-POINTING ANGLE QUOTATION MARK}",
+)
+_CONTINUABLE = ("stopped", "interrupted")  # and replies cut at max tokens (finish reason "length")
+
+
+def message_markdown(role: str, content: str, note: str = "", footer: str = "") -> str:
     header = f"**{SPEAKERS.get(role, role)}**" + (f" · *{note}*" if note else "")
-    footer = f"\n\n*{stats_line(stats)}*" if stats else ""
-    if message_id is not None:  # our own links: handled by the page, never opened as URLs
-        footer += (
-            f"\n\n[Copy]({ACTION_SCHEME}:copy/{message_id}) · [Delete]({ACTION_SCHEME}:delete/{message_id})"
-        )
     return f"{header}\n\n{content.strip() or '…'}{footer}\n"
+
+
+def _link(label: str, action: str, message_id: int, number: int = 0) -> str:
+    # Our own links: handled by the page, never opened as URLs.
+    return f"[{label}]({ACTION_SCHEME}:{action}/{message_id}/{number})"
+
+
+def message_footer(message: Message, last: bool) -> str:
+    """The numbers and the actions under a saved message: a version switcher when there are versions,
+    Copy, Edit (yours) or Regenerate (replies), Continue (the last reply, when it was cut), Delete."""
+    lines = []
+    if message.stats:
+        lines.append(f"*{stats_line(message.stats)}*")
+    links = []
+    if message.versions > 1:
+        previous = _link(PREVIOUS_ARROW, "previous", message.id)
+        links.append(
+            f"{previous} {message.version}/{message.versions} {_link(NEXT_ARROW, 'next', message.id)}"
+        )
+    links.append(_link("Copy", "copy", message.id))
+    if message.role == "user":
+        links.append(_link("Edit", "edit", message.id))
+    elif message.role == "assistant":
+        links.append(_link("Regenerate", "regenerate", message.id))
+        cut = message.state in _CONTINUABLE or message.stats.get("finish_reason") == "length"
+        if last and cut:
+            links.append(_link("Continue", "continue", message.id))
+    links.append(_link("Delete", "delete", message.id))
+    lines.append(" · ".join(links))
+    return "".join(f"\n\n{line}" for line in lines)
+
+
+def saved_message_markdown(message: Message, last: bool) -> str:
+    content = with_code_links(message.content, lambda n: _link("Copy code", "copycode", message.id, n))
+    return message_markdown(
+        message.role, content, STATE_NOTES.get(message.state, ""), message_footer(message, last)
+    )
 
 
 def stats_line(stats: dict[str, Any]) -> str:
@@ -61,13 +96,11 @@ def stats_line(stats: dict[str, Any]) -> str:
 
 
 def transcript_markdown(messages: list[Message]) -> str:
-    return _SEPARATOR.join(
-        message_markdown(m.role, m.content, STATE_NOTES.get(m.state, ""), m.stats, m.id) for m in messages
-    )
+    return _SEPARATOR.join(saved_message_markdown(m, m is messages[-1]) for m in messages)
 
 
 class Transcript(QTextBrowser):
-    action_requested = Signal(str, int)  # "copy" or "delete", message id
+    action_requested = Signal(str, int, int)  # one of ACTIONS, message id, code block number
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -98,13 +131,19 @@ class Transcript(QTextBrowser):
         self._live_plain = 0
         self.update_reply("")
 
-    def update_reply(
-        self,
-        text: str,
-        note: str = "writing…",
-        stats: dict[str, Any] | None = None,
-        message_id: int | None = None,
-    ) -> None:
+    def update_reply(self, text: str) -> None:
+        """Redraw the streaming reply (its part of the document only)."""
+        self._replace_reply(message_markdown("assistant", text, "writing…"), text)
+
+    def end_reply(self, message: Message) -> None:
+        """The reply is saved and final: one last redraw of its own part, now with its numbers and actions
+        (never of the whole conversation)."""
+        self._replace_reply(
+            saved_message_markdown(message, last=True), message.content, message_footer(message, True)
+        )
+        self._live_start = None
+
+    def _replace_reply(self, markdown: str, text: str, footer: str = "") -> None:
         if self._live_start is None:
             return
         with self._keeping_the_end_in_view():
@@ -113,7 +152,6 @@ class Transcript(QTextBrowser):
                 cursor.setPosition(self._live_start)
                 cursor.movePosition(QTextCursor.MoveOperation.End, QTextCursor.MoveMode.KeepAnchor)
                 if len(text) <= LIVE_MARKDOWN_LIMIT:
-                    markdown = message_markdown("assistant", text, note, stats, message_id)
                     cursor.insertFragment(QTextDocumentFragment.fromMarkdown(markdown, _MARKDOWN))
                     return
                 cursor.insertFragment(QTextDocumentFragment.fromMarkdown("**Assistant**\n", _MARKDOWN))
@@ -121,17 +159,9 @@ class Transcript(QTextBrowser):
             cursor.movePosition(QTextCursor.MoveOperation.End)
             cursor.insertText(text[self._live_plain :])
             self._live_plain = len(text)
-
-    def end_reply(
-        self, text: str, note: str = "", stats: dict[str, Any] | None = None, message_id: int | None = None
-    ) -> None:
-        """The reply is final: one last redraw of its own part (never of the whole conversation)."""
-        self.update_reply(text, note, stats, message_id)
-        if len(text) > LIVE_MARKDOWN_LIMIT and (note or stats):
-            cursor = QTextCursor(self.document())
-            cursor.movePosition(QTextCursor.MoveOperation.End)
-            cursor.insertText("\n" + " · ".join(filter(None, (note, stats_line(stats or {})))))
-        self._live_start = None
+            if footer:  # a long reply stays plain text; its numbers and links go after it
+                cursor.insertBlock()
+                cursor.insertFragment(QTextDocumentFragment.fromMarkdown(footer.strip(), _MARKDOWN))
 
     @Slot()
     def scroll_to_end(self) -> None:
@@ -149,9 +179,10 @@ class Transcript(QTextBrowser):
         if url.scheme() in ("http", "https"):
             QDesktopServices.openUrl(url)
         elif url.scheme() == ACTION_SCHEME:
-            action, _, number = url.path().partition("/")
-            if action in ("copy", "delete") and number.isdigit():
-                self.action_requested.emit(action, int(number))
+            action, message_id, number = [*url.path().split("/"), "", ""][:3]
+            number = number or "0"
+            if action in ACTIONS and message_id.isdigit() and number.isdigit():
+                self.action_requested.emit(action, int(message_id), int(number))
 
 
 class _StickToEnd:
