@@ -66,6 +66,10 @@ PRESETS = {
     "Creative": SamplingParams(temperature=1.0, top_k=80, top_p=0.98, min_p=0.02, repeat_penalty=1.05),
 }
 CUSTOM = "Custom"
+EMPTY_HINT = (
+    "*A new chat.* Choose a model above (or **Open model…**), press **Load**, then type below: Enter sends, "
+    "Shift+Enter starts a new line, Esc stops a reply."
+)
 EDIT_NOTICE = "Editing your message: Enter sends it as a new version (the old one stays); Esc cancels."
 _FINAL_STATES = {"stop": "complete", "length": "complete", "stopped": "stopped"}
 
@@ -153,6 +157,7 @@ class ChatPage(QWidget):
         bridge.notice.connect(self._on_notice)
         self.conversations.refresh()
         self._set_busy(False)
+        self._render()
 
     # --- layout ----------------------------------------------------------------------------------
     def _build(self) -> None:
@@ -756,10 +761,10 @@ class ChatPage(QWidget):
     def _render(self) -> None:
         if self.reply_id is not None:  # only the streaming reply is redrawn
             self.transcript.update_reply("".join(self.reply_parts))
+        elif self.conversation_id is None:
+            self.transcript.show_markdown(EMPTY_HINT)
         else:
-            self.transcript.show_messages(
-                self.store.messages(self.conversation_id) if self.conversation_id else []
-            )
+            self.transcript.show_messages(self.store.messages(self.conversation_id))
 
     def shutdown(self) -> None:
         """The window is closing: keep what was streamed so far, and draw nothing more."""
