@@ -12,7 +12,7 @@ import pytest
 from app.errors import AppError, ErrorKind
 from app.paths import AppPaths
 from app.runtime.engine import Engine, EngineCrashed
-from app.runtime.gguf_header import BadModelFile
+from app.runtime.gguf_header import BadModelFile, read_header
 from app.runtime.protocol import (
     Finished,
     GenerateRequest,
@@ -190,22 +190,32 @@ def test_a_long_chat_is_trimmed_with_a_notice(tiny_model_factory: TinyModelFacto
 
 @pytest.mark.parametrize("kind", sorted(CORRUPTIONS))
 def test_corrupted_files_never_reach_llama_cpp(kind: str, tiny_model: Path, tmp_path: Path) -> None:
-    engine = Engine(AppPaths.from_env().ensure())
-    with pytest.raises(BadModelFile):
-        engine.load(LoadParams(corrupt(tiny_model, kind, tmp_path / "bad.gguf")))
-    assert not engine.alive  # rejected before an engine process was even started
+    bad = corrupt(tiny_model, kind, tmp_path / "bad.gguf")
+    with pytest.raises(BadModelFile) as checked:
+        read_header(bad)
+    with Engine(AppPaths.from_env().ensure()) as engine:
+        with pytest.raises(AppError) as refused:
+            engine.load(LoadParams(bad))
+        # The engine's own header check refused it, word for word: llama.cpp never opened it (its errors
+        # would be added to the message) and the engine is still there for the next model.
+        assert (refused.value.kind, refused.value.user_message) == (
+            ErrorKind.BAD_MODEL,
+            checked.value.user_message,
+        )
+        assert engine.alive
+        assert engine.load(LoadParams(tiny_model, n_ctx=128)).name
 
 
 def test_a_model_that_cannot_fit_is_refused_unless_forced(tiny_model_factory: TinyModelFactory) -> None:
     huge_context = 2**27  # 134M tokens: a KV cache of about 64 GB for this tiny model
     model = tiny_model_factory(context_length=huge_context)
-    engine = Engine(AppPaths.from_env().ensure())
-    with pytest.raises(AppError) as refused:
-        engine.load(LoadParams(model, n_ctx=huge_context))
-    assert refused.value.kind is ErrorKind.OUT_OF_MEMORY
-    assert refused.value.user_message.startswith("Not enough memory: needs about ")
-    assert " GB free (RAM)" in refused.value.user_message
-    assert not engine.alive
+    with Engine(AppPaths.from_env().ensure()) as engine:
+        with pytest.raises(AppError) as refused:
+            engine.load(LoadParams(model, n_ctx=huge_context))
+        assert refused.value.kind is ErrorKind.OUT_OF_MEMORY
+        assert refused.value.user_message.startswith("Not enough memory: needs about ")
+        assert " GB free (RAM)" in refused.value.user_message
+        assert engine.model is None
     _, forced = engine.check(LoadParams(model, n_ctx=huge_context), force=True)  # the user's override
     assert forced.n_ctx == huge_context
 

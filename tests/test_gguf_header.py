@@ -139,3 +139,27 @@ def test_any_flipped_byte_parses_or_is_rejected_cleanly(position: int, value: in
     data[position % len(data)] = value
     with contextlib.suppress(BadModelFile):
         read_header(_write(tmp_path, bytes(data)))
+
+
+def test_our_type_tables_match_the_gguf_package() -> None:
+    from gguf import GGML_QUANT_SIZES, LlamaFileType
+
+    from app.runtime.ggml_types import FILE_TYPES, TENSOR_TYPES
+
+    assert {int(t): (t.name, *sizes) for t, sizes in GGML_QUANT_SIZES.items()} == TENSOR_TYPES
+    assert {int(f): f.name.removeprefix("MOSTLY_").removeprefix("ALL_") for f in LlamaFileType} == FILE_TYPES
+
+
+def test_checking_a_model_imports_neither_gguf_nor_numpy(smollm2_path: Path) -> None:
+    # An import of numpy holds the interpreter lock for tens of ms: the window would stutter on a load.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from pathlib import Path; from app.runtime.engine import Engine; "
+        "from app.runtime.gguf_header import read_header; "
+        f"h = read_header(Path({str(smollm2_path)!r})); print(h.quant); "
+        "print(sorted(m for m in ('gguf', 'numpy') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split("\n")[:2] == ["Q4_1", "[]"]

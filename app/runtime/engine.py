@@ -21,8 +21,8 @@ from types import TracebackType
 
 from app.errors import AppError, ErrorKind
 from app.paths import AppPaths
-from app.runtime.gguf_header import GGUFHeader, read_header
-from app.runtime.memory import check_fits, estimate, free_ram, free_vram, gpu_layers_that_fit
+from app.runtime.gguf_header import GGUFHeader
+from app.runtime.preflight import check_load
 from app.runtime.protocol import (
     Command,
     EngineStats,
@@ -163,27 +163,14 @@ class Engine:
 
     # --- commands ----------------------------------------------------------------------------------
     def check(self, params: LoadParams, *, force: bool = False) -> tuple[GGUFHeader, LoadParams]:
-        """The header check and memory estimate, before llama.cpp sees the file. Returns the header and
-        the parameters with the context length decided."""
-        header = read_header(params.model_path)
-        n_ctx = params.context_for(header)
-        gpu = params.n_gpu_layers != 0
-        vram = free_vram() if gpu else None
-        need = estimate(header, n_ctx, params.type_k, params.type_v, gpu=gpu and vram is not None)
-        n_gpu_layers = params.n_gpu_layers
-        if n_gpu_layers is None and vram is not None:  # auto, where the GPU's free memory is known
-            n_gpu_layers = gpu_layers_that_fit(need, header.block_count, vram)
-        if not force:
-            if vram is not None and n_gpu_layers is not None and n_gpu_layers > header.block_count:
-                check_fits(need, vram, "VRAM")
-            else:
-                check_fits(need, free_ram(), "RAM")  # CPU or partial offload: RAM holds the weights (mmap)
-        return header, replace(params, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers)
+        """The header check and memory estimate, here and now (`load` has the engine do it)."""
+        return check_load(params, force=force)
 
     def load(self, params: LoadParams, *, force: bool = False) -> LoadedModel:
-        _, params = self.check(params, force=force)
+        # The engine process checks the file first: reading a header is tens of ms of Python that, in this
+        # process, would hold the interpreter lock away from the window.
         self.start()
-        self._send(Load(params))
+        self._send(Load(params, force))
         while True:
             event = self._receive()
             if isinstance(event, Loaded):

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from app.errors import AppError, ErrorKind
+from app.runtime.ggml_types import FILE_TYPES, TENSOR_TYPES
 
 MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
@@ -111,12 +112,7 @@ class GGUFHeader:
         file_type = self.metadata.get("general.file_type")
         if file_type is None:
             return "unknown"
-        from gguf import LlamaFileType
-
-        try:
-            return LlamaFileType(int(file_type)).name.removeprefix("MOSTLY_").removeprefix("ALL_")
-        except ValueError:
-            return f"type {file_type}"
+        return FILE_TYPES.get(int(file_type), f"type {file_type}")
 
     @property
     def chat_template(self) -> str | None:
@@ -254,14 +250,9 @@ class _Parser:
         return name, shape, ggml_type, offset
 
     def tensor_bytes(self, name: str, shape: tuple[int, ...], ggml_type: int) -> int:
-        from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
-
-        try:
-            block, block_bytes = GGML_QUANT_SIZES[GGMLQuantizationType(ggml_type)]
-        except (ValueError, KeyError):
-            raise self.fail(
-                f"the tensor {name} uses an unsupported quantization (ggml type {ggml_type})"
-            ) from None
+        if ggml_type not in TENSOR_TYPES:
+            raise self.fail(f"the tensor {name} uses an unsupported quantization (ggml type {ggml_type})")
+        _, block, block_bytes = TENSOR_TYPES[ggml_type]
         count = 1
         for dim in shape:
             if dim < 1 or dim > self.size * 8:

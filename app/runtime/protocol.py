@@ -103,6 +103,7 @@ class EngineStats:
 @dataclass(frozen=True)
 class Load:
     params: LoadParams
+    force: bool = False  # load even if the memory estimate says it will not fit
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from app.errors import AppError, ErrorKind
-from app.runtime.gguf_header import read_header
+from app.runtime.preflight import check_load
 from app.runtime.protocol import (
     Command,
     EngineStats,
@@ -154,7 +154,8 @@ class EngineProcess:
             self._unload()
             self.llama_errors = []
             try:
-                self.session = LlamaSession(command.params, read_header(command.params.model_path))
+                header, params = check_load(command.params, force=command.force)
+                self.session = LlamaSession(params, header)
             except AppError as exc:
                 if exc.kind is ErrorKind.BAD_MODEL and self.llama_errors:
                     reason = self.llama_errors[0].split(": ", 1)[-1]  # the first error is the cause
