@@ -358,6 +358,14 @@ def test_regenerate_edit_and_switch_versions(qtbot: QtBot, open_window, smollm2_
     _load(qtbot, window, smollm2_path, context=1024)
     chat = window.chat
     chat.max_tokens.setValue(24)
+    chat.system_prompt.setText("You are a helpful assistant.")
+    chat.temperature.setValue(0.0)  # greedy: SmolLM2 knows this one
+    _ask(qtbot, window, "What is the capital of France?")
+    qtbot.waitUntil(lambda: chat.request_id is None, timeout=REPLY_TIMEOUT_MS)
+    assert "Paris" in chat.store.messages(chat.conversation_id)[-1].content  # type: ignore[arg-type]
+    assert "Paris" in chat.transcript.toPlainText()
+
+    chat.new_chat()
     chat.preset.setCurrentText("Creative")
     _ask(qtbot, window, "Name a colour.")
     qtbot.waitUntil(lambda: chat.request_id is None, timeout=REPLY_TIMEOUT_MS)
