@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from app import __version__
+from app.cli_hub import add_hub_commands, search_command, show_command
 from app.cli_runtime import add_commands, bench_command, run_command
 from app.errors import AppError, to_app_error
 from app.logs import setup_logging
@@ -26,6 +27,7 @@ def _build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("paths", help="print the folders Hubside uses")
     add_commands(commands)
+    add_hub_commands(commands)
     return parser
 
 
@@ -50,6 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_command(args, paths)
         if args.command == "bench":
             return bench_command(args, paths)
+        if args.command == "search":
+            return search_command(args, paths)
+        if args.command == "show":
+            return show_command(args, paths)
         from app.ui.application import run_window  # Qt is loaded only when a window is wanted
 
         return run_window(paths, sys.argv[:1])

@@ -137,11 +137,26 @@ def read_header(path: Path) -> GGUFHeader:
         raise BadModelFile(path, f"it cannot be read ({exc.strerror or exc})") from exc
 
 
+class HeaderIncomplete(Exception):
+    """The bytes given end inside the header: read more of the file (at least `needed` bytes)."""
+
+    def __init__(self, needed: int) -> None:
+        super().__init__(f"the header needs at least {needed} bytes")
+        self.needed = needed
+
+
+def parse_header_bytes(path: Path, data: bytes, file_size: int) -> GGUFHeader:
+    """Parse the header of a file of `file_size` bytes from its first bytes `data` (a ranged download of a
+    remote file); raises HeaderIncomplete when `data` ends inside the header, BadModelFile when it is bad."""
+    return _Parser(path, data, file_size).parse()
+
+
 class _Parser:
-    def __init__(self, path: Path, view: mmap.mmap, size: int) -> None:
+    def __init__(self, path: Path, view: mmap.mmap | bytes, size: int) -> None:
         self.path = path
         self.view = view
-        self.size = size
+        self.size = size  # of the whole file
+        self.available = min(len(view), size)  # of it in `view`
         self.pos = 0
 
     def fail(self, problem: str) -> BadModelFile:
@@ -150,6 +165,8 @@ class _Parser:
     def need(self, n: int, what: str) -> None:
         if n < 0 or self.pos + n > self.size:
             raise self.fail(f"the file ends inside its header ({what} at byte {self.pos})")
+        if self.pos + n > self.available:
+            raise HeaderIncomplete(self.pos + n)
 
     def unpack(self, fmt: str, n: int, what: str) -> Any:
         self.need(n, what)
@@ -198,6 +215,7 @@ class _Parser:
         raise self.fail(f"the key {key} has an unknown value type {value_type}")
 
     def parse(self) -> GGUFHeader:
+        self.need(4, "magic")
         if self.view[:4] != MAGIC:
             raise self.fail("it does not start with the GGUF magic bytes")
         self.pos = 4

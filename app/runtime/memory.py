@@ -21,6 +21,9 @@ GIB = 1024**3
 CPU_MARGIN = GIB // 2  # compute buffers, scratch, the engine process itself
 GPU_MARGIN = GIB  # per GPU: CUDA context and compute buffers
 KV_BYTES_PER_ELEMENT = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
+# Architectures whose layers mostly attend within a sliding window: of each N layers, the first N-1 do
+# (llama.cpp's swa pattern); those layers cache only `sliding_window` tokens. Others: every layer caches all.
+SLIDING_WINDOW_PATTERN = {"gemma2": 2, "gemma3": 6, "cohere2": 4}
 
 
 @dataclass(frozen=True)
@@ -60,11 +63,14 @@ def kv_cache_bytes(header: GGUFHeader, n_ctx: int, type_k: str = "f16", type_v: 
     key_length = int(header.arch_value("attention.key_length", head_dim) or head_dim)
     value_length = int(header.arch_value("attention.value_length", head_dim) or head_dim)
     kv_heads = _per_layer(header.arch_value("attention.head_count_kv", n_head), n_layers)
-    per_token = sum(
-        heads * (key_length * KV_BYTES_PER_ELEMENT[type_k] + value_length * KV_BYTES_PER_ELEMENT[type_v])
-        for heads in kv_heads
-    )
-    return int(per_token * n_ctx)
+    per_token = key_length * KV_BYTES_PER_ELEMENT[type_k] + value_length * KV_BYTES_PER_ELEMENT[type_v]
+    window = int(header.arch_value("attention.sliding_window", 0) or 0)
+    pattern = SLIDING_WINDOW_PATTERN.get(header.architecture, 0)
+    total = 0.0
+    for layer, heads in enumerate(kv_heads):
+        windowed = window and pattern and layer % pattern < pattern - 1
+        total += heads * per_token * (min(n_ctx, window) if windowed else n_ctx)
+    return int(total)
 
 
 def model_files(header: GGUFHeader) -> list[Path]:
@@ -79,9 +85,16 @@ def model_files(header: GGUFHeader) -> list[Path]:
 
 
 def estimate(
-    header: GGUFHeader, n_ctx: int, type_k: str = "f16", type_v: str = "f16", gpu: bool = False
+    header: GGUFHeader,
+    n_ctx: int,
+    type_k: str = "f16",
+    type_v: str = "f16",
+    gpu: bool = False,
+    weights: int | None = None,
 ) -> MemoryEstimate:
-    weights = sum(p.stat().st_size for p in model_files(header) if p.exists())
+    """Weights (the files' sizes: given, for a remote model) + KV cache at `n_ctx` + a compute margin."""
+    if weights is None:
+        weights = sum(p.stat().st_size for p in model_files(header) if p.exists())
     margin = GPU_MARGIN if gpu else CPU_MARGIN
     return MemoryEstimate(weights, kv_cache_bytes(header, n_ctx, type_k, type_v), margin)
 

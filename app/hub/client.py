@@ -1,0 +1,373 @@
+"""The Hub, through huggingface_hub's HfApi: search GGUF repos, a repo's details and variants, its card and a
+variant's header, with a disk cache so that what was seen once can be shown offline.
+
+Everything returned is our own frozen dataclasses; every failure is an AppError whose message can be shown
+as it is (offline, rate limited, unknown repo, gated, an answer that makes no sense).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx2
+from huggingface_hub import HfApi, get_session, hf_hub_url, hf_raise_for_status
+from huggingface_hub import errors as hub_errors
+
+from app.errors import AppError, ErrorKind
+from app.hub.quants import RepoFile, Variant, group_variants
+from app.runtime.gguf_header import BadModelFile, GGUFHeader, HeaderIncomplete, parse_header_bytes
+from app.settings import write_atomic
+
+log = logging.getLogger(__name__)
+
+SORTS = {  # what the user picks -> the Hub's sort key
+    "trending": "trending_score",
+    "downloads": "downloads",
+    "likes": "likes",
+    "updated": "last_modified",
+    "created": "created_at",
+}
+HEADER_FIRST_READ = 2 * 1024 * 1024  # most headers fit; a big tokenizer needs a second, larger read
+HEADER_MAX_READ = 64 * 1024 * 1024
+MAX_CARD_BYTES = 5 * 1024 * 1024
+REPEATS_BEFORE_GIVING_UP = 1000  # rows already seen in a row: the Hub's paging goes round in a loop
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    text: str = ""
+    sort: str = "trending"
+    min_params: int | None = None
+    max_params: int | None = None
+    architecture: str = ""  # a tag, e.g. "llama"
+    gated: bool | None = None  # None: both
+
+    def hub_arguments(self) -> dict[str, Any]:
+        filters = ["gguf"] + ([self.architecture.strip().lower()] if self.architecture.strip() else [])
+        arguments: dict[str, Any] = {"filter": filters, "sort": SORTS.get(self.sort, "trending_score")}
+        if self.text.strip():
+            arguments["search"] = self.text.strip()
+        if self.gated is not None:
+            arguments["gated"] = self.gated
+        bounds = [f"min:{self.min_params}"] if self.min_params else []
+        bounds += [f"max:{self.max_params}"] if self.max_params else []
+        if bounds:
+            arguments["num_parameters"] = ",".join(bounds)
+        return arguments
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    id: str
+    author: str
+    downloads: int
+    likes: int
+    updated: str  # ISO date
+    created: str
+    gated: bool
+    parameters: int | None = None  # where known (the listing has no gguf field; a cached detail may)
+    architecture: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelDetails:
+    id: str
+    sha: str
+    author: str
+    license: str
+    gated: bool
+    downloads: int
+    likes: int
+    updated: str
+    parameters: int | None
+    architecture: str | None
+    context_length: int | None
+    chat_template: str | None
+    files: tuple[RepoFile, ...]
+    variants: tuple[Variant, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """An answer, fresh from the Hub or, when the Hub could not be reached, the last one saved."""
+
+    value: Any
+    stale: bool = False
+    problem: str = ""  # why it is stale, in the user's words
+
+
+def _int(value: Any) -> int | None:
+    """A number the Hub sent as a number or a string; None for anything else."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _date(value: Any) -> str:
+    if value is None:
+        return ""
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
+def hub_error(exc: BaseException, repo: str = "") -> AppError:
+    """An exception from huggingface_hub or the network, in words for the user."""
+    if isinstance(exc, AppError):
+        return exc
+    if isinstance(exc, hub_errors.GatedRepoError):
+        return AppError(
+            ErrorKind.GATED,
+            f"{repo or 'This model'} is gated: accept its license on the Hub (huggingface.co/{repo}), then "
+            "add your token (Hub token… on the Discover page, or HF_TOKEN).",
+            str(exc),
+        )
+    if isinstance(exc, hub_errors.RepositoryNotFoundError):
+        return AppError(
+            ErrorKind.NOT_FOUND,
+            f"There is no model called {repo or 'that'} on the Hub (or it is private: add your token).",
+            str(exc),
+        )
+    if isinstance(exc, hub_errors.RevisionNotFoundError | hub_errors.EntryNotFoundError):
+        return AppError(ErrorKind.NOT_FOUND, "That file or version is not on the Hub (any more).", str(exc))
+    if isinstance(exc, hub_errors.HfHubHTTPError):
+        status = exc.response.status_code if exc.response is not None else 0
+        if status == 429:
+            wait = exc.response.headers.get("Retry-After", "") if exc.response is not None else ""
+            after = f" for {wait} s" if wait.isdigit() else ""
+            return AppError(ErrorKind.HUB, f"The Hub is limiting requests; try again{after}.", str(exc))
+        return AppError(ErrorKind.HUB, f"The Hub answered with an error (HTTP {status}).", str(exc))
+    if isinstance(exc, hub_errors.OfflineModeIsEnabled | httpx2.TransportError | OSError):
+        return AppError(ErrorKind.NETWORK, "Can't reach the Hub (offline?).", repr(exc))
+    if isinstance(exc, ValueError | TypeError | KeyError | AttributeError):  # JSON or shapes we can't read
+        return AppError(ErrorKind.HUB, "The Hub sent an answer Hubside could not read.", repr(exc))
+    return AppError(ErrorKind.INTERNAL, "Something went wrong talking to the Hub.", repr(exc))
+
+
+class HubCache:
+    """Answers saved on disk as JSON (or bytes), one file per key; written atomically, read leniently."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _file(self, key: str, suffix: str) -> Path:
+        return self.root / (hashlib.sha256(key.encode()).hexdigest()[:32] + suffix)
+
+    def get(self, key: str) -> Any:
+        try:
+            return json.loads(self._file(key, ".json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def put(self, key: str, value: Any) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            write_atomic(self._file(key, ".json"), json.dumps(value).encode())
+        except OSError as exc:  # a cache that cannot be written only costs a refetch
+            log.warning("hub cache: cannot write %s: %s", key, exc)
+
+    def get_bytes(self, key: str) -> bytes | None:
+        try:
+            return self._file(key, ".bin").read_bytes()
+        except OSError:
+            return None
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            write_atomic(self._file(key, ".bin"), data)
+        except OSError as exc:
+            log.warning("hub cache: cannot write %s: %s", key, exc)
+
+
+class SearchPages:
+    """A search's results, fetched from the Hub a page at a time as they are asked for."""
+
+    def __init__(self, client: HubClient, query: SearchQuery) -> None:
+        self.client = client
+        self.query = query
+        self._rows: Iterator[Any] | None = None
+        self._seen: set[str] = set()
+        self.done = False
+        self.stale = False  # the rows came from the cache
+
+    def next(self, count: int) -> list[ModelSummary]:
+        """Up to `count` more results ([] when there are no more); raises AppError."""
+        if self.done:
+            return []
+        first = self._rows is None
+        try:
+            if self._rows is None:
+                self._rows = iter(self.client.api.list_models(**self.query.hub_arguments()))
+            batch = self._take(count)
+        except Exception as exc:
+            error = hub_error(exc)
+            cached = self.client.cache.get(self._cache_key()) if first else None
+            if error.kind in (ErrorKind.NETWORK, ErrorKind.HUB) and cached is not None:
+                self.done, self.stale = True, True  # the saved first page, and nothing after it
+                return [ModelSummary(**row) for row in cached]
+            raise error from exc
+        if first:
+            self.client.cache.put(self._cache_key(), [vars(row) for row in batch])
+        return batch
+
+    def _take(self, count: int) -> list[ModelSummary]:
+        assert self._rows is not None
+        batch: list[ModelSummary] = []
+        repeats = 0
+        while len(batch) < count:
+            info = next(self._rows, None)
+            if info is None:
+                self.done = True
+                break
+            if info.id in self._seen:  # the same rows again: a paging loop
+                repeats += 1
+                if repeats >= REPEATS_BEFORE_GIVING_UP:
+                    self.done = True
+                    break
+                continue
+            repeats = 0
+            self._seen.add(info.id)
+            batch.append(self.client.summary(info))
+        return batch
+
+    def _cache_key(self) -> str:
+        return "search:" + json.dumps(self.query.hub_arguments(), sort_keys=True)
+
+
+class HubClient:
+    """The one way Hubside talks to the Hub's API (downloads have their own transfer code)."""
+
+    def __init__(self, cache_dir: Path, token: str | None = None) -> None:
+        self.api = HfApi(token=token or None)
+        self.token = token
+        self.cache = HubCache(cache_dir)
+
+    def search(self, query: SearchQuery) -> SearchPages:
+        return SearchPages(self, query)
+
+    def summary(self, info: Any) -> ModelSummary:
+        known = self.cache.get(f"facts:{info.id}") or {}  # parameters and architecture, seen in details
+        return ModelSummary(
+            id=str(info.id),
+            author=str(info.author or str(info.id).split("/")[0]),
+            downloads=_int(info.downloads) or 0,
+            likes=_int(info.likes) or 0,
+            updated=_date(info.last_modified),
+            created=_date(info.created_at),
+            gated=bool(info.gated),
+            parameters=_int(known.get("parameters")),
+            architecture=known.get("architecture"),
+        )
+
+    def details(self, repo: str) -> Fetched:
+        """The repo's facts and files at its current commit, with its variants."""
+        try:
+            info = self.api.model_info(repo, files_metadata=True)
+            details = self._details(info)
+        except Exception as exc:
+            error = hub_error(exc, repo)
+            cached = self.cache.get(f"details:{repo}")
+            if error.kind in (ErrorKind.NETWORK, ErrorKind.HUB) and cached is not None:
+                return Fetched(_details_from_json(cached), stale=True, problem=error.user_message)
+            raise error from exc
+        self.cache.put(f"details:{repo}", _details_to_json(details))
+        self.cache.put(
+            f"facts:{repo}", {"parameters": details.parameters, "architecture": details.architecture}
+        )
+        return Fetched(details)
+
+    def _details(self, info: Any) -> ModelDetails:
+        gguf = info.gguf if isinstance(info.gguf, dict) else {}
+        card = info.card_data.to_dict() if info.card_data is not None else {}
+        files = []
+        for sibling in info.siblings or []:
+            lfs = sibling.lfs
+            sha256 = getattr(lfs, "sha256", None) if lfs is not None else None
+            size = _int(sibling.size)
+            if size is None and lfs is not None:
+                size = _int(getattr(lfs, "size", None))
+            files.append(RepoFile(str(sibling.rfilename), size or 0, sha256))
+        template = gguf.get("chat_template")
+        return ModelDetails(
+            id=str(info.id),
+            sha=str(info.sha or ""),
+            author=str(info.author or str(info.id).split("/")[0]),
+            license=str(card.get("license") or ""),
+            gated=bool(info.gated),
+            downloads=_int(info.downloads) or 0,
+            likes=_int(info.likes) or 0,
+            updated=_date(info.last_modified),
+            parameters=_int(gguf.get("total")),
+            architecture=str(gguf["architecture"]) if gguf.get("architecture") else None,
+            context_length=_int(gguf.get("context_length")),
+            chat_template=template if isinstance(template, str) else None,
+            files=tuple(files),
+            variants=tuple(group_variants(files)),
+        )
+
+    def card(self, details: ModelDetails) -> Fetched:
+        """The model card (README.md) at the details' commit, as text ("" when the repo has none)."""
+        if not any(f.path == "README.md" for f in details.files):
+            return Fetched("")
+        key = f"card:{details.id}@{details.sha}"
+        cached = self.cache.get(key)
+        if cached is not None:  # a commit's files never change
+            return Fetched(cached)
+        text = self._get(details, "README.md", MAX_CARD_BYTES).decode("utf-8", errors="replace")
+        self.cache.put(key, text)
+        return Fetched(text)
+
+    def header(self, details: ModelDetails, file: RepoFile) -> GGUFHeader:
+        """The GGUF header of a remote file, from a ranged read of its start (cached per commit)."""
+        key = f"header:{details.id}@{details.sha}/{file.path}"
+        data = self.cache.get_bytes(key) or b""
+        want = HEADER_FIRST_READ
+        while True:
+            try:
+                return parse_header_bytes(Path(file.path), data, file.size)
+            except HeaderIncomplete as more:
+                if len(data) >= min(file.size, HEADER_MAX_READ):
+                    raise BadModelFile(Path(file.path), "its header is larger than Hubside reads") from None
+                want = min(max(want, more.needed * 2), HEADER_MAX_READ, file.size)
+                data = self._get(details, file.path, want, ranged=True)
+                self.cache.put_bytes(key, data)
+
+    def _get(self, details: ModelDetails, path: str, limit: int, ranged: bool = False) -> bytes:
+        """The first `limit` bytes of a file at the details' commit (the token goes to the Hub only)."""
+        url = hf_hub_url(details.id, path, revision=details.sha)
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        if ranged:
+            headers["Range"] = f"bytes=0-{limit - 1}"
+        try:
+            with get_session().stream("GET", url, headers=headers, follow_redirects=True) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    hf_raise_for_status(response)
+                chunks, total = [], 0
+                for chunk in response.iter_bytes():
+                    chunks.append(chunk)
+                    total += len(chunk)
+                    if total >= limit:
+                        break
+                return b"".join(chunks)[:limit]
+        except Exception as exc:
+            raise hub_error(exc, details.id) from exc
+
+
+def _details_to_json(details: ModelDetails) -> dict[str, Any]:
+    data = {k: v for k, v in vars(details).items() if k not in ("files", "variants")}
+    data["files"] = [vars(f) for f in details.files]
+    return data
+
+
+def _details_from_json(data: dict[str, Any]) -> ModelDetails:
+    files = tuple(RepoFile(**f) for f in data.pop("files"))
+    return ModelDetails(**data, files=files, variants=tuple(group_variants(files)))
