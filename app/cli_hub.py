@@ -7,6 +7,7 @@ import json
 from dataclasses import asdict
 from typing import Any
 
+from app.errors import AppError
 from app.hub.client import SORTS, HubClient, ModelDetails, SearchQuery
 from app.hub.fit import Fit, Machine, fit_variant, recommended
 from app.hub.quants import Variant
@@ -58,13 +59,19 @@ def show_command(args: argparse.Namespace, paths: AppPaths) -> int:
     client = _client(paths)
     fetched = client.details(args.repo)
     details: ModelDetails = fetched.value
-    header = client.header(details, details.variants[0].files[0]) if details.variants else None
+    header, header_problem = None, ""
+    if details.variants:
+        try:
+            header = client.header(details, details.variants[0].files[0])
+        except AppError as exc:  # the verdicts fall back to weights + margin, and say so
+            header_problem = exc.user_message
     rows = _variant_rows(details, header, args.ctx)
     best = recommended([v for v, _ in rows], [f for _, f in rows])
     if args.json:
         facts = asdict(details)
         facts.pop("variants")
         facts["context_for_fit"] = args.ctx
+        facts["header_problem"] = header_problem
         facts["variants"] = [
             {
                 "label": v.title,
@@ -88,6 +95,8 @@ def show_command(args: argparse.Namespace, paths: AppPaths) -> int:
     print(f"  context {details.context_length or '?'} · license {details.license or '?'} · "
           f"{'gated · ' if details.gated else ''}{details.downloads:,} downloads · {details.likes:,} likes · "
           f"updated {details.updated[:10]}")  # fmt: skip
+    if header_problem:
+        print(f"  (the header could not be read: {header_problem})")
     if not rows:
         print("  This repo has no GGUF model files.")
     for v, fit in rows:

@@ -10,13 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterator
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx2
-from huggingface_hub import HfApi, get_session, hf_hub_url, hf_raise_for_status
+from huggingface_hub import HfApi, ModelInfo, get_session, hf_hub_url, hf_raise_for_status
 from huggingface_hub import errors as hub_errors
 
 from app.errors import AppError, ErrorKind
@@ -27,16 +27,19 @@ from app.settings import write_atomic
 log = logging.getLogger(__name__)
 
 SORTS = {  # what the user picks -> the Hub's sort key
-    "trending": "trending_score",
+    "trending": "trendingScore",
     "downloads": "downloads",
     "likes": "likes",
-    "updated": "last_modified",
-    "created": "created_at",
+    "updated": "lastModified",
+    "created": "createdAt",
 }
+PAGE_SIZE = 100
+TIMEOUT_S = 30.0
+MAX_RETRY_AFTER_S = 5
 HEADER_FIRST_READ = 2 * 1024 * 1024  # most headers fit; a big tokenizer needs a second, larger read
 HEADER_MAX_READ = 64 * 1024 * 1024
 MAX_CARD_BYTES = 5 * 1024 * 1024
-REPEATS_BEFORE_GIVING_UP = 1000  # rows already seen in a row: the Hub's paging goes round in a loop
+REACHABLE_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -48,18 +51,23 @@ class SearchQuery:
     architecture: str = ""  # a tag, e.g. "llama"
     gated: bool | None = None  # None: both
 
-    def hub_arguments(self) -> dict[str, Any]:
+    def hub_params(self) -> dict[str, Any]:
+        """The query of `GET /api/models`."""
         filters = ["gguf"] + ([self.architecture.strip().lower()] if self.architecture.strip() else [])
-        arguments: dict[str, Any] = {"filter": filters, "sort": SORTS.get(self.sort, "trending_score")}
+        params: dict[str, Any] = {
+            "filter": filters,
+            "sort": SORTS.get(self.sort, "trendingScore"),
+            "limit": PAGE_SIZE,
+        }
         if self.text.strip():
-            arguments["search"] = self.text.strip()
+            params["search"] = self.text.strip()
         if self.gated is not None:
-            arguments["gated"] = self.gated
+            params["gated"] = "true" if self.gated else "false"
         bounds = [f"min:{self.min_params}"] if self.min_params else []
         bounds += [f"max:{self.max_params}"] if self.max_params else []
         if bounds:
-            arguments["num_parameters"] = ",".join(bounds)
-        return arguments
+            params["num_parameters"] = ",".join(bounds)
+        return params
 
 
 @dataclass(frozen=True)
@@ -188,67 +196,102 @@ class HubCache:
 
 
 class SearchPages:
-    """A search's results, fetched from the Hub a page at a time as they are asked for."""
+    """A search's results, a page at a time as they are asked for, following the Hub's `Link: rel="next"`.
+
+    Our own paging over huggingface_hub's session: its list_models retries with backoff (a 429 with
+    Retry-After 30 would keep the user waiting minutes for a message); here a short Retry-After is waited
+    for once, anything else is an answer at once.
+    """
 
     def __init__(self, client: HubClient, query: SearchQuery) -> None:
         self.client = client
         self.query = query
-        self._rows: Iterator[Any] | None = None
+        self._buffer: list[ModelSummary] = []
+        self._next_url: str | None = None
+        self._visited: set[str] = set()
         self._seen: set[str] = set()
+        self._started = False
         self.done = False
         self.stale = False  # the rows came from the cache
 
     def next(self, count: int) -> list[ModelSummary]:
         """Up to `count` more results ([] when there are no more); raises AppError."""
-        if self.done:
-            return []
-        first = self._rows is None
-        try:
-            if self._rows is None:
-                self._rows = iter(self.client.api.list_models(**self.query.hub_arguments()))
-            batch = self._take(count)
-        except Exception as exc:
-            error = hub_error(exc)
-            cached = self.client.cache.get(self._cache_key()) if first else None
-            if error.kind in (ErrorKind.NETWORK, ErrorKind.HUB) and cached is not None:
-                self.done, self.stale = True, True  # the saved first page, and nothing after it
-                return [ModelSummary(**row) for row in cached]
-            raise error from exc
-        if first:
-            self.client.cache.put(self._cache_key(), [vars(row) for row in batch])
+        if not self._started:
+            cached = self.client.cache.get(self._cache_key())
+            if cached is not None and not self.client.reachable():  # without waiting for a timeout
+                return self._from_cache(cached)
+            try:
+                self._started = True
+                self._fetch(f"{self.client.api.endpoint}/api/models", self.query.hub_params())
+                self.client.cache.put(self._cache_key(), [vars(row) for row in self._buffer])
+            except Exception as exc:
+                error = hub_error(exc)
+                if error.kind in (ErrorKind.NETWORK, ErrorKind.HUB) and cached is not None:
+                    return self._from_cache(cached)
+                raise error from exc
+        while len(self._buffer) < count and self._next_url is not None:
+            try:
+                self._fetch(self._next_url, None)
+            except Exception as exc:
+                raise hub_error(exc) from exc
+        batch, self._buffer = self._buffer[:count], self._buffer[count:]
+        self.done = not self._buffer and self._next_url is None
         return batch
 
-    def _take(self, count: int) -> list[ModelSummary]:
-        assert self._rows is not None
-        batch: list[ModelSummary] = []
-        repeats = 0
-        while len(batch) < count:
-            info = next(self._rows, None)
-            if info is None:
-                self.done = True
-                break
-            if info.id in self._seen:  # the same rows again: a paging loop
-                repeats += 1
-                if repeats >= REPEATS_BEFORE_GIVING_UP:
-                    self.done = True
-                    break
-                continue
-            repeats = 0
-            self._seen.add(info.id)
-            batch.append(self.client.summary(info))
-        return batch
+    def _from_cache(self, rows: list[dict[str, Any]]) -> list[ModelSummary]:
+        self.done, self.stale, self._started = True, True, True  # the saved first page, nothing after it
+        return [ModelSummary(**row) for row in rows]
+
+    def _fetch(self, url: str, params: dict[str, Any] | None) -> None:
+        self._visited.add(url)
+        response = get_session().get(
+            url, params=params, headers=self.client.auth_headers(), timeout=TIMEOUT_S
+        )
+        wait = _retry_after(response)
+        if wait is not None and wait <= MAX_RETRY_AFTER_S:  # a short wait is worth it, once
+            time.sleep(wait)
+            response = get_session().get(
+                url, params=params, headers=self.client.auth_headers(), timeout=TIMEOUT_S
+            )
+        hf_raise_for_status(response)
+        rows = response.json()
+        if not isinstance(rows, list):
+            raise ValueError(f"a listing that is not a list: {type(rows).__name__}")
+        for row in rows:
+            info = ModelInfo(**row)  # type: ignore[no-untyped-call]  # huggingface_hub's own parser
+            if info.id not in self._seen:
+                self._seen.add(info.id)
+                self._buffer.append(self.client.summary(info))
+        following = response.links.get("next", {}).get("url")
+        self._next_url = following if following and following not in self._visited else None  # no loops
 
     def _cache_key(self) -> str:
-        return "search:" + json.dumps(self.query.hub_arguments(), sort_keys=True)
+        return "search:" + json.dumps(self.query.hub_params(), sort_keys=True)
+
+
+def _retry_after(response: httpx2.Response) -> int | None:
+    value = response.headers.get("Retry-After", "")
+    return int(value) if response.status_code in (429, 503) and value.isdigit() else None
 
 
 class HubClient:
     """The one way Hubside talks to the Hub's API (downloads have their own transfer code)."""
 
-    def __init__(self, cache_dir: Path, token: str | None = None) -> None:
-        self.api = HfApi(token=token or None)
+    def __init__(self, cache_dir: Path, token: str | None = None, endpoint: str | None = None) -> None:
+        self.api = HfApi(endpoint=endpoint, token=token or None)
         self.token = token
         self.cache = HubCache(cache_dir)
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def reachable(self) -> bool:
+        """Whether the Hub answers at all (any HTTP status); quick, where a listing retries for long."""
+        try:
+            get_session().head(self.api.endpoint, timeout=REACHABLE_TIMEOUT_S)
+        except (httpx2.TransportError, OSError):
+            return False
+        return True
 
     def search(self, query: SearchQuery) -> SearchPages:
         return SearchPages(self, query)
@@ -342,8 +385,8 @@ class HubClient:
 
     def _get(self, details: ModelDetails, path: str, limit: int, ranged: bool = False) -> bytes:
         """The first `limit` bytes of a file at the details' commit (the token goes to the Hub only)."""
-        url = hf_hub_url(details.id, path, revision=details.sha)
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        url = hf_hub_url(details.id, path, revision=details.sha, endpoint=self.api.endpoint)
+        headers = self.auth_headers()
         if ranged:
             headers["Range"] = f"bytes=0-{limit - 1}"
         try:

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 _QUANT = re.compile(
-    r"(UD-)?(F32|BF16|F16|Q8_0|Q6_K|Q5_K_[SM]|Q5_[01]|Q4_K_[SM]|Q4_[01]|Q3_K_[SML]|Q2_K(?:_S)?|"
+    r"(UD-)?(F32|BF16|F16|Q8_0|Q6_K|Q5_K_[SM]|Q5_K|Q5_[01]|Q4_K_[SM]|Q4_K|Q4_[01]|Q3_K_[SML]|Q3_K|Q2_K(?:_S)?|"
     r"IQ4_(?:XS|NL)|IQ3_(?:XXS|XS|S|M)|IQ2_(?:XXS|XS|S|M)|IQ1_[SM]|TQ[12]_0|MXFP4(?:_MOE)?)(_XL)?"
 )
 _SHARD = re.compile(r"^(?P<prefix>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
@@ -19,8 +19,9 @@ _SHARD = re.compile(r"^(?P<prefix>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.gguf
 # Bits per weight of each quant (llama.cpp's block layouts), for estimates before a header is read.
 BITS_PER_WEIGHT = {
     "F32": 32.0, "F16": 16.0, "BF16": 16.0, "Q8_0": 8.5, "Q6_K": 6.56, "Q5_K_M": 5.5, "Q5_K_S": 5.5,
-    "Q5_1": 6.0, "Q5_0": 5.5, "Q4_K_M": 4.5, "Q4_K_S": 4.5, "Q4_1": 5.0, "Q4_0": 4.5, "IQ4_XS": 4.25,
-    "IQ4_NL": 4.5, "Q3_K_L": 3.44, "Q3_K_M": 3.44, "Q3_K_S": 3.44, "IQ3_M": 3.66, "IQ3_S": 3.44,
+    "Q5_K": 5.5, "Q5_1": 6.0, "Q5_0": 5.5, "Q4_K_M": 4.5, "Q4_K_S": 4.5, "Q4_K": 4.5, "Q4_1": 5.0,
+    "Q4_0": 4.5, "IQ4_XS": 4.25,
+    "IQ4_NL": 4.5, "Q3_K_L": 3.44, "Q3_K_M": 3.44, "Q3_K_S": 3.44, "Q3_K": 3.44, "IQ3_M": 3.66, "IQ3_S": 3.44,
     "IQ3_XS": 3.3, "IQ3_XXS": 3.06, "Q2_K": 2.63, "Q2_K_S": 2.63, "IQ2_M": 2.7, "IQ2_S": 2.5,
     "IQ2_XS": 2.31, "IQ2_XXS": 2.06, "IQ1_M": 1.75, "IQ1_S": 1.56, "TQ1_0": 1.69, "TQ2_0": 2.06,
     "MXFP4": 4.25, "MXFP4_MOE": 4.25,

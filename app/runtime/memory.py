@@ -21,9 +21,6 @@ GIB = 1024**3
 CPU_MARGIN = GIB // 2  # compute buffers, scratch, the engine process itself
 GPU_MARGIN = GIB  # per GPU: CUDA context and compute buffers
 KV_BYTES_PER_ELEMENT = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
-# Architectures whose layers mostly attend within a sliding window: of each N layers, the first N-1 do
-# (llama.cpp's swa pattern); those layers cache only `sliding_window` tokens. Others: every layer caches all.
-SLIDING_WINDOW_PATTERN = {"gemma2": 2, "gemma3": 6, "cohere2": 4}
 
 
 @dataclass(frozen=True)
@@ -64,13 +61,9 @@ def kv_cache_bytes(header: GGUFHeader, n_ctx: int, type_k: str = "f16", type_v: 
     value_length = int(header.arch_value("attention.value_length", head_dim) or head_dim)
     kv_heads = _per_layer(header.arch_value("attention.head_count_kv", n_head), n_layers)
     per_token = key_length * KV_BYTES_PER_ELEMENT[type_k] + value_length * KV_BYTES_PER_ELEMENT[type_v]
-    window = int(header.arch_value("attention.sliding_window", 0) or 0)
-    pattern = SLIDING_WINDOW_PATTERN.get(header.architecture, 0)
-    total = 0.0
-    for layer, heads in enumerate(kv_heads):
-        windowed = window and pattern and layer % pattern < pattern - 1
-        total += heads * per_token * (min(n_ctx, window) if windowed else n_ctx)
-    return int(total)
+    # Every layer caches all n_ctx tokens, sliding-window layers too: llama-cpp-python keeps llama.cpp's
+    # full-size SWA cache (swa_full), which the reuse of a chat's cached prefix needs.
+    return int(sum(heads * per_token * n_ctx for heads in kv_heads))
 
 
 def model_files(header: GGUFHeader) -> list[Path]:

@@ -137,11 +137,14 @@ class HubStub:
         self.lfs_redirect_min_size = 0
 
     # --- content and faults ----------------------------------------------------------------------
-    def add_repo(self, repo_id: str, files: Mapping[str, bytes | Path], **meta: Any) -> StubRepo:
-        """Serve a repo with these files (bytes or a path on disk) and metadata (downloads, gated...)."""
+    def add_repo(self, repo_id: str, files: Mapping[str, bytes | Path | int], **meta: Any) -> StubRepo:
+        """Serve a repo with these files (bytes, a path on disk, or a size: listed, content all zeros) and
+        metadata (downloads, gated...)."""
         stub_files = {
             path: StubFile(path, source=content)
             if isinstance(content, Path)
+            else StubFile(path, listed_size=content)
+            if isinstance(content, int)
             else StubFile(path, data=content)
             for path, content in files.items()
         }
