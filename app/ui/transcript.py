@@ -2,7 +2,7 @@
 
 Qt's own Markdown parser with HTML switched off renders it; no resource is ever loaded (so no remote or
 local image), and a link opens only when clicked, only for http(s). While a reply streams, only that reply's
-part of the document is redrawn; past `LIVE_MARKDOWN_LIMIT` characters it grows as plain text, so a reply of
+part of the document is redrawn; past `LIVEMARKDOWN_LIMIT` characters it grows as plain text, so a reply of
 any length costs each redraw the same.
 """
 
@@ -11,17 +11,16 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtCore import QUrl, Signal, Slot
-from PySide6.QtGui import QDesktopServices, QPalette, QTextCursor, QTextDocument, QTextDocumentFragment
+from PySide6.QtGui import QDesktopServices, QPalette, QTextCursor, QTextDocumentFragment
 from PySide6.QtWidgets import QTextBrowser, QWidget
 
 from app.chat.export import SPEAKERS
 from app.chat.markdown import with_code_links
 from app.chat.store import Message
 from app.ui.highlight import CodeHighlighter
+from app.ui.safe_markdown import ACTION_SCHEME, MARKDOWN, SafeMarkdownView
 
-_MARKDOWN = QTextDocument.MarkdownFeature.MarkdownDialectGitHub | QTextDocument.MarkdownFeature.MarkdownNoHTML
-ACTION_SCHEME = "hubside"
-LIVE_MARKDOWN_LIMIT = 20_000  # characters of a streaming reply still redrawn as Markdown (a few ms)
+LIVEMARKDOWN_LIMIT = 20_000  # characters of a streaming reply still redrawn as Markdown (a few ms)
 STATE_NOTES = {
     "stopped": "stopped",
     "interrupted": "interrupted: Hubside or the engine stopped during this reply",
@@ -99,16 +98,15 @@ def transcript_markdown(messages: list[Message]) -> str:
     return _SEPARATOR.join(saved_message_markdown(m, m is messages[-1]) for m in messages)
 
 
-class Transcript(QTextBrowser):
+class Transcript(SafeMarkdownView):
     action_requested = Signal(str, int, int)  # one of ACTIONS, message id, code block number
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("transcript")
         self.setAccessibleName("Conversation")
-        self.setOpenLinks(False)
-        self.setOpenExternalLinks(False)
-        self.anchorClicked.connect(self._open_link)
+        self.web_link_clicked.connect(QDesktopServices.openUrl)  # model output: open on click
+        self.action_link_clicked.connect(self._action)
         dark = self.palette().color(QPalette.ColorRole.Base).lightness() < 128
         self.highlighter = CodeHighlighter(self.document(), dark)
         self._live_start: int | None = None  # where the streaming reply begins in the document
@@ -116,7 +114,7 @@ class Transcript(QTextBrowser):
 
     def show_markdown(self, markdown: str) -> None:
         with self._keeping_the_end_in_view():
-            self.document().setMarkdown(markdown, _MARKDOWN)
+            super().show_markdown(markdown)
         self._live_start = None
 
     def show_messages(self, messages: list[Message]) -> None:
@@ -148,20 +146,20 @@ class Transcript(QTextBrowser):
             return
         with self._keeping_the_end_in_view():
             cursor = QTextCursor(self.document())
-            if len(text) <= LIVE_MARKDOWN_LIMIT or not self._live_plain:
+            if len(text) <= LIVEMARKDOWN_LIMIT or not self._live_plain:
                 cursor.setPosition(self._live_start)
                 cursor.movePosition(QTextCursor.MoveOperation.End, QTextCursor.MoveMode.KeepAnchor)
-                if len(text) <= LIVE_MARKDOWN_LIMIT:
-                    cursor.insertFragment(QTextDocumentFragment.fromMarkdown(markdown, _MARKDOWN))
+                if len(text) <= LIVEMARKDOWN_LIMIT:
+                    cursor.insertFragment(QTextDocumentFragment.fromMarkdown(markdown, MARKDOWN))
                     return
-                cursor.insertFragment(QTextDocumentFragment.fromMarkdown("**Assistant**\n", _MARKDOWN))
+                cursor.insertFragment(QTextDocumentFragment.fromMarkdown("**Assistant**\n", MARKDOWN))
                 cursor.insertBlock()
             cursor.movePosition(QTextCursor.MoveOperation.End)
             cursor.insertText(text[self._live_plain :])
             self._live_plain = len(text)
             if footer:  # a long reply stays plain text; its numbers and links go after it
                 cursor.insertBlock()
-                cursor.insertFragment(QTextDocumentFragment.fromMarkdown(footer.strip(), _MARKDOWN))
+                cursor.insertFragment(QTextDocumentFragment.fromMarkdown(footer.strip(), MARKDOWN))
 
     @Slot()
     def scroll_to_end(self) -> None:
@@ -171,18 +169,12 @@ class Transcript(QTextBrowser):
     def _keeping_the_end_in_view(self) -> _StickToEnd:
         return _StickToEnd(self)
 
-    def loadResource(self, kind: int, name: QUrl | str) -> object:
-        return None  # never load images or anything else a model or a saved chat points at
-
     @Slot(QUrl)
-    def _open_link(self, url: QUrl) -> None:
-        if url.scheme() in ("http", "https"):
-            QDesktopServices.openUrl(url)
-        elif url.scheme() == ACTION_SCHEME:
-            action, message_id, number = [*url.path().split("/"), "", ""][:3]
-            number = number or "0"
-            if action in ACTIONS and message_id.isdigit() and number.isdigit():
-                self.action_requested.emit(action, int(message_id), int(number))
+    def _action(self, url: QUrl) -> None:
+        action, message_id, number = [*url.path().split("/"), "", ""][:3]
+        number = number or "0"
+        if action in ACTIONS and message_id.isdigit() and number.isdigit():
+            self.action_requested.emit(action, int(message_id), int(number))
 
 
 class _StickToEnd:
