@@ -412,6 +412,9 @@ def test_continue_a_reply_cut_at_max_tokens(qtbot: QtBot, open_window, tiny_mode
     _load(qtbot, window, tiny_model, context=512)
     chat = window.chat
     chat.max_tokens.setValue(8)
+    chat.temperature.setValue(
+        0.0
+    )  # greedy: the same reply every run (a sampled end token would end it early)
     _ask(qtbot, window, "Tell me everything")
     qtbot.waitUntil(lambda: chat.request_id is None, timeout=REPLY_TIMEOUT_MS)
     reply = chat.store.messages(chat.conversation_id)[-1]  # type: ignore[arg-type]

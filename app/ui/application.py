@@ -9,10 +9,14 @@ from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from app.chat.store import ChatStore, DatabaseTooNew
+from app.hub.client import HubClient
+from app.hub.token import hub_token
 from app.paths import AppPaths
 from app.runtime.engine import Engine
 from app.settings import Settings, SettingsStore
+from app.ui.background import Background
 from app.ui.chat_page import ChatPage
+from app.ui.discover_page import DiscoverPage
 from app.ui.engine_bridge import EngineBridge
 from app.ui.main_window import MainWindow
 
@@ -23,8 +27,10 @@ class Services:
     settings: Settings
     chat_store: ChatStore
     bridge: EngineBridge
+    background: Background
 
     def close(self) -> None:
+        self.background.close()
         self.bridge.shutdown()
         self.chat_store.close()
 
@@ -35,9 +41,12 @@ def build_window(paths: AppPaths, engine: Engine | None = None) -> tuple[MainWin
     settings = settings_store.load()
     chat_store = ChatStore(paths.database_file)
     bridge = EngineBridge(engine or Engine(paths))
-    services = Services(settings_store, settings, chat_store, bridge)
+    background = Background()
+    services = Services(settings_store, settings, chat_store, bridge, background)
     chat = ChatPage(chat_store, bridge, settings, lambda: settings_store.save(settings))
-    window = MainWindow(chat, bridge, settings, settings_store)
+    hub_cache = paths.cache_dir / "hub"
+    discover = DiscoverPage(lambda: HubClient(hub_cache, hub_token()), background)
+    window = MainWindow(chat, bridge, settings, settings_store, {"discover": discover})
     if chat_store.moved_aside is not None:
         chat.banner_text.setText(
             f"Your chat database could not be read; it was kept as {chat_store.moved_aside.name} "

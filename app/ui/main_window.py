@@ -31,7 +31,12 @@ def _engine_rss(pid: int | None) -> int | None:
 
 class MainWindow(QMainWindow):
     def __init__(
-        self, chat: ChatPage, bridge: EngineBridge, settings: Settings, store: SettingsStore
+        self,
+        chat: ChatPage,
+        bridge: EngineBridge,
+        settings: Settings,
+        store: SettingsStore,
+        more_pages: dict[str, QWidget],
     ) -> None:
         super().__init__()
         self.setObjectName("mainWindow")
@@ -41,8 +46,8 @@ class MainWindow(QMainWindow):
         self.settings = settings
         self.settings_store = store
 
-        # Pages arrive with the issues that build them (Discover, Models, Downloads, Compare).
-        self.pages: dict[str, QWidget] = {"chat": chat}
+        # Pages arrive with the issues that build them (Models, Downloads and Compare are to come).
+        self.pages: dict[str, QWidget] = {"chat": chat, **more_pages}
         self.navigation = named(QListWidget(), "navigation")  # a fixed list of pages, not data
         self.navigation.setAccessibleName("Pages")
         self.navigation.setFixedWidth(140)

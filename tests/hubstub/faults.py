@@ -32,6 +32,7 @@ class Fault:
     wrong_content_range: bool = False  # a 206 whose Content-Range starts one byte late
     flip_byte: int | None = None  # XOR this file offset with 0xFF
     other_version: bool = False  # serve changed content under another ETag
+    delay_seconds: float = 0.0  # answer (normally, or with the fault) only after this long: a slow Hub
 
     @property
     def replaces_response(self) -> bool:
@@ -71,7 +72,7 @@ class FaultList:
                     continue
                 if fault.method is not None and fault.method != method:
                     continue
-                if not fault.replaces_response and not serving_bytes:
+                if not fault.replaces_response and not serving_bytes and not fault.delay_seconds:
                     continue
                 if fault.times is not None:
                     fault.times -= 1

@@ -195,6 +195,8 @@ class HubStub:
             file = repo.files[groups["path"]]
         serving_bytes = file is not None and not self._redirects(file)
         fault = self.faults.take(unquote(raw_path), request.command, serving_bytes)
+        if fault is not None and fault.delay_seconds:
+            time.sleep(fault.delay_seconds)
         if fault is not None and fault.replaces_response:
             return self._send_answer(request, self._fault_answer(fault))
 
