@@ -1,5 +1,7 @@
-"""GUI responsiveness: the heartbeat probe's longest event-loop gap while a model loads (the real engine)
-and while 100k tokens stream from a fast fake engine (10,000 tokens a second).
+"""GUI responsiveness: the heartbeat probe's longest event-loop gap while a model loads (the real engine),
+while 100k tokens stream from a fast fake engine (10,000 tokens a second), and while the Discover page
+scrolls through a 10,000-repo listing from the Hub stand-in (in a process of its own, as the Hub would
+be), fetched 100 at a time as the view reaches the end.
 
 Run with `make bench` (or `python -m bench.gui_heartbeat`); prints p99 and max gaps and writes JSON.
 """
@@ -9,6 +11,8 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +32,7 @@ from tests.heartbeat import Heartbeat
 
 RESULTS = Path(__file__).resolve().parent / "results"
 N_TOKENS = 100_000
+N_REPOS = 10_000
 FAKE_TOKENS_PER_S = 10_000  # ten times a fast GPU: the window must not care how fast text comes
 
 
@@ -113,7 +118,55 @@ def measure(app: QApplication, model: Path) -> dict[str, Any]:
         }
         window.close()
         services.close()
+        results["discover_scroll_10k_repos"] = _scroll_discover(app, paths)
     return results
+
+
+def _scroll_discover(app: QApplication, paths: AppPaths) -> dict[str, Any]:
+    from app.hub.client import HubClient
+    from app.ui.discover_page import DiscoverPage
+
+    port = _free_port()
+    with tempfile.TemporaryDirectory() as empty:
+        stub = subprocess.Popen(
+            [sys.executable, "-m", "tests.hubstub", "--port", str(port), "--listing", str(N_REPOS), empty],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert stub.stdout is not None
+            while "HF_ENDPOINT=" not in stub.stdout.readline():  # serving
+                pass
+            window, services = build_window(paths)
+            window.show()
+            page = window.pages["discover"]
+            assert isinstance(page, DiscoverPage)
+            page.client = HubClient(paths.cache_dir / "hub-bench", endpoint=f"http://127.0.0.1:{port}")
+            started = time.perf_counter()
+            with Heartbeat() as beat:
+                page.search()
+                _wait(app, lambda: not page.results.loading, 60)
+                while page.results.more_wanted:
+                    page.results_view.scrollToBottom()
+                    _wait(app, lambda: not page.results.loading, 60)
+            rows = page.results.rowCount()
+            window.close()
+            services.close()
+        finally:
+            stub.terminate()
+            stub.wait()
+    return {
+        "rows": rows,
+        "seconds": time.perf_counter() - started,
+        "p99_ms": beat.percentile_ms(99),
+        "max_ms": beat.max_gap_ms,
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def main() -> int:
