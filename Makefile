@@ -12,10 +12,14 @@ ifeq ($(shell uname -m),x86_64)
 LLAMA_FLAGS := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
 endif
 
-.PHONY: run test lint bench sysdeps sysdeps-gui clean
+.PHONY: run demo test lint bench sysdeps sysdeps-gui clean
 
 run: sysdeps-gui $(STAMP)
 	$(BIN)/hubside
+
+# The whole flow offline: the Hub stand-in with real small models, and the app pointed at it.
+demo: sysdeps-gui $(STAMP)
+	$(BIN)/python -m tests.hubstub.demo
 
 test: sysdeps $(STAMP) lint
 	QT_QPA_PLATFORM=$${QT_QPA_PLATFORM:-offscreen} $(BIN)/pytest

@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -240,7 +240,7 @@ class SearchPages:
 
     def _from_cache(self, rows: list[dict[str, Any]]) -> list[ModelSummary]:
         self.done, self.stale, self._started = True, True, True  # the saved first page, nothing after it
-        return [ModelSummary(**row) for row in rows]
+        return [self.client.with_known_facts(ModelSummary(**row)) for row in rows]
 
     def _fetch(self, url: str, params: dict[str, Any] | None) -> None:
         self._visited.add(url)
@@ -297,18 +297,22 @@ class HubClient:
         return SearchPages(self, query)
 
     def summary(self, info: Any) -> ModelSummary:
-        known = self.cache.get(f"facts:{info.id}") or {}  # parameters and architecture, seen in details
-        return ModelSummary(
-            id=str(info.id),
-            author=str(info.author or str(info.id).split("/")[0]),
-            downloads=_int(info.downloads) or 0,
-            likes=_int(info.likes) or 0,
-            updated=_date(info.last_modified),
-            created=_date(info.created_at),
-            gated=bool(info.gated),
-            parameters=_int(known.get("parameters")),
-            architecture=known.get("architecture"),
+        return self.with_known_facts(
+            ModelSummary(
+                id=str(info.id),
+                author=str(info.author or str(info.id).split("/")[0]),
+                downloads=_int(info.downloads) or 0,
+                likes=_int(info.likes) or 0,
+                updated=_date(info.last_modified),
+                created=_date(info.created_at),
+                gated=bool(info.gated),
+            )
         )
+
+    def with_known_facts(self, row: ModelSummary) -> ModelSummary:
+        """Parameters and architecture, which listings lack, from the repo's details seen before."""
+        known = self.cache.get(f"facts:{row.id}") or {}
+        return replace(row, parameters=_int(known.get("parameters")), architecture=known.get("architecture"))
 
     def details(self, repo: str) -> Fetched:
         """The repo's facts and files at its current commit, with its variants."""

@@ -6,6 +6,7 @@ over the last results saved.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, QTimer, QUrl, Slot
@@ -49,6 +50,10 @@ ARCHITECTURES = ["any", "llama", "qwen2", "qwen3", "gemma3", "mistral", "phi3", 
 CONTEXT_STEPS = [512 * 2**i for i in range(10)]  # 512 ... 262144
 DEFAULT_CONTEXT = 8192
 FIT_BITS = 4.5  # "fits this machine": a Q4_K_M of the model would
+# Column widths in average characters; the first column takes the rest. Fixed, so that 10,000 rows are
+# never measured.
+RESULT_WIDTHS = (0, 12, 11, 7, 11, 11, 13)
+VARIANT_WIDTHS = (0, 9, 10, 24, 9)
 
 ModelIndex = QModelIndex | QPersistentModelIndex
 
@@ -60,6 +65,18 @@ def _count(n: int | None) -> str:
         if n >= size:
             return f"{n / size:.1f}{suffix}"
     return str(n)
+
+
+def _fit_columns(view: QTableView, widths: tuple[int, ...]) -> None:
+    header = view.horizontalHeader()
+    char = view.fontMetrics().averageCharWidth()
+    for column, width in enumerate(widths):
+        if width:
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.Interactive)
+            header.resizeSection(column, width * char + 12)
+        else:
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.Stretch)
+    view.verticalHeader().setDefaultSectionSize(view.fontMetrics().height() + 8)
 
 
 class ResultsModel(QAbstractTableModel):
@@ -85,6 +102,15 @@ class ResultsModel(QAbstractTableModel):
             self.beginInsertRows(QModelIndex(), len(self.rows), len(self.rows) + len(rows) - 1)
             self.rows.extend(rows)
             self.endInsertRows()
+
+    def learn(self, details: ModelDetails) -> None:
+        """Fill in what the listing did not say (parameters, architecture) once a repo's details are in."""
+        for number, row in enumerate(self.rows):
+            if row.id == details.id:
+                self.rows[number] = replace(
+                    row, parameters=details.parameters, architecture=details.architecture
+                )
+                self.dataChanged.emit(self.index(number, 5), self.index(number, 6))
 
     def rowCount(self, parent: ModelIndex = QModelIndex()) -> int:  # noqa: B008 - Qt's default argument
         return 0 if parent.isValid() else len(self.rows)
@@ -163,8 +189,6 @@ class VariantsModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.DisplayRole:
             bits = variant.bits_per_weight(self.parameters)
             name = variant.title + (" ★ recommended" if variant is self.best else "")
-            if variant.projector is not None:
-                name += " + vision"
             return (name, gb(variant.size), f"{bits:.2f}" if bits else "?", fit.label, gb(fit.need.total))[
                 index.column()
             ]
@@ -248,7 +272,8 @@ class DiscoverPage(QWidget):
         self.results_view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.results_view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.results_view.verticalHeader().hide()
-        self.results_view.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.results_view.setWordWrap(False)
+        _fit_columns(self.results_view, RESULT_WIDTHS)
         self.results_view.selectionModel().currentRowChanged.connect(self._row_chosen)
         self.status = named(QLabel(""), "discoverStatus")
 
@@ -276,7 +301,8 @@ class DiscoverPage(QWidget):
         self.variants_view.setAccessibleName("Variants")
         self.variants_view.setModel(self.variants)
         self.variants_view.verticalHeader().hide()
-        self.variants_view.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.variants_view.setWordWrap(False)
+        _fit_columns(self.variants_view, VARIANT_WIDTHS)
         self.estimate_note = named(QLabel(""), "estimateNote")
         self.estimate_note.setTextFormat(Qt.TextFormat.PlainText)
         self.estimate_note.setWordWrap(True)
@@ -320,7 +346,7 @@ class DiscoverPage(QWidget):
         splitter = QSplitter()
         splitter.addWidget(left)
         splitter.addWidget(right)
-        splitter.setSizes([520, 620])
+        splitter.setSizes([700, 600])
         layout = QVBoxLayout(self)
         layout.addLayout(top)
         layout.addWidget(self.banner)
@@ -396,7 +422,8 @@ class DiscoverPage(QWidget):
     def _count_status(self) -> None:
         shown = len(self.results.rows)
         more = " (scroll for more)" if self.results.more_wanted else ""
-        self.status.setText(f"{shown} models{more}" if shown else "No GGUF models found.")
+        count = f"{shown} model" + ("" if shown == 1 else "s")
+        self.status.setText(f"{count}{more}" if shown else "No GGUF models found.")
 
     def _show_banner(self, message: str) -> None:
         self.banner_text.setText(message)
@@ -432,6 +459,7 @@ class DiscoverPage(QWidget):
             return
         details: ModelDetails = fetched.value
         self.details = details
+        self.results.learn(details)
         if fetched.stale:
             self._show_banner(f"{fetched.problem} Showing what was saved the last time.")
         params = (
@@ -513,10 +541,16 @@ class DiscoverPage(QWidget):
             if self.header is not None
             else "weights + compute margin; the context cache is added once the header is read"
         )
+        projector = details.variants[0].projector if details.variants else None
+        vision = (
+            f" Each variant comes with the vision projector {projector.path} ({gb(projector.size)})."
+            if projector
+            else ""
+        )
         if rows:
             self.estimate_note.setText(
                 f"Estimates at {n_ctx:,} tokens of context: {what}; this machine has "
-                f"{gb(self.machine.free_ram)} free RAM{vram}."
+                f"{gb(self.machine.free_ram)} free RAM{vram}.{vision}"
             )
 
     # --- links and token ---------------------------------------------------------------------------

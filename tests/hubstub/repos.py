@@ -243,7 +243,8 @@ class RepoStore:
             return sorted(self._repos.values(), key=lambda r: r.repo_id)
 
     def load_folder(self, root: Path) -> None:
-        """Serve `root/<owner>/<name>/...` as repos; `<repo>/.hub.json` holds the repo's metadata."""
+        """Serve `root/<owner>/<name>/...` as repos; `<repo>/.hub.json` holds the repo's metadata (and
+        `listed_files`: {path: size} for files that are listed but not there)."""
         for owner in sorted(p for p in root.iterdir() if p.is_dir()):
             for folder in sorted(p for p in owner.iterdir() if p.is_dir()):
                 meta_path = folder / META_FILE
@@ -255,4 +256,6 @@ class RepoStore:
                     for path in sorted(folder.rglob("*"))
                     if path.is_file() and path.name != META_FILE
                 }
+                for path, size in meta.pop("listed_files", {}).items():  # listed only: made-up sizes
+                    files[path] = StubFile(path, listed_size=int(size))
                 self.add(StubRepo(f"{owner.name}/{folder.name}", files, meta))
