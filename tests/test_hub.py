@@ -326,3 +326,48 @@ def test_cli_search_and_show(hub: HubStub, smollm2_path: Path, capsys: pytest.Ca
     hub.add_fault(Fault(path="/api/models", status=429, retry_after="60", times=None))
     assert main(["search", "anything-new"]) == 1
     assert "The Hub is limiting requests; try again for 60 s." in capsys.readouterr().err
+
+
+def test_the_token_comes_from_hf_token_or_the_keyring(monkeypatch: pytest.MonkeyPatch) -> None:
+    import keyring
+    from keyring.backend import KeyringBackend
+
+    from app.hub.token import hub_token, save_token
+
+    class InMemory(KeyringBackend):  # this machine has no OS keyring; the keyring API is the same
+        priority = 1  # type: ignore[assignment]
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.passwords: dict[tuple[str, str], str] = {}
+
+        def get_password(self, service: str, username: str) -> str | None:
+            return self.passwords.get((service, username))
+
+        def set_password(self, service: str, username: str, password: str) -> None:
+            self.passwords[(service, username)] = password
+
+        def delete_password(self, service: str, username: str) -> None:
+            self.passwords.pop((service, username), None)
+
+    from keyring.backends import fail
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    previous = keyring.get_keyring()
+    keyring.set_keyring(fail.Keyring())  # this machine as it is: no keyring service
+    try:
+        with pytest.raises(AppError, match="no keyring to keep the token in; set the HF_TOKEN"):
+            save_token("hf_abc")  # a clear message, nothing written anywhere
+        assert hub_token() is None
+        keyring.set_keyring(InMemory())
+        save_token("hf_abc")
+        assert hub_token() == "hf_abc"
+        monkeypatch.setenv("HF_TOKEN", "hf_env")
+        assert hub_token() == "hf_env"  # the environment wins
+        monkeypatch.delenv("HF_TOKEN")
+        save_token("")
+        assert hub_token() is None
+    finally:
+        keyring.set_keyring(previous)
+    settings_text = AppPaths.from_env().ensure().settings_file
+    assert not settings_text.exists() or "hf_abc" not in settings_text.read_text()
