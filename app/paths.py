@@ -59,6 +59,10 @@ class AppPaths:
         return self.data_dir / "hubside.sqlite3"
 
     @property
+    def downloads_file(self) -> Path:
+        return self.data_dir / "downloads.sqlite3"
+
+    @property
     def log_file(self) -> Path:
         return self.logs_dir / "hubside.log"
 

@@ -1,0 +1,155 @@
+"""Download jobs: one per variant (its shards and vision projector together), kept in SQLite so that after a
+restart or a kill -9 they come back and resume from the bytes already on disk (the `.part` files)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import hf_hub_url
+
+from app.downloads.transfer import RemoteFile
+from app.errors import AppError, ErrorKind
+from app.hub.client import ModelDetails
+from app.hub.quants import Variant
+
+QUEUED, RUNNING, PAUSED, FAILED, DONE, CANCELLED = (
+    "queued",
+    "running",
+    "paused",
+    "failed",
+    "done",
+    "cancelled",
+)
+ACTIVE = (QUEUED, RUNNING)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id         INTEGER PRIMARY KEY,
+    repo       TEXT NOT NULL,
+    revision   TEXT NOT NULL,
+    label      TEXT NOT NULL,
+    files_json TEXT NOT NULL,
+    state      TEXT NOT NULL,
+    error      TEXT NOT NULL DEFAULT '',
+    done_bytes INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+)
+"""
+
+
+@dataclass(frozen=True)
+class JobFile:
+    path: str  # in the repo
+    remote: RemoteFile
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    repo: str
+    revision: str  # the commit the files were resolved at
+    label: str  # the variant, e.g. "Q4_K_M"
+    files: tuple[JobFile, ...]
+    state: str
+    error: str = ""
+    done_bytes: int = 0
+    speed: float = 0.0  # bytes per second, recent (not stored)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.remote.size for f in self.files)
+
+    @property
+    def eta_s(self) -> float | None:
+        return (self.total_bytes - self.done_bytes) / self.speed if self.speed > 0 else None
+
+
+class JobStore:
+    """The one owner of the downloads database; safe to use from several threads."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        self.lock = threading.Lock()
+        with self.lock:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute(_SCHEMA)
+
+    def add(self, repo: str, revision: str, label: str, files: tuple[JobFile, ...]) -> Job:
+        now = time.time()
+        encoded = json.dumps([{"path": f.path, **vars(f.remote)} for f in files])
+        with self.lock:
+            cursor = self.db.execute(
+                "INSERT INTO jobs (repo, revision, label, files_json, state, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (repo, revision, label, encoded, QUEUED, now, now),
+            )
+        return Job(int(cursor.lastrowid or 0), repo, revision, label, files, QUEUED)
+
+    def save(self, job: Job) -> None:
+        with self.lock:
+            self.db.execute(
+                "UPDATE jobs SET state = ?, error = ?, done_bytes = ?, updated_at = ? WHERE id = ?",
+                (job.state, job.error, job.done_bytes, time.time(), job.id),
+            )
+
+    def delete(self, job_id: int) -> None:
+        with self.lock:
+            self.db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+
+    def all(self) -> list[Job]:
+        with self.lock:
+            rows = self.db.execute("SELECT * FROM jobs ORDER BY id").fetchall()
+        return [_job(row) for row in rows]
+
+    def close(self) -> None:
+        with self.lock:
+            self.db.close()
+
+
+def _job(row: sqlite3.Row) -> Job:
+    files: list[dict[str, Any]] = json.loads(row["files_json"])
+    return Job(
+        id=row["id"],
+        repo=row["repo"],
+        revision=row["revision"],
+        label=row["label"],
+        files=tuple(JobFile(f["path"], RemoteFile(f["url"], f["size"], f["sha256"])) for f in files),
+        state=row["state"],
+        error=row["error"],
+        done_bytes=row["done_bytes"],
+    )
+
+
+def with_state(job: Job, state: str, error: str = "") -> Job:
+    return replace(job, state=state, error=error, speed=0.0 if state != RUNNING else job.speed)
+
+
+def job_files(details: ModelDetails, variant: Variant, endpoint: str) -> tuple[JobFile, ...]:
+    """The variant's files (and its vision projector) at the details' commit, each with size and sha256."""
+    files = [*variant.files, *([variant.projector] if variant.projector else [])]
+    missing = [f.path for f in files if not f.sha256]
+    if missing:
+        raise AppError(
+            ErrorKind.HUB, f"The Hub gave no checksum for {missing[0]}; Hubside will not download it."
+        )
+    return tuple(
+        JobFile(
+            f.path,
+            RemoteFile(
+                hf_hub_url(details.id, f.path, revision=details.sha, endpoint=endpoint),
+                f.size,
+                f.sha256 or "",
+            ),
+        )
+        for f in files
+    )

@@ -1,0 +1,254 @@
+"""The download queue: at most `parallel` jobs at once, each on a thread of its own; pause, resume and cancel
+per job or all; progress with speed and ETA. The UI reads `jobs()` (a snapshot) on a timer; the CLI runs one
+job in the foreground with `fetch_job`.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import requests
+
+from app.downloads.jobs import (
+    ACTIVE,
+    CANCELLED,
+    DONE,
+    FAILED,
+    PAUSED,
+    QUEUED,
+    RUNNING,
+    Job,
+    JobFile,
+    JobStore,
+    with_state,
+)
+from app.downloads.targets import target_for
+from app.downloads.transfer import Stopped, Transfer, download
+from app.errors import AppError, ErrorKind, to_app_error
+from app.runtime.memory import gb
+
+log = logging.getLogger(__name__)
+SAVE_INTERVAL_S = 1.0  # progress written to the database at most this often (the part files are the truth)
+SPEED_WINDOW_S = 3.0
+
+
+def check_free_space(models_dir: Path, job: Job, already: int) -> None:
+    needed = job.total_bytes - already
+    free = shutil.disk_usage(models_dir).free
+    if needed > free:
+        raise AppError(
+            ErrorKind.DISK_FULL,
+            f"Not enough disk space: needs {gb(needed)}, {gb(free)} free in {models_dir}.",
+        )
+
+
+def part_bytes(models_dir: Path, job: Job) -> int:
+    """Bytes of the job already on disk (finished files and parts)."""
+    total = 0
+    for f in job.files:
+        target = target_for(models_dir, job.repo, f.path)
+        for candidate in (target, target.with_name(target.name + ".part")):
+            if candidate.exists():
+                total += min(candidate.stat().st_size, f.remote.size)
+                break
+    return total
+
+
+def fetch_job(
+    models_dir: Path,
+    job: Job,
+    transfer: Transfer,
+    progress: Callable[[int], None] = lambda done: None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> list[Path]:
+    """Download every file of the job that is not there yet; returns the final paths (the model first).
+    Raises Stopped, or AppError (disk full, checksum mismatch, refused, network)."""
+    targets = [target_for(models_dir, job.repo, f.path) for f in job.files]  # all checked before a byte
+    check_free_space(models_dir, job, part_bytes(models_dir, job))
+    finished = 0
+
+    def file_progress(done: int) -> None:
+        progress(finished + done)
+
+    for file, target in zip(job.files, targets, strict=True):
+        if not (target.exists() and target.stat().st_size == file.remote.size):  # there only once verified
+            target.parent.mkdir(parents=True, exist_ok=True)
+            download(transfer, file.remote, target, file_progress, should_stop)
+        finished += file.remote.size
+        progress(finished)
+    return targets
+
+
+class DownloadManager:
+    def __init__(
+        self,
+        models_dir: Path,
+        store: JobStore,
+        transfer_factory: Callable[[], Transfer],
+        parallel: int = 2,
+    ) -> None:
+        self.models_dir = models_dir
+        self.store = store
+        self.transfer_factory = transfer_factory
+        self.parallel = max(1, parallel)
+        self.lock = threading.Lock()
+        self._jobs: dict[int, Job] = {}
+        self._stop: dict[int, str] = {}  # job id -> the state it stops into (paused, cancelled)
+        self._threads: dict[int, threading.Thread] = {}
+        self._samples: dict[int, list[tuple[float, int]]] = {}
+        self.closed = False
+        for job in store.all():  # after a restart or a kill: running jobs go on from their parts
+            if job.state == RUNNING:
+                job = with_state(job, QUEUED)
+            self._jobs[job.id] = job
+        self._schedule()
+
+    # --- what the UI and CLI call ----------------------------------------------------------------
+    def add(self, repo: str, revision: str, label: str, files: tuple[JobFile, ...]) -> Job:
+        for f in files:  # refuse unsafe names before anything is queued
+            target_for(self.models_dir, repo, f.path)
+        job = self.store.add(repo, revision, label, files)
+        with self.lock:
+            self._jobs[job.id] = job
+        self._schedule()
+        return job
+
+    def jobs(self) -> list[Job]:
+        with self.lock:
+            return sorted(self._jobs.values(), key=lambda j: j.id)
+
+    def pause(self, job_id: int) -> None:
+        self._halt(job_id, PAUSED)
+
+    def cancel(self, job_id: int) -> None:
+        """Stop the job and delete its partial files (finished files of the job stay only if complete)."""
+        self._halt(job_id, CANCELLED)
+
+    def resume(self, job_id: int) -> None:
+        with self.lock:
+            job = self._jobs.get(job_id)
+            if job is None or job.state not in (PAUSED, FAILED):
+                return
+            self._set(with_state(job, QUEUED))
+        self._schedule()
+
+    def pause_all(self) -> None:
+        for job in self.jobs():
+            if job.state in ACTIVE:
+                self.pause(job.id)
+
+    def cancel_all(self) -> None:
+        for job in self.jobs():
+            if job.state in (*ACTIVE, PAUSED, FAILED):
+                self.cancel(job.id)
+
+    def remove(self, job_id: int) -> None:
+        """Forget a finished, failed or cancelled job (its files stay)."""
+        with self.lock:
+            job = self._jobs.get(job_id)
+            if job is None or job.state in ACTIVE:
+                return
+            del self._jobs[job_id]
+        self.store.delete(job_id)
+
+    def close(self, wait_s: float = 10.0) -> None:
+        """Stop the running jobs where they are (they resume on the next start) and wait for their threads."""
+        self.closed = True
+        with self.lock:
+            threads = list(self._threads.values())
+            for job_id in self._threads:
+                self._stop[job_id] = QUEUED
+        for thread in threads:
+            thread.join(wait_s)
+
+    # --- inside ----------------------------------------------------------------------------------
+    def _set(self, job: Job) -> None:
+        """Record a job's new state (call with the lock held)."""
+        self._jobs[job.id] = job
+        self.store.save(job)
+
+    def _halt(self, job_id: int, state: str) -> None:
+        with self.lock:
+            job = self._jobs.get(job_id)
+            if job is None or job.state in (DONE, CANCELLED):
+                return
+            if job_id in self._threads:
+                self._stop[job_id] = state  # the thread stops within one chunk and records it
+            else:
+                self._set(with_state(job, state))
+                if state == CANCELLED:
+                    self._delete_parts(job)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        with self.lock:
+            if self.closed:
+                return
+            for job in sorted(self._jobs.values(), key=lambda j: j.id):
+                if len(self._threads) >= self.parallel:
+                    break
+                if job.state == QUEUED and job.id not in self._threads:
+                    self._set(with_state(job, RUNNING))
+                    thread = threading.Thread(
+                        target=self._run, args=(job.id,), name=f"download-{job.id}", daemon=True
+                    )
+                    self._threads[job.id] = thread
+                    thread.start()
+
+    def _run(self, job_id: int) -> None:
+        job = self._jobs[job_id]
+        last_save = 0.0
+
+        def progress(done: int) -> None:
+            nonlocal last_save
+            now = time.monotonic()
+            samples = self._samples.setdefault(job_id, [])
+            samples.append((now, done))
+            while samples and now - samples[0][0] > SPEED_WINDOW_S:
+                samples.pop(0)
+            elapsed = now - samples[0][0] if samples else 0.0
+            speed = (done - samples[0][1]) / elapsed if elapsed > 0.2 else 0.0
+            with self.lock:
+                current = replace(self._jobs[job_id], done_bytes=done, speed=max(0.0, speed))
+                self._jobs[job_id] = current
+            if now - last_save >= SAVE_INTERVAL_S:
+                self.store.save(current)
+                last_save = now
+
+        outcome, error = DONE, ""
+        try:
+            fetch_job(self.models_dir, job, self.transfer_factory(), progress, lambda: job_id in self._stop)
+        except Stopped:
+            outcome = self._stop.get(job_id, PAUSED)
+        except AppError as exc:
+            outcome, error = FAILED, exc.user_message
+        except (OSError, requests.RequestException) as exc:
+            outcome, error = FAILED, to_app_error(exc).user_message
+        except Exception as exc:  # a bug must not leave the job "running" forever
+            log.exception("download %s failed", job_id)
+            outcome, error = FAILED, to_app_error(exc).user_message
+        with self.lock:
+            requested = self._stop.pop(job_id, "")
+            if requested and outcome != DONE:  # paused, cancelled, or closing (queued for the next start)
+                outcome = requested
+            final = with_state(self._jobs[job_id], outcome, error)
+            if outcome == DONE:
+                final = replace(final, done_bytes=final.total_bytes)
+            self._set(final)
+            self._threads.pop(job_id, None)
+            self._samples.pop(job_id, None)
+        if outcome == CANCELLED:
+            self._delete_parts(final)
+        log.info("download %s (%s %s): %s %s", job_id, job.repo, job.label, outcome, error)
+        self._schedule()
+
+    def _delete_parts(self, job: Job) -> None:
+        for f in job.files:
+            target = target_for(self.models_dir, job.repo, f.path)
+            target.with_name(target.name + ".part").unlink(missing_ok=True)

@@ -1,0 +1,245 @@
+"""One file from the Hub to disk: resumable, verified, never shown as a model before its hash is right.
+
+`NAME.part` grows beside the target; a resume asks for `Range: bytes=N-` with `If-Range`, and re-hashes the
+bytes already on disk. A 200 to a ranged request, or a Content-Range that does not start at N, restarts the
+file (never appends); a 416 finishes only if the hash matches. Network faults are retried with capped,
+jittered backoff (a Retry-After is honoured, up to a cap); no byte for `stall_s` seconds is a fault too.
+A full disk stops at once and keeps the part. The token goes to the Hub's own host only: redirects are
+followed by hand, without it.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urljoin, urlsplit
+
+import requests
+
+from app.errors import AppError, ErrorKind
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1024 * 1024
+CONNECT_TIMEOUT_S = 15.0
+BACKOFF_BASE_S = 0.5
+BACKOFF_CAP_S = 30.0
+RETRY_AFTER_CAP_S = 120.0
+MAX_FAILURES_WITHOUT_PROGRESS = 8  # consecutive attempts that brought no byte: give up
+MAX_REDIRECTS = 5
+
+
+class Stopped(Exception):
+    """The job was paused or cancelled; the part stays for a resume."""
+
+
+class ChecksumMismatch(AppError):
+    def __init__(self, name: str, detail: str) -> None:
+        super().__init__(
+            ErrorKind.BAD_MODEL,
+            f"{name}: checksum mismatch (the download was damaged); it was deleted. Retry.",
+            detail,
+        )
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    url: str  # {endpoint}/{repo}/resolve/{commit}/{path}
+    size: int
+    sha256: str
+
+
+@dataclass
+class Transfer:
+    """How to fetch: the session, who may see the token, and how patient to be."""
+
+    session: requests.Session
+    token: str | None = None
+    stall_s: float = 30.0
+    sleep: Callable[[float], None] = time.sleep
+
+    def headers_for(self, url: str, hub_host: str) -> dict[str, str]:
+        if self.token and urlsplit(url).netloc == hub_host:
+            return {"Authorization": f"Bearer {self.token}"}
+        return {}
+
+
+class _Part:
+    """The `.part` file and the hash of what it holds, kept in step."""
+
+    def __init__(self, path: Path, size: int) -> None:
+        self.path = path
+        self.hasher = hashlib.sha256()
+        self.offset = 0
+        if path.exists() and path.stat().st_size <= size:  # a resume: re-hash what is on disk
+            with path.open("rb") as f:
+                while block := f.read(CHUNK * 4):
+                    self.hasher.update(block)
+                    self.offset += len(block)
+        elif path.exists():
+            self.restart()
+
+    def restart(self) -> None:
+        if self.path.exists():
+            with self.path.open("r+b") as f:
+                f.truncate(0)
+        self.hasher, self.offset = hashlib.sha256(), 0
+
+
+def download(
+    transfer: Transfer,
+    remote: RemoteFile,
+    target: Path,
+    progress: Callable[[int], None] = lambda done: None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> None:
+    """Fetch `remote` into `target` (via `target.part`); raises Stopped, ChecksumMismatch or AppError."""
+    part = _Part(target.with_name(target.name + ".part"), remote.size)
+    hub_host = urlsplit(remote.url).netloc
+    progress(part.offset)
+    failures = 0
+    etag: str | None = None
+    while part.offset < remote.size:
+        before = part.offset
+        try:
+            with _get(transfer, remote.url, hub_host, part.offset, etag) as response:
+                if response.status_code == 416:  # the server has nothing past our offset: not the same file
+                    part.restart()
+                    raise _Retry("416 before the end")
+                if response.status_code in (429, 500, 502, 503, 504):
+                    raise _Retry(f"HTTP {response.status_code}", response)
+                if response.status_code >= 400:
+                    raise _http_error(response, target.name)
+                etag = response.headers.get("ETag") or etag
+                start = _start_of(response)
+                if start != part.offset:  # a 200 to a ranged request, or another range: start over
+                    log.info(
+                        "%s: answer starts at byte %s, not %s: restarting", target.name, start, part.offset
+                    )
+                    part.restart()
+                    if start != 0:
+                        raise _Retry("a Content-Range we did not ask for")
+                _write(response, part, progress, should_stop)
+            if part.offset < remote.size:
+                raise _Retry("the connection ended early")
+        except (_Retry, requests.RequestException) as exc:
+            if part.offset > before:
+                failures = 0  # it moved: only attempts that bring nothing count towards giving up
+            answer = exc.response if isinstance(exc, _Retry) else None
+            failures = _failed(transfer, failures, str(exc), answer)
+    _verify(part, target, remote)
+
+
+class _Retry(Exception):
+    def __init__(self, reason: str, response: requests.Response | None = None) -> None:
+        super().__init__(reason)
+        self.response = response
+
+
+def _get(transfer: Transfer, url: str, hub_host: str, offset: int, etag: str | None) -> requests.Response:
+    headers = {"Accept-Encoding": "identity"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+        if etag:
+            headers["If-Range"] = etag
+    for _ in range(MAX_REDIRECTS + 1):
+        response = transfer.session.get(
+            url,
+            headers=headers | transfer.headers_for(url, hub_host),
+            stream=True,
+            allow_redirects=False,
+            timeout=(CONNECT_TIMEOUT_S, transfer.stall_s),
+        )
+        if response.status_code not in (301, 302, 303, 307, 308):
+            return response
+        url = urljoin(url, response.headers.get("Location", ""))
+        response.close()
+    raise requests.TooManyRedirects(f"more than {MAX_REDIRECTS} redirects")
+
+
+def _start_of(response: requests.Response) -> int:
+    if response.status_code != 206:
+        return 0
+    content_range = response.headers.get("Content-Range", "")  # "bytes START-END/TOTAL"
+    try:
+        return int(content_range.split()[1].split("-")[0])
+    except (IndexError, ValueError):
+        return -1
+
+
+def _write(
+    response: requests.Response, part: _Part, progress: Callable[[int], None], should_stop: Callable[[], bool]
+) -> None:
+    part.path.parent.mkdir(parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if part.offset else os.O_TRUNC)
+    fd = os.open(part.path, flags, 0o644)
+    try:
+        for chunk in response.iter_content(CHUNK):
+            if should_stop():
+                raise Stopped()
+            try:
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+                    raise AppError(
+                        ErrorKind.DISK_FULL,
+                        f"Disk full: {part.path.name} stopped at {part.offset:,} bytes; the part is kept. "
+                        "Free some space, then resume.",
+                        str(exc),
+                    ) from exc
+                raise
+            part.hasher.update(chunk)
+            part.offset += len(chunk)
+            progress(part.offset)
+    finally:
+        os.close(fd)
+
+
+def _failed(transfer: Transfer, failures: int, reason: str, response: requests.Response | None) -> int:
+    """Count a failed attempt and wait before the next (Retry-After if given, else capped backoff)."""
+    failures += 1
+    if failures > MAX_FAILURES_WITHOUT_PROGRESS:
+        raise AppError(
+            ErrorKind.NETWORK,
+            f"The download keeps failing ({reason}); it is paused. Resume it to try again.",
+            reason,
+        )
+    wait = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (failures - 1)) * random.uniform(0.5, 1.0)
+    retry_after = response.headers.get("Retry-After", "") if response is not None else ""
+    if retry_after.isdigit():
+        wait = min(float(retry_after), RETRY_AFTER_CAP_S)
+    log.info("download attempt failed (%s); retrying in %.1f s", reason, wait)
+    transfer.sleep(wait)
+    return failures
+
+
+def _http_error(response: requests.Response, name: str) -> AppError:
+    if response.status_code in (401, 403):
+        return AppError(
+            ErrorKind.GATED,
+            f"{name}: the Hub refused the download. If the model is gated, accept its license on the Hub, "
+            "then add your token.",
+            f"HTTP {response.status_code}",
+        )
+    if response.status_code == 404:
+        return AppError(ErrorKind.NOT_FOUND, f"{name} is not on the Hub (any more).", "HTTP 404")
+    return AppError(ErrorKind.HUB, f"{name}: the Hub answered HTTP {response.status_code}.", "")
+
+
+def _verify(part: _Part, target: Path, remote: RemoteFile) -> None:
+    digest = part.hasher.hexdigest()
+    if part.offset != remote.size or digest != remote.sha256:
+        part.path.unlink(missing_ok=True)
+        raise ChecksumMismatch(
+            target.name, f"size {part.offset} vs {remote.size}, sha256 {digest} vs {remote.sha256}"
+        )
+    os.replace(part.path, target)
