@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from app import __version__
 from app.cli_hub import add_hub_commands, search_command, show_command
+from app.cli_models import add_model_commands, ls_command, pull_command, rm_command
 from app.cli_runtime import add_commands, bench_command, run_command
 from app.errors import AppError, to_app_error
 from app.logs import setup_logging
@@ -28,6 +29,7 @@ def _build_parser() -> argparse.ArgumentParser:
     commands.add_parser("paths", help="print the folders Hubside uses")
     add_commands(commands)
     add_hub_commands(commands)
+    add_model_commands(commands)
     return parser
 
 
@@ -56,6 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return search_command(args, paths)
         if args.command == "show":
             return show_command(args, paths)
+        commands = {"pull": pull_command, "ls": ls_command, "rm": rm_command}
+        if args.command in commands:
+            return commands[args.command](args, paths)
         from app.ui.application import run_window  # Qt is loaded only when a window is wanted
 
         return run_window(paths, sys.argv[:1])

@@ -15,6 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
 
+from app.cli_models import resolve_model
 from app.errors import AppError, ErrorKind
 from app.paths import AppPaths
 from app.runtime.engine import Engine
@@ -50,7 +51,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", type=Path, help="path to a .gguf file")
+    parser.add_argument("model", type=Path, help="a .gguf file, or a library id (see `hubside ls`)")
     parser.add_argument("--ctx", type=int, help="context length (default: the model's, at most 8192)")
     parser.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
     parser.add_argument("--gpu-layers", default="0", help="layers to offload to the GPU: N or auto")
@@ -108,6 +109,7 @@ def _stream(engine: Engine, request: GenerateRequest, echo: bool) -> tuple[str, 
 
 
 def run_command(args: argparse.Namespace, paths: AppPaths) -> int:
+    args.model = resolve_model(args.model, paths)
     params = _load_params(args)
     sampling = SamplingParams(temperature=args.temperature, seed=args.seed)
     with Engine(paths) as engine:
@@ -181,6 +183,7 @@ def _interactive(
 
 
 def bench_command(args: argparse.Namespace, paths: AppPaths) -> int:
+    args.model = resolve_model(args.model, paths)
     params = _load_params(args)
     n_ctx = args.ctx or max(512, args.n_prompt + args.n_gen + 16)
     params = LoadParams(**{**asdict(params), "n_ctx": n_ctx})

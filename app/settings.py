@@ -40,6 +40,7 @@ class Settings:
     flash_attention: bool = True
     last_page: str = "chat"
     recent_models: list[str] = field(default_factory=list)
+    hidden_models: list[str] = field(default_factory=list)  # found-in-place files the user removed
     sampling_preset: str = "Balanced"
     max_tokens: int = 1024  # per reply; 0: until the context is full
     window_geometry: str = ""  # Qt's saveGeometry(), base64

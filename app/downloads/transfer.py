@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 import requests
+import urllib3
 
 from app.errors import AppError, ErrorKind
 
@@ -181,7 +182,9 @@ def _write(
     flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if part.offset else os.O_TRUNC)
     fd = os.open(part.path, flags, 0o644)
     try:
-        for chunk in response.iter_content(CHUNK):
+        # read1: whatever has arrived, up to CHUNK; on a dropped connection the bytes before the drop are
+        # kept (iter_content would throw away a partly read chunk of up to CHUNK bytes).
+        while chunk := _read_some(response):
             if should_stop():
                 raise Stopped()
             try:
@@ -202,6 +205,13 @@ def _write(
             progress(part.offset)
     finally:
         os.close(fd)
+
+
+def _read_some(response: requests.Response) -> bytes:
+    try:
+        return bytes(response.raw.read1(CHUNK))
+    except urllib3.exceptions.HTTPError as exc:  # the connection broke: like requests, a ConnectionError
+        raise requests.ConnectionError(str(exc)) from exc
 
 
 def _failed(transfer: Transfer, failures: int, reason: str, response: requests.Response | None) -> int:

@@ -1,0 +1,138 @@
+"""`hubside pull`, `ls` and `rm`: the downloads and the library from a terminal."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from app.downloads.jobs import Job, JobFile, job_files
+from app.downloads.manager import fetch_job
+from app.downloads.transfer import Transfer
+from app.errors import AppError, ErrorKind
+from app.hub.client import HubClient, ModelDetails
+from app.hub.fit import Machine, fit_variant, recommended
+from app.hub.quants import Variant
+from app.hub.token import hub_token
+from app.library.scan import LibraryEntry, default_roots, delete, find, scan
+from app.paths import AppPaths
+from app.runtime.memory import gb
+from app.settings import SettingsStore
+
+PROGRESS_INTERVAL_S = 0.25
+
+
+def add_model_commands(commands: Any) -> None:
+    pull = commands.add_parser("pull", help="download a model variant from the Hub (resumes a partial one)")
+    pull.add_argument("spec", metavar="REPO[:VARIANT]", help="e.g. bartowski/Qwen2.5-7B-Instruct-GGUF:Q4_K_M")
+    pull.add_argument("--json", action="store_true", help="print the result as JSON")
+    ls = commands.add_parser("ls", help="list the models in the library")
+    ls.add_argument("--json", action="store_true")
+    rm = commands.add_parser("rm", help="delete a model Hubside downloaded (others are only hidden)")
+    rm.add_argument("id", help="a library id (see `hubside ls`)")
+
+
+def library(paths: AppPaths) -> list[LibraryEntry]:
+    settings = SettingsStore(paths.settings_file).load()
+    models_dir = Path(settings.models_dir) if settings.models_dir else paths.models_dir
+    return scan(default_roots(models_dir, settings.extra_model_dirs), settings.hidden_models)
+
+
+def resolve_model(model: Path, paths: AppPaths) -> Path:
+    """A path to a .gguf file, or a library id."""
+    if model.is_file():
+        return model
+    entry = find(library(paths), str(model))
+    if entry.problem:
+        raise AppError(ErrorKind.BAD_MODEL, f"{entry.id}: {entry.problem}")
+    return entry.path
+
+
+def choose_variant(details: ModelDetails, wanted: str | None) -> Variant:
+    if not details.variants:
+        raise AppError(ErrorKind.NOT_FOUND, f"{details.id} has no GGUF model files.")
+    if wanted:
+        for variant in details.variants:
+            if wanted.upper() in (variant.label.upper(), variant.title.upper()):
+                return variant
+        labels = ", ".join(v.title for v in details.variants)
+        raise AppError(ErrorKind.NOT_FOUND, f"{details.id} has no variant {wanted} (it has: {labels}).")
+    machine = Machine.now()
+    best = recommended(
+        list(details.variants), [fit_variant(v, None, 4096, machine) for v in details.variants]
+    )
+    if best is None:
+        raise AppError(
+            ErrorKind.OUT_OF_MEMORY, f"No variant of {details.id} fits this machine; name one to force."
+        )
+    return best
+
+
+def pull_command(args: argparse.Namespace, paths: AppPaths) -> int:
+    repo, _, wanted = args.spec.partition(":")
+    token = hub_token()
+    client = HubClient(paths.cache_dir / "hub", token)
+    details: ModelDetails = client.details(repo).value
+    variant = choose_variant(details, wanted or None)
+    files: tuple[JobFile, ...] = job_files(details, variant, client.api.endpoint)
+    job = Job(0, details.id, details.sha, variant.label, files, "running")
+    settings = SettingsStore(paths.settings_file).load()
+    models_dir = Path(settings.models_dir) if settings.models_dir else paths.models_dir
+    total = job.total_bytes
+    started = time.monotonic()
+    last = 0.0
+
+    def progress(done: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= PROGRESS_INTERVAL_S or done == total:
+            last = now
+            speed = done / max(now - started, 1e-3)
+            print(f"\r{variant.label}: {gb(done)} / {gb(total)} ({100 * done / max(total, 1):.0f}%)  "
+                  f"{gb(speed)}/s   ", end="", file=sys.stderr, flush=True)  # fmt: skip
+
+    with requests.Session() as session:
+        transfer = Transfer(session, token, stall_s=float(settings.download_stall_seconds))
+        targets = fetch_job(models_dir, job, transfer, progress)
+    print(file=sys.stderr)
+    if args.json:
+        result = {"repo": details.id, "revision": details.sha, "variant": variant.label, "size": total}
+        print(json.dumps(result | {"path": str(targets[0]), "files": [str(t) for t in targets]}))
+    else:
+        print(targets[0])
+    return 0
+
+
+def ls_command(args: argparse.Namespace, paths: AppPaths) -> int:
+    entries = library(paths)
+    if args.json:
+        rows = [{**asdict(e), "path": str(e.path), "files": [str(f) for f in e.files]} for e in entries]
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not entries:
+        print("No models yet: `hubside pull REPO` downloads one.")
+    for e in entries:
+        facts = f"{e.architecture or '?'}  {gb(e.size):>8}  {e.source}"
+        print(f"{e.id:<60} {facts}  {e.path}" + (f"  [{e.problem}]" if e.problem else ""))
+    return 0
+
+
+def rm_command(args: argparse.Namespace, paths: AppPaths) -> int:
+    entry = find(library(paths), args.id)
+    settings_store = SettingsStore(paths.settings_file)
+    settings = settings_store.load()
+    models_dir = Path(settings.models_dir) if settings.models_dir else paths.models_dir
+    if entry.source == "hubside":
+        delete(entry, models_dir)
+        print(f"deleted {entry.id} ({gb(entry.size)})")
+    else:  # found in place: never deleted, only hidden from the library
+        settings.hidden_models.append(str(entry.path))
+        settings_store.save(settings)
+        print(f"hidden {entry.id} (its file stays at {entry.path})")
+    return 0
