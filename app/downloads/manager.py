@@ -101,6 +101,7 @@ class DownloadManager:
         self._jobs: dict[int, Job] = {}
         self._stop: dict[int, str] = {}  # job id -> the state it stops into (paused, cancelled)
         self._threads: dict[int, threading.Thread] = {}
+        self._transfers: dict[int, Transfer] = {}
         self._samples: dict[int, list[tuple[float, int]]] = {}
         self.closed = False
         for job in store.all():  # after a restart or a kill: running jobs go on from their parts
@@ -164,6 +165,8 @@ class DownloadManager:
             threads = list(self._threads.values())
             for job_id in self._threads:
                 self._stop[job_id] = QUEUED
+                if job_id in self._transfers:
+                    self._transfers[job_id].interrupt()
         for thread in threads:
             thread.join(wait_s)
 
@@ -180,6 +183,8 @@ class DownloadManager:
                 return
             if job_id in self._threads:
                 self._stop[job_id] = state  # the thread stops within one chunk and records it
+                if job_id in self._transfers:
+                    self._transfers[job_id].interrupt()  # even if the network has gone quiet
             else:
                 self._set(with_state(job, state))
                 if state == CANCELLED:
@@ -222,8 +227,11 @@ class DownloadManager:
                 last_save = now
 
         outcome, error = DONE, ""
+        transfer = self.transfer_factory()
+        with self.lock:
+            self._transfers[job_id] = transfer
         try:
-            fetch_job(self.models_dir, job, self.transfer_factory(), progress, lambda: job_id in self._stop)
+            fetch_job(self.models_dir, job, transfer, progress, lambda: job_id in self._stop)
         except Stopped:
             outcome = self._stop.get(job_id, PAUSED)
         except AppError as exc:
@@ -242,6 +250,7 @@ class DownloadManager:
                 final = replace(final, done_bytes=final.total_bytes)
             self._set(final)
             self._threads.pop(job_id, None)
+            self._transfers.pop(job_id, None)
             self._samples.pop(job_id, None)
         if outcome == CANCELLED:
             self._delete_parts(final)

@@ -65,6 +65,13 @@ class Transfer:
     token: str | None = None
     stall_s: float = 30.0
     sleep: Callable[[float], None] = time.sleep
+    live: requests.Response | None = None  # the response being read, so that a pause need not wait for it
+
+    def interrupt(self) -> None:
+        """Unblock a read waiting on the network (from another thread): the download then sees its stop."""
+        response = self.live
+        if response is not None:
+            response.raw.shutdown()  # wakes a read blocked in another thread (closing the socket would not)
 
     def headers_for(self, url: str, hub_host: str) -> dict[str, str]:
         if self.token and urlsplit(url).netloc == hub_host:
@@ -111,6 +118,7 @@ def download(
         before = part.offset
         try:
             with _get(transfer, remote.url, hub_host, part.offset, etag) as response:
+                transfer.live = response
                 if response.status_code == 416:  # the server has nothing past our offset: not the same file
                     part.restart()
                     raise _Retry("416 before the end")
@@ -131,6 +139,8 @@ def download(
             if part.offset < remote.size:
                 raise _Retry("the connection ended early")
         except (_Retry, requests.RequestException) as exc:
+            if should_stop():  # the error came from an interrupted read
+                raise Stopped() from exc
             if part.offset > before:
                 failures = 0  # it moved: only attempts that bring nothing count towards giving up
             answer = exc.response if isinstance(exc, _Retry) else None
@@ -210,7 +220,8 @@ def _write(
 def _read_some(response: requests.Response) -> bytes:
     try:
         return bytes(response.raw.read1(CHUNK))
-    except urllib3.exceptions.HTTPError as exc:  # the connection broke: like requests, a ConnectionError
+    except (urllib3.exceptions.HTTPError, OSError, ValueError, AttributeError) as exc:
+        # the connection broke, or was closed by `interrupt`: like requests, a ConnectionError
         raise requests.ConnectionError(str(exc)) from exc
 
 

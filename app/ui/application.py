@@ -4,21 +4,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib.resources import as_file, files
+from pathlib import Path
 
+import requests
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from app.chat.store import ChatStore, DatabaseTooNew
-from app.hub.client import HubClient
+from app.downloads.jobs import JobStore, job_files
+from app.downloads.manager import DownloadManager
+from app.downloads.transfer import Transfer
+from app.hub.client import HubClient, ModelDetails
+from app.hub.quants import Variant
 from app.hub.token import hub_token
+from app.library.scan import default_roots
 from app.paths import AppPaths
 from app.runtime.engine import Engine
 from app.settings import Settings, SettingsStore
 from app.ui.background import Background
 from app.ui.chat_page import ChatPage
 from app.ui.discover_page import DiscoverPage
+from app.ui.downloads_page import DownloadsPage
 from app.ui.engine_bridge import EngineBridge
 from app.ui.main_window import MainWindow
+from app.ui.models_page import ModelsPage
 
 
 @dataclass
@@ -28,9 +37,13 @@ class Services:
     chat_store: ChatStore
     bridge: EngineBridge
     background: Background
+    downloads: DownloadManager
+    jobs: JobStore
 
     def close(self) -> None:
         self.background.close()
+        self.downloads.close()  # running downloads stop where they are and go on at the next start
+        self.jobs.close()
         self.bridge.shutdown()
         self.chat_store.close()
 
@@ -42,11 +55,53 @@ def build_window(paths: AppPaths, engine: Engine | None = None) -> tuple[MainWin
     chat_store = ChatStore(paths.database_file)
     bridge = EngineBridge(engine or Engine(paths))
     background = Background()
-    services = Services(settings_store, settings, chat_store, bridge, background)
-    chat = ChatPage(chat_store, bridge, settings, lambda: settings_store.save(settings))
+    models_dir = Path(settings.models_dir) if settings.models_dir else paths.models_dir
+    jobs = JobStore(paths.downloads_file)
+    downloads = DownloadManager(
+        models_dir,
+        jobs,
+        lambda: Transfer(requests.Session(), hub_token(), stall_s=float(settings.download_stall_seconds)),
+        settings.max_parallel_downloads,
+    )
+    services = Services(settings_store, settings, chat_store, bridge, background, downloads, jobs)
+
+    def save() -> None:
+        settings_store.save(settings)
+
+    chat = ChatPage(chat_store, bridge, settings, save)
     hub_cache = paths.cache_dir / "hub"
-    discover = DiscoverPage(lambda: HubClient(hub_cache, hub_token()), background)
-    window = MainWindow(chat, bridge, settings, settings_store, {"discover": discover})
+
+    def download(client: HubClient, details: ModelDetails, variant: Variant) -> None:
+        downloads.add(
+            details.id, details.sha, variant.label, job_files(details, variant, client.api.endpoint)
+        )
+
+    discover = DiscoverPage(lambda: HubClient(hub_cache, hub_token()), background, download)
+
+    def add_folder(folder: str) -> None:
+        if folder not in settings.extra_model_dirs:
+            settings.extra_model_dirs.append(folder)
+            save()
+
+    def hide(path: str) -> None:
+        settings.hidden_models.append(path)
+        save()
+
+    models = ModelsPage(
+        lambda: default_roots(models_dir, settings.extra_model_dirs),
+        lambda: list(settings.hidden_models),
+        models_dir,
+        background,
+        add_folder,
+        hide,
+    )
+    downloads_page = DownloadsPage(downloads)
+    models.library_changed.connect(chat.set_library)
+    downloads_page.finished_one.connect(models.rescan)
+    pages = {"discover": discover, "models": models, "downloads": downloads_page}
+    window = MainWindow(chat, bridge, settings, settings_store, pages)
+    models.chat_requested.connect(window.chat_with)
+    models.rescan()  # off the GUI thread: start-up does not wait for it
     if chat_store.moved_aside is not None:
         chat.banner_text.setText(
             f"Your chat database could not be read; it was kept as {chat_store.moved_aside.name} "

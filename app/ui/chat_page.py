@@ -49,6 +49,7 @@ from app.chat.export import MAX_IMPORT_BYTES, from_json, to_json, to_markdown
 from app.chat.markdown import code_blocks
 from app.chat.store import END, ChatStore, Conversation, ConversationExport, Message
 from app.errors import AppError, to_app_error
+from app.library.scan import LibraryEntry
 from app.runtime.protocol import GenerateRequest, LoadedModel, LoadParams, ReplyStats, SamplingParams
 from app.runtime.templates import ChatMessage
 from app.settings import Settings, write_atomic
@@ -383,6 +384,21 @@ class ChatPage(QWidget):
             self.save_settings()
             self.model_picker.insertItem(0, path.name, text)
         self.model_picker.setCurrentIndex(self.model_picker.findData(text))
+
+    def set_library(self, entries: list[LibraryEntry]) -> None:
+        """Offer the library's usable models in the picker (beside the files opened by hand)."""
+        for entry in entries:
+            if not entry.problem and self.model_picker.findData(str(entry.path)) < 0:
+                self.model_picker.addItem(entry.id, str(entry.path))
+
+    def chat_with(self, entry: LibraryEntry) -> None:
+        """Select this model and load it (the Models page's "Chat with it")."""
+        index = self.model_picker.findData(str(entry.path))
+        if index < 0:
+            self.model_picker.addItem(entry.id, str(entry.path))
+            index = self.model_picker.count() - 1
+        self.model_picker.setCurrentIndex(index)
+        self.load_selected_model()
 
     @Slot()
     def _choose_model_file(self) -> None:

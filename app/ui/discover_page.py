@@ -53,7 +53,8 @@ FIT_BITS = 4.5  # "fits this machine": a Q4_K_M of the model would
 # Column widths in average characters; the first column takes the rest. Fixed, so that 10,000 rows are
 # never measured.
 RESULT_WIDTHS = (0, 12, 11, 7, 11, 11, 13)
-VARIANT_WIDTHS = (0, 9, 10, 24, 9)
+VARIANT_WIDTHS = (0, 9, 10, 24, 9, 12)
+DOWNLOAD_COLUMN = 5
 
 ModelIndex = QModelIndex | QPersistentModelIndex
 
@@ -155,7 +156,7 @@ class ResultsModel(QAbstractTableModel):
 
 
 class VariantsModel(QAbstractTableModel):
-    COLUMNS = ("Variant", "Size", "Bits/weight", "Fit here", "Needs")
+    COLUMNS = ("Variant", "Size", "Bits/weight", "Fit here", "Needs", "")  # the last: a Download button
 
     def __init__(self) -> None:
         super().__init__()
@@ -189,9 +190,14 @@ class VariantsModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.DisplayRole:
             bits = variant.bits_per_weight(self.parameters)
             name = variant.title + (" ★ recommended" if variant is self.best else "")
-            return (name, gb(variant.size), f"{bits:.2f}" if bits else "?", fit.label, gb(fit.need.total))[
-                index.column()
-            ]
+            return (
+                name,
+                gb(variant.size),
+                f"{bits:.2f}" if bits else "?",
+                fit.label,
+                gb(fit.need.total),
+                "",
+            )[index.column()]
         if role == Qt.ItemDataRole.ToolTipRole:
             files = "\n".join(f"{f.path} ({gb(f.size)})" for f in variant.files)
             projector = f"\nvision projector: {variant.projector.path}" if variant.projector else ""
@@ -200,8 +206,14 @@ class VariantsModel(QAbstractTableModel):
 
 
 class DiscoverPage(QWidget):
-    def __init__(self, client_factory: Callable[[], HubClient], background: Background) -> None:
+    def __init__(
+        self,
+        client_factory: Callable[[], HubClient],
+        background: Background,
+        download: Callable[[HubClient, ModelDetails, Variant], None],
+    ) -> None:
         super().__init__()
+        self.download = download
         self.client_factory = client_factory
         self.client = client_factory()
         self.background = background
@@ -531,6 +543,12 @@ class DiscoverPage(QWidget):
             for v in details.variants
         ]
         self.variants.show(rows, details.parameters)
+        for row, (variant, _) in enumerate(rows):  # a Download button per variant
+            button = named(QPushButton("Download"), f"download-{variant.title}")
+            button.clicked.connect(lambda _=False, chosen=variant: self._download(chosen))
+            self.variants_view.setIndexWidget(
+                self.variants.index(row, len(VariantsModel.COLUMNS) - 1), button
+            )
         vram = (
             f", {gb(self.machine.free_vram)} free VRAM"
             if self.machine.free_vram is not None
@@ -552,6 +570,16 @@ class DiscoverPage(QWidget):
                 f"Estimates at {n_ctx:,} tokens of context: {what}; this machine has "
                 f"{gb(self.machine.free_ram)} free RAM{vram}.{vision}"
             )
+
+    def _download(self, variant: Variant) -> None:
+        if self.details is None:
+            return
+        try:
+            self.download(self.client, self.details, variant)
+        except AppError as exc:
+            self._show_banner(exc.user_message)
+            return
+        self.status.setText(f"{variant.title} of {self.details.id} is downloading (see Downloads).")
 
     # --- links and token ---------------------------------------------------------------------------
     @Slot(QUrl)

@@ -9,6 +9,7 @@ from PySide6.QtCore import QByteArray, Qt, QTimer, Slot
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QListWidget, QMainWindow, QStackedWidget, QWidget
 
+from app.library.scan import LibraryEntry
 from app.runtime.memory import gb
 from app.settings import Settings, SettingsStore
 from app.ui.chat_page import ChatPage
@@ -46,7 +47,7 @@ class MainWindow(QMainWindow):
         self.settings = settings
         self.settings_store = store
 
-        # Pages arrive with the issues that build them (Models, Downloads and Compare are to come).
+        # Compare arrives with the issue that builds it.
         self.pages: dict[str, QWidget] = {"chat": chat, **more_pages}
         self.navigation = named(QListWidget(), "navigation")  # a fixed list of pages, not data
         self.navigation.setAccessibleName("Pages")
@@ -89,6 +90,10 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(QByteArray.fromBase64(settings.window_geometry.encode()))
         else:
             self.resize(1200, 780)
+
+    def chat_with(self, entry: LibraryEntry) -> None:
+        self.navigation.setCurrentRow(list(self.pages).index("chat"))
+        self.chat.chat_with(entry)
 
     @Slot(int)
     def _show_page(self, row: int) -> None:

@@ -1,0 +1,185 @@
+"""The Downloads page: the queue with progress, speed and ETA (read from the manager 4 times a second),
+pause, resume and cancel per job or all."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QModelIndex,
+    QPersistentModelIndex,
+    QRect,
+    Qt,
+    QTimer,
+    Signal,
+    Slot,
+)
+from PySide6.QtGui import QPainter
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QApplication,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QStyle,
+    QStyledItemDelegate,
+    QStyleOptionProgressBar,
+    QStyleOptionViewItem,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.downloads.jobs import ACTIVE, DONE, FAILED, PAUSED, Job
+from app.downloads.manager import DownloadManager
+from app.runtime.memory import gb
+from app.ui.widgets import named
+
+REFRESH_MS = 250  # progress at 4 Hz
+PROGRESS_COLUMN = 2
+
+ModelIndex = QModelIndex | QPersistentModelIndex
+
+
+def _eta(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+
+
+class JobsModel(QAbstractTableModel):
+    COLUMNS = ("Model", "Variant", "Progress", "Speed", "ETA", "State")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.jobs: list[Job] = []
+
+    def refresh(self, jobs: list[Job]) -> None:
+        if [j.id for j in jobs] != [j.id for j in self.jobs]:
+            self.beginResetModel()
+            self.jobs = jobs
+            self.endResetModel()
+        elif jobs != self.jobs:
+            self.jobs = jobs
+            self.dataChanged.emit(self.index(0, 0), self.index(len(jobs) - 1, len(self.COLUMNS) - 1))
+
+    def rowCount(self, parent: ModelIndex = QModelIndex()) -> int:  # noqa: B008 - Qt's default argument
+        return 0 if parent.isValid() else len(self.jobs)
+
+    def columnCount(self, parent: ModelIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self.COLUMNS)
+
+    def headerData(
+        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
+    ) -> Any:
+        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
+            return self.COLUMNS[section]
+        return None
+
+    def data(self, index: ModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid() or not 0 <= index.row() < len(self.jobs):
+            return None
+        job = self.jobs[index.row()]
+        if role == Qt.ItemDataRole.UserRole:
+            return job.done_bytes / job.total_bytes if job.total_bytes else 0.0
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return job.error or "\n".join(f.path for f in job.files)
+        if role != Qt.ItemDataRole.DisplayRole:
+            return None
+        running = job.state in ACTIVE and job.speed > 0
+        return (
+            job.repo,
+            job.label,
+            f"{gb(job.done_bytes)} of {gb(job.total_bytes)}",
+            f"{gb(job.speed)}/s" if running else "",
+            _eta(job.eta_s) if running else "",
+            f"{job.state}: {job.error}" if job.error else job.state,
+        )[index.column()]
+
+
+class ProgressDelegate(QStyledItemDelegate):
+    """A progress bar in the Progress column, labelled with the bytes."""
+
+    def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: ModelIndex) -> None:
+        bar = QStyleOptionProgressBar()
+        bar.rect = QRect(option.rect.adjusted(2, 2, -2, -2))
+        bar.minimum, bar.maximum = 0, 1000
+        bar.progress = int(float(index.data(Qt.ItemDataRole.UserRole) or 0) * 1000)
+        bar.text = str(index.data(Qt.ItemDataRole.DisplayRole) or "")
+        bar.textVisible = True
+        QApplication.style().drawControl(QStyle.ControlElement.CE_ProgressBar, bar, painter)
+
+
+class DownloadsPage(QWidget):
+    finished_one = Signal()  # a job finished: the library has a new model
+
+    def __init__(self, manager: DownloadManager) -> None:
+        super().__init__()
+        self.manager = manager
+        self.model = JobsModel()
+        self.view = named(QTableView(), "downloadsTable")
+        self.view.setAccessibleName("Downloads")
+        self.view.setModel(self.model)
+        self.view.setItemDelegateForColumn(PROGRESS_COLUMN, ProgressDelegate(self.view))
+        self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.view.verticalHeader().hide()
+        header = self.view.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(PROGRESS_COLUMN, QHeaderView.ResizeMode.Fixed)
+        header.resizeSection(PROGRESS_COLUMN, 260)
+        buttons = QHBoxLayout()
+        for label, name, action in (
+            ("Pause", "pauseButton", self.manager.pause),
+            ("Resume", "resumeButton", self.manager.resume),
+            ("Cancel", "cancelButton", self.manager.cancel),
+            ("Remove from list", "removeButton", self.manager.remove),
+        ):
+            button = named(QPushButton(label), name)
+            button.clicked.connect(lambda _=False, act=action: self._on_selected(act))
+            buttons.addWidget(button)
+        buttons.addStretch(1)
+        for label, name, every in (
+            ("Pause all", "pauseAllButton", self.manager.pause_all),
+            ("Cancel all", "cancelAllButton", self.manager.cancel_all),
+        ):
+            button = named(QPushButton(label), name)
+            button.clicked.connect(every)
+            buttons.addWidget(button)
+        self.summary = named(QLabel(""), "downloadsSummary")
+        layout = QVBoxLayout(self)
+        layout.addLayout(buttons)
+        layout.addWidget(self.view, 1)
+        layout.addWidget(self.summary)
+        self._done = {j.id for j in manager.jobs() if j.state == DONE}
+        self.timer = QTimer(self, interval=REFRESH_MS)
+        self.timer.timeout.connect(self.refresh)
+        self.timer.start()
+        self.refresh()
+
+    def _on_selected(self, action: Any) -> None:
+        rows = self.view.selectionModel().selectedRows()
+        if rows:
+            action(self.model.jobs[rows[0].row()].id)
+            self.refresh()
+
+    @Slot()
+    def refresh(self) -> None:
+        jobs = self.manager.jobs()
+        self.model.refresh(jobs)
+        active = [j for j in jobs if j.state in ACTIVE]
+        waiting = sum(1 for j in jobs if j.state in (PAUSED, FAILED))
+        speed = sum(j.speed for j in active)
+        self.summary.setText(
+            f"{len(active)} downloading ({gb(speed)}/s), {waiting} paused or failed"
+            if jobs
+            else "No downloads."
+        )
+        done = {j.id for j in jobs if j.state == DONE}
+        if done - self._done:
+            self.finished_one.emit()
+        self._done = done

@@ -1,0 +1,201 @@
+"""The Models page: the library (downloaded models and those found in place), scanned off the GUI thread,
+with Chat, Reveal, Delete (downloaded files) or Hide (found in place), added folders and the disk used."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, QUrl, Signal, Slot
+from PySide6.QtGui import QDesktopServices
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QMessageBox,
+    QPushButton,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.errors import AppError
+from app.library.scan import HUBSIDE, LibraryEntry, Root, delete, disk_usage, scan
+from app.runtime.memory import gb
+from app.ui.background import Background
+from app.ui.widgets import named
+
+ModelIndex = QModelIndex | QPersistentModelIndex
+
+
+class LibraryModel(QAbstractTableModel):
+    COLUMNS = ("Model", "Repo", "Quant", "Size", "Architecture", "Parameters", "Context", "Source", "Status")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entries: list[LibraryEntry] = []
+
+    def show(self, entries: list[LibraryEntry]) -> None:
+        self.beginResetModel()
+        self.entries = entries
+        self.endResetModel()
+
+    def rowCount(self, parent: ModelIndex = QModelIndex()) -> int:  # noqa: B008 - Qt's default argument
+        return 0 if parent.isValid() else len(self.entries)
+
+    def columnCount(self, parent: ModelIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self.COLUMNS)
+
+    def headerData(
+        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
+    ) -> Any:
+        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
+            return self.COLUMNS[section]
+        return None
+
+    def data(self, index: ModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid() or not 0 <= index.row() < len(self.entries):
+            return None
+        e = self.entries[index.row()]
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return f"{e.id}\n{e.path}" + (f"\n{e.problem}" if e.problem else "")
+        if role != Qt.ItemDataRole.DisplayRole:
+            return None
+        return (
+            e.name,
+            e.repo,
+            e.quant,
+            gb(e.size),
+            e.architecture,
+            f"{e.parameters / 1e9:.2f} B" if e.parameters else "",
+            f"{e.context_length:,}" if e.context_length else "",
+            e.source,
+            "⚠ cannot be used" if e.problem else "ok",
+        )[index.column()]
+
+
+class ModelsPage(QWidget):
+    chat_requested = Signal(object)  # LibraryEntry
+    library_changed = Signal(object)  # list[LibraryEntry]
+
+    def __init__(
+        self,
+        roots: Callable[[], list[Root]],
+        hidden: Callable[[], list[str]],
+        models_dir: Path,
+        background: Background,
+        add_folder: Callable[[str], None],
+        hide: Callable[[str], None],
+    ) -> None:
+        super().__init__()
+        self.roots, self.hidden, self.models_dir, self.background = roots, hidden, models_dir, background
+        self.add_folder_setting, self.hide_setting = add_folder, hide
+        self.scans = 0  # the newest scan wins
+        self.scanning = False
+        self.model = LibraryModel()
+        self.view = named(QTableView(), "libraryTable")
+        self.view.setAccessibleName("Models")
+        self.view.setModel(self.model)
+        self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.view.setWordWrap(False)
+        self.view.verticalHeader().hide()
+        self.view.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.view.doubleClicked.connect(lambda _: self._act(self.chat_requested.emit))
+        buttons = QHBoxLayout()
+        for label, name, slot in (
+            ("Chat with it", "chatWithButton", lambda: self._act(self.chat_requested.emit)),
+            ("Show in folder", "revealButton", lambda: self._act(self.reveal)),
+            ("Delete…", "deleteModelButton", lambda: self._act(self.ask_delete)),
+        ):
+            button = named(QPushButton(label), name)
+            button.clicked.connect(slot)
+            buttons.addWidget(button)
+        buttons.addStretch(1)
+        add = named(QPushButton("Add folder…"), "addFolderButton")
+        add.clicked.connect(self._choose_folder)
+        rescan = named(QPushButton("Rescan"), "rescanButton")
+        rescan.clicked.connect(self.rescan)
+        buttons.addWidget(add)
+        buttons.addWidget(rescan)
+        self.problem = named(QLabel(""), "libraryProblem")
+        self.problem.setTextFormat(Qt.TextFormat.PlainText)
+        self.problem.setWordWrap(True)
+        self.summary = named(QLabel("Looking for models…"), "librarySummary")
+        layout = QVBoxLayout(self)
+        layout.addLayout(buttons)
+        layout.addWidget(self.problem)
+        layout.addWidget(self.view, 1)
+        layout.addWidget(self.summary)
+
+    @Slot()
+    def rescan(self) -> None:
+        self.scans += 1
+        number, roots, hidden = self.scans, self.roots(), self.hidden()
+        self.scanning = True
+        self.background.run(
+            lambda: scan(roots, hidden), lambda found, error: self._scanned(number, found, error)
+        )
+
+    def _scanned(self, number: int, entries: list[LibraryEntry] | None, error: AppError | None) -> None:
+        if number != self.scans:
+            return
+        self.scanning = False
+        if error is not None:
+            self.problem.setText(error.user_message)
+            return
+        entries = entries or []
+        self.model.show(entries)
+        bad = sum(1 for e in entries if e.problem)
+        ours = [e for e in entries if e.source == HUBSIDE]
+        self.summary.setText(
+            f"{len(entries)} models ({bad} cannot be used) · {gb(disk_usage(entries))} in all, "
+            f"{gb(disk_usage(ours))} downloaded by Hubside in {self.models_dir}"
+        )
+        self.library_changed.emit(entries)
+
+    def selected(self) -> LibraryEntry | None:
+        rows = self.view.selectionModel().selectedRows()
+        return self.model.entries[rows[0].row()] if rows else None
+
+    def _act(self, action: Callable[[LibraryEntry], Any]) -> None:
+        entry = self.selected()
+        if entry is not None:
+            action(entry)
+
+    def reveal(self, entry: LibraryEntry) -> None:
+        QDesktopServices.openUrl(QUrl.fromLocalFile(str(entry.path.parent)))
+
+    def ask_delete(self, entry: LibraryEntry) -> None:
+        if entry.source == HUBSIDE:
+            question = f"Delete {entry.name} ({gb(entry.size)})? The file is removed from your disk."
+        else:
+            question = (
+                f"Hide {entry.name}? It was not downloaded by Hubside, so its file stays at {entry.path}."
+            )
+        answer = QMessageBox.question(self, "Remove model", question)
+        if answer == QMessageBox.StandardButton.Yes:
+            self.remove(entry)
+
+    def remove(self, entry: LibraryEntry) -> None:
+        """Delete a model Hubside downloaded; hide one found in place (its file is never touched)."""
+        try:
+            if entry.source == HUBSIDE:
+                delete(entry, self.models_dir)
+            else:
+                self.hide_setting(str(entry.path))
+        except (AppError, OSError) as exc:
+            self.problem.setText(str(exc))
+        self.rescan()
+
+    def _choose_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Add a folder of GGUF models")
+        if folder:
+            self.add_folder(folder)
+
+    def add_folder(self, folder: str) -> None:
+        self.add_folder_setting(folder)
+        self.rescan()

@@ -1,0 +1,136 @@
+"""Downloads and the Models page in the real window: Discover's Download button to a model in the chat."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QObject, Qt
+from PySide6.QtWidgets import QPushButton
+from pytestqt.qtbot import QtBot
+
+from app.downloads.jobs import DONE, PAUSED, RUNNING
+from app.library.scan import FOLDER, HUBSIDE
+from app.paths import AppPaths
+from app.ui.application import build_window
+from app.ui.discover_page import DiscoverPage
+from app.ui.downloads_page import DownloadsPage
+from app.ui.main_window import MainWindow
+from app.ui.models_page import ModelsPage
+from tests.hubstub.faults import Fault
+from tests.hubstub.server import HubStub
+
+WAIT_MS = 60_000
+REPO = "bartowski/SmolLM2-135M-Instruct-GGUF"
+NAME = "SmolLM2-135M-Instruct-Q4_1.gguf"
+
+
+@pytest.fixture
+def window(qtbot: QtBot) -> Iterator[MainWindow]:
+    main, services = build_window(AppPaths.from_env().ensure())
+    qtbot.addWidget(main)
+    main.show()
+    yield main
+    main.close()
+    services.close()
+
+
+def _pages(window: MainWindow) -> tuple[DiscoverPage, ModelsPage, DownloadsPage]:
+    discover, models, downloads = (window.pages[name] for name in ("discover", "models", "downloads"))
+    assert isinstance(discover, DiscoverPage) and isinstance(models, ModelsPage)
+    assert isinstance(downloads, DownloadsPage)
+    return discover, models, downloads
+
+
+def test_download_from_discover_to_library_to_chat(
+    qtbot: QtBot, hub: HubStub, window: MainWindow, smollm2_path: Path
+) -> None:
+    hub.add_repo(REPO, {NAME: smollm2_path})
+    hub.add_fault(Fault(path=NAME, drop_after=30_000_000, times=1))  # one drop on the way, resumed
+    discover, models, downloads = _pages(window)
+    qtbot.waitUntil(lambda: not models.scanning, timeout=WAIT_MS)
+    assert models.model.rowCount() == 0
+    discover.open_model(REPO)
+    qtbot.waitUntil(lambda: discover.variants.rowCount() == 1, timeout=WAIT_MS)
+    button = discover.variants_view.findChild(QPushButton, "download-Q4_1")
+    assert isinstance(button, QPushButton)
+    qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+    assert downloads.manager.jobs()[0].label == "Q4_1"
+    qtbot.waitUntil(lambda: downloads.manager.jobs()[0].state == DONE, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: models.model.rowCount() == 1, timeout=WAIT_MS)  # the library rescans itself
+    entry = models.model.entries[0]
+    assert (entry.id, entry.source, entry.architecture, entry.quant) == (
+        f"{REPO}:Q4_1",
+        HUBSIDE,
+        "llama",
+        "Q4_1",
+    )
+    assert hashlib.sha256(entry.path.read_bytes()).hexdigest() == hub.repos.get(REPO).files[NAME].sha256  # type: ignore[union-attr]
+    assert window.chat.model_picker.findData(str(entry.path)) >= 0  # the chat's picker offers it
+    models.view.selectRow(0)
+    qtbot.mouseClick(models.findChild(QObject, "chatWithButton"), Qt.MouseButton.LeftButton)  # type: ignore[arg-type]
+    assert window.stack.currentWidget() is window.chat
+    qtbot.waitUntil(lambda: window.chat.model is not None, timeout=WAIT_MS)
+    assert window.chat.model.path == entry.path  # type: ignore[union-attr]
+
+
+def test_pause_and_resume_from_the_downloads_page(
+    qtbot: QtBot, hub: HubStub, window: MainWindow, smollm2_path: Path
+) -> None:
+    repo = hub.add_repo(REPO, {NAME: smollm2_path})
+    hub.add_fault(Fault(path=NAME, stall_after=10_000_000, stall_seconds=60, times=None))
+    from app.downloads.jobs import JobFile
+    from app.downloads.transfer import RemoteFile
+
+    _, _, downloads = _pages(window)
+    remote = RemoteFile(
+        f"{hub.endpoint}/{REPO}/resolve/{repo.sha}/{NAME}",
+        smollm2_path.stat().st_size,
+        repo.files[NAME].sha256,
+    )
+    downloads.manager.add(REPO, repo.sha, "Q4_1", (JobFile(NAME, remote),))
+    qtbot.waitUntil(
+        lambda: downloads.model.rowCount() == 1 and downloads.model.jobs[0].done_bytes > 0, timeout=WAIT_MS
+    )
+    assert "MB of 94 MB" in downloads.model.index(0, 2).data()
+    downloads.view.selectRow(0)
+    qtbot.mouseClick(downloads.findChild(QObject, "pauseButton"), Qt.MouseButton.LeftButton)  # type: ignore[arg-type]
+    qtbot.waitUntil(lambda: downloads.model.jobs[0].state == PAUSED, timeout=WAIT_MS)
+    hub.faults.clear()
+    qtbot.mouseClick(downloads.findChild(QObject, "resumeButton"), Qt.MouseButton.LeftButton)  # type: ignore[arg-type]
+    qtbot.waitUntil(lambda: downloads.model.jobs[0].state in (RUNNING, DONE), timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: downloads.model.jobs[0].state == DONE, timeout=WAIT_MS)
+    assert downloads.summary.text().startswith("0 downloading")
+
+
+def test_models_found_in_place_are_hidden_never_deleted(
+    qtbot: QtBot, window: MainWindow, tiny_model: Path, tmp_path: Path
+) -> None:
+    _, models, _ = _pages(window)
+    mine = AppPaths.from_env().models_dir / "me" / "mine-GGUF" / "mine-Q4_0.gguf"
+    mine.parent.mkdir(parents=True)
+    shutil.copy(tiny_model, mine)
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    theirs = folder / "theirs-Q4_0.gguf"
+    shutil.copy(tiny_model, theirs)
+    (folder / "broken-Q4_0.gguf").write_bytes(b"GGUF" + b"\xff" * 100)
+    models.add_folder(str(folder))
+    qtbot.waitUntil(lambda: models.model.rowCount() == 3, timeout=WAIT_MS)
+    by_name = {e.name: e for e in models.model.entries}
+    assert (
+        by_name["broken-Q4_0.gguf"].problem
+        and models.model.index(models.model.entries.index(by_name["broken-Q4_0.gguf"]), 8).data()
+        == "⚠ cannot be used"
+    )
+    assert by_name["theirs-Q4_0.gguf"].source == FOLDER
+    assert "in all" in models.summary.text() and "(1 cannot be used)" in models.summary.text()
+    models.remove(by_name["theirs-Q4_0.gguf"])  # found in place: hidden, the file stays
+    qtbot.waitUntil(lambda: models.model.rowCount() == 2, timeout=WAIT_MS)
+    assert theirs.exists()
+    models.remove(by_name["mine-Q4_0.gguf"])  # downloaded by Hubside: deleted, empty folders too
+    qtbot.waitUntil(lambda: models.model.rowCount() == 1, timeout=WAIT_MS)
+    assert not mine.exists() and not mine.parent.exists()
