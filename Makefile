@@ -28,6 +28,7 @@ test: sysdeps $(STAMP) lint
 bench: sysdeps $(STAMP)
 	LLAMA_FLAGS="$(LLAMA_FLAGS)" $(BIN)/python -m bench.run
 	QT_QPA_PLATFORM=$${QT_QPA_PLATFORM:-offscreen} $(BIN)/python -m bench.gui_heartbeat
+	$(BIN)/python -m bench.downloads
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

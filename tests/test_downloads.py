@@ -331,3 +331,34 @@ def _until(condition: object, timeout: float = 60.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("timed out")
         time.sleep(0.02)
+
+
+def test_cli_ls_rm_and_run_by_library_id(
+    hub: HubStub, served: RemoteFile, tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from app.cli import main
+
+    assert main(["pull", f"{REPO}:Q4_1"]) == 0
+    pulled = Path(capsys.readouterr().out.strip())
+    assert pulled == target_for(_models(), REPO, NAME)
+    assert main(["pull", f"{REPO}:Q8_0"]) == 1
+    assert "has no variant Q8_0 (it has: Q4_1)" in capsys.readouterr().err
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    os.link(tiny_model, folder / "tiny-Q4_0.gguf")
+    settings = AppPaths.from_env().settings_file
+    settings.write_text(json.dumps({"schema_version": 1, "extra_model_dirs": [str(folder)]}))
+    assert main(["ls", "--json"]) == 0
+    listed = {e["id"]: e for e in json.loads(capsys.readouterr().out)}
+    assert set(listed) >= {f"{REPO}:Q4_1", "dir:tiny-Q4_0"}
+    assert listed[f"{REPO}:Q4_1"]["source"] == "hubside" and listed[f"{REPO}:Q4_1"]["architecture"] == "llama"
+    assert main(["run", "dir:tiny-Q4_0", "--prompt", "Hi", "--max-tokens", "4", "--ctx", "128"]) == 0
+    capsys.readouterr()
+    assert main(["run", "nothing:like-this", "--prompt", "Hi"]) == 1
+    assert "No model 'nothing:like-this' in the library" in capsys.readouterr().err
+    assert main(["rm", "dir:tiny-Q4_0"]) == 0  # found in place: hidden, never deleted
+    assert "hidden" in capsys.readouterr().out and (folder / "tiny-Q4_0.gguf").exists()
+    assert main(["rm", f"{REPO}:Q4_1"]) == 0
+    assert "deleted" in capsys.readouterr().out and not pulled.exists()
+    assert main(["ls"]) == 0
+    assert capsys.readouterr().out.startswith("No models yet")

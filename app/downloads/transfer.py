@@ -14,11 +14,14 @@ import errno
 import hashlib
 import logging
 import os
+import queue
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -191,6 +194,11 @@ def _write(
     part.path.parent.mkdir(parents=True, exist_ok=True)
     flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if part.offset else os.O_TRUNC)
     fd = os.open(part.path, flags, 0o644)
+    # The hash runs on a thread of its own (hashlib lets go of the interpreter lock) beside the network and
+    # the disk: on this thread it made a download 0.6 x as fast as curl.
+    chunks: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+    hashing = threading.Thread(target=_hash_all, args=(chunks, part.hasher), name="download-hash")
+    hashing.start()
     try:
         # read1: whatever has arrived, up to CHUNK; on a dropped connection the bytes before the drop are
         # kept (iter_content would throw away a partly read chunk of up to CHUNK bytes).
@@ -210,11 +218,18 @@ def _write(
                         str(exc),
                     ) from exc
                 raise
-            part.hasher.update(chunk)
+            chunks.put(chunk)  # hashed in order, once written
             part.offset += len(chunk)
             progress(part.offset)
     finally:
+        chunks.put(None)
+        hashing.join()  # from here the hash covers exactly what is on disk
         os.close(fd)
+
+
+def _hash_all(chunks: queue.SimpleQueue[bytes | None], hasher: Any) -> None:
+    while (chunk := chunks.get()) is not None:
+        hasher.update(chunk)
 
 
 def _read_some(response: requests.Response) -> bytes:
