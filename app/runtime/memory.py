@@ -44,6 +44,14 @@ def gb(n_bytes: float) -> str:
     return f"{n_bytes / GIB:.1f} GB" if n_bytes >= GIB / 10 else f"{n_bytes / 1024**2:.0f} MB"
 
 
+def gb_of(done: float, total: float) -> str:
+    """ "95 of 253 MB": both in the unit of the total."""
+    unit = gb(total).split()[1]
+    scale = GIB if unit == "GB" else 1024**2
+    digits = 1 if unit == "GB" else 0
+    return f"{done / scale:.{digits}f} of {total / scale:.{digits}f} {unit}"
+
+
 def _per_layer(value: Any, n_layers: int) -> list[int]:
     if isinstance(value, list):
         return [int(v) for v in value][:n_layers]

@@ -34,7 +34,7 @@ from PySide6.QtWidgets import (
 
 from app.downloads.jobs import ACTIVE, DONE, FAILED, PAUSED, Job
 from app.downloads.manager import DownloadManager
-from app.runtime.memory import gb
+from app.runtime.memory import gb, gb_of
 from app.ui.widgets import named
 
 REFRESH_MS = 250  # progress at 4 Hz
@@ -94,7 +94,7 @@ class JobsModel(QAbstractTableModel):
         return (
             job.repo,
             job.label,
-            f"{gb(job.done_bytes)} of {gb(job.total_bytes)}",
+            gb_of(job.done_bytes, job.total_bytes),
             f"{gb(job.speed)}/s" if running else "",
             _eta(job.eta_s) if running else "",
             f"{job.state}: {job.error}" if job.error else job.state,

@@ -124,6 +124,7 @@ class ModelsPage(QWidget):
         self.problem = named(QLabel(""), "libraryProblem")
         self.problem.setTextFormat(Qt.TextFormat.PlainText)
         self.problem.setWordWrap(True)
+        self.problem.hide()
         self.summary = named(QLabel("Looking for models…"), "librarySummary")
         layout = QVBoxLayout(self)
         layout.addLayout(buttons)
@@ -145,7 +146,7 @@ class ModelsPage(QWidget):
             return
         self.scanning = False
         if error is not None:
-            self.problem.setText(error.user_message)
+            self._say(error.user_message)
             return
         entries = entries or []
         self.model.show(entries)
@@ -188,8 +189,12 @@ class ModelsPage(QWidget):
             else:
                 self.hide_setting(str(entry.path))
         except (AppError, OSError) as exc:
-            self.problem.setText(str(exc))
+            self._say(str(exc))
         self.rescan()
+
+    def _say(self, problem: str) -> None:
+        self.problem.setText(problem)
+        self.problem.show()
 
     def _choose_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Add a folder of GGUF models")

@@ -21,6 +21,7 @@ def main() -> int:
     parser.add_argument("root", type=Path, help="folder of <owner>/<repo>/ folders to serve")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--token", action="append", default=[], help="a token that opens gated repos")
+    parser.add_argument("--rate", type=float, default=0, metavar="MB/S", help="serve files this slowly")
     parser.add_argument("--listing", type=int, default=0, metavar="N", help="also list N made-up repos")
     args = parser.parse_args()
     if not args.root.is_dir():
@@ -28,6 +29,7 @@ def main() -> int:
         return 2
     stub = HubStub(args.root, port=args.port)
     stub.tokens.update(args.token)
+    stub.bytes_per_second = args.rate * 1e6 or None
     for n in range(args.listing):  # listing only: one small made-up file each
         stub.add_repo(f"maker{n % 7}/model-{n:05d}-GGUF", {f"model-{n:05d}-Q4_K_M.gguf": 10}, downloads=n)
     with stub:

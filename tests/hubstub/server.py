@@ -87,6 +87,7 @@ class HubStub:
         self.page_size = HUB_PAGE_SIZE
         self.cdn_url_ttl = 3600.0  # seconds a signed CDN URL stays valid
         self.lfs_redirect_min_size = 0  # LFS files at least this big are served by the CDN
+        self.bytes_per_second: float | None = None  # a slow network, for demos and screenshots
         self._secret = secrets.token_bytes(16)
         self._stopping = threading.Event()
         self._hub = _Server((host, port), self, "hub")
@@ -424,6 +425,8 @@ class HubStub:
                 return status, fault.stall_after
             request.wfile.write(chunk)
             sent += len(chunk)
+            if self.bytes_per_second:
+                time.sleep(len(chunk) / self.bytes_per_second)
         return status, sent
 
     @staticmethod
