@@ -48,6 +48,8 @@ def resolve_model(model: Path, paths: AppPaths) -> Path:
     """A path to a .gguf file, or a library id."""
     if model.is_file():
         return model
+    if model.suffix.lower() == ".gguf" or model.is_absolute():  # meant as a file
+        raise AppError(ErrorKind.NOT_FOUND, f"No such model file: {model}")
     entry = find(library(paths), str(model))
     if entry.problem:
         raise AppError(ErrorKind.BAD_MODEL, f"{entry.id}: {entry.problem}")

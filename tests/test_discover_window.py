@@ -238,9 +238,9 @@ def test_the_window_has_a_discover_page(qtbot: QtBot) -> None:
     services: Services
     window, services = build_window(AppPaths.from_env().ensure())
     qtbot.addWidget(window)
-    assert [window.navigation.item(i).text() for i in range(window.navigation.count())] == [
-        "Chat",
-        "Discover",
-    ]
-    window.close()
-    services.close()
+    try:
+        pages = [window.navigation.item(i).text() for i in range(window.navigation.count())]
+        assert pages == ["Chat", "Discover", "Models", "Downloads"]
+    finally:
+        window.close()
+        services.close()
