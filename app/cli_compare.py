@@ -1,0 +1,79 @@
+"""`hubside compare`: the same prompt through 2 to 4 models, with their numbers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from app.cli_models import resolve_model
+from app.compare.runner import FAIR, PARALLEL, Column, CompareSettings, Comparison
+from app.compare.store import CompareStore
+from app.paths import AppPaths
+from app.runtime.memory import gb
+from app.runtime.protocol import LoadParams, SamplingParams
+
+
+def add_compare_command(commands: Any) -> None:
+    compare = commands.add_parser("compare", help="the same prompt through 2 to 4 models, side by side")
+    compare.add_argument("models", nargs="+", type=Path, metavar="MODEL", help=".gguf files or library ids")
+    compare.add_argument("--prompt", required=True)
+    compare.add_argument("--system", default="")
+    compare.add_argument("--mode", choices=(FAIR, PARALLEL), default=FAIR)
+    compare.add_argument("--seed", type=int, default=42)
+    compare.add_argument("--temperature", type=float, default=0.0)
+    compare.add_argument("--max-tokens", type=int, default=256)
+    compare.add_argument("--ctx", type=int, default=2048, help="context length for every model")
+    compare.add_argument("--json", action="store_true")
+
+
+def compare_command(args: argparse.Namespace, paths: AppPaths) -> int:
+    models = [resolve_model(model, paths) for model in args.models]
+    settings = CompareSettings(
+        system=args.system,
+        sampling=SamplingParams(temperature=args.temperature, seed=args.seed),
+        max_tokens=args.max_tokens,
+        mode=args.mode,
+    )
+    comparison = Comparison(paths, [LoadParams(m, n_ctx=args.ctx) for m in models], settings)
+
+    def progress(index: int, column: Column) -> None:
+        if column.state in ("loading", "done", "failed"):
+            print(
+                f"[{index + 1}/{len(models)}] {column.params.model_path.name}: {column.state}",
+                file=sys.stderr,
+            )
+
+    comparison.turn(args.prompt, progress)
+    store = CompareStore(paths.data_dir / "compare.sqlite3")
+    run_id = store.save_run(args.prompt, comparison.data())
+    store.close()
+    columns = comparison.columns
+    if args.json:
+        results = [
+            {
+                "model": c.name,
+                "path": str(c.params.model_path),
+                "text": c.text,
+                "error": c.error,
+                **c.metrics(),
+            }
+            for c in columns
+        ]
+        print(
+            json.dumps(
+                {"run": run_id, "prompt": args.prompt, "mode": args.mode, "results": results}, indent=2
+            )
+        )
+    else:
+        for c in columns:
+            print(f"=== {c.name or c.params.model_path.name}")
+            print(c.text.strip() if not c.error else f"FAILED: {c.error}")
+            speeds = f"{c.tokens_per_s:.1f} tok/s · prompt {c.prompt_tokens_per_s:.0f} tok/s"
+            rest = f"first token {c.ttft_ms:.0f} ms · {c.completion_tokens} tokens · load {c.load_ms:.0f} ms"
+            print(
+                f"--- {speeds} · {rest} · peak memory {gb(c.peak_memory_bytes)} · {c.finish_reason or c.state}\n"
+            )
+    return 1 if all(c.error for c in columns) else 0

@@ -1,0 +1,225 @@
+"""Compare: one prompt, 2 to 4 models, each in an engine of its own, with honest numbers.
+
+Fair mode runs the models one after another, each alone on the machine (load, answer, unload), so that
+models that do not fit together can still be compared and no speed is skewed by another's work. Parallel
+mode runs them at once, only when the memory estimate says they fit together. A column whose engine fails
+or crashes is marked failed; the others go on. Follow-up turns keep each column's own conversation.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from app.compare.store import file_sha256
+from app.errors import AppError, ErrorKind, to_app_error
+from app.paths import AppPaths
+from app.runtime.engine import Engine
+from app.runtime.memory import MemoryEstimate, estimate, free_ram, gb
+from app.runtime.preflight import check_load
+from app.runtime.protocol import Finished, GenerateRequest, LoadParams, Notice, Piece, SamplingParams
+from app.runtime.templates import ChatMessage
+
+FAIR, PARALLEL = "fair", "parallel"
+MIN_MODELS, MAX_MODELS = 2, 4
+
+
+@dataclass(frozen=True)
+class CompareSettings:
+    system: str = ""
+    sampling: SamplingParams = field(default_factory=lambda: SamplingParams(temperature=0.0, seed=42))
+    max_tokens: int = 256
+    mode: str = FAIR
+
+
+@dataclass
+class Column:
+    """One model's side of the comparison: its conversation so far and the last turn's numbers."""
+
+    params: LoadParams
+    messages: list[ChatMessage] = field(default_factory=list)
+    text: str = ""
+    name: str = ""
+    quant: str = ""
+    load_ms: float = 0.0
+    ttft_ms: float = 0.0
+    prompt_tokens_per_s: float = 0.0
+    tokens_per_s: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    peak_memory_bytes: int = 0
+    finish_reason: str = ""
+    error: str = ""
+    state: str = "waiting"  # waiting, loading, answering, done, failed
+    tokens_over_time: list[tuple[float, int]] = field(default_factory=list)  # (ms since the request, tokens)
+
+    def metrics(self) -> dict[str, Any]:
+        return {
+            "load_ms": round(self.load_ms, 1),
+            "ttft_ms": round(self.ttft_ms, 1),
+            "prompt_tokens_per_s": round(self.prompt_tokens_per_s, 1),
+            "tokens_per_s": round(self.tokens_per_s, 2),
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "peak_memory_bytes": self.peak_memory_bytes,
+            "finish_reason": self.finish_reason,
+        }
+
+
+Listener = Callable[[int, Column], None]  # column index, its state now (called from runner threads)
+
+
+class Comparison:
+    """Columns that answer the same prompts. `turn()` blocks until every column is done; `listener` sees
+    each column change (text arrives, numbers are in, it failed)."""
+
+    def __init__(self, paths: AppPaths, columns: list[LoadParams], settings: CompareSettings) -> None:
+        if not MIN_MODELS <= len(columns) <= MAX_MODELS:
+            raise AppError(ErrorKind.BAD_INPUT, f"Compare takes {MIN_MODELS} to {MAX_MODELS} models.")
+        self.paths = paths
+        self.settings = settings
+        self.columns = [Column(params) for params in columns]
+        self.stopping = threading.Event()
+        self._engines: dict[int, Engine] = {}
+        self._lock = threading.Lock()
+        self.turns: list[list[dict[str, Any]]] = [[] for _ in columns]  # per column: prompt, text, metrics
+        self._sha256: dict[Path, str] = {}
+
+    def data(self) -> dict[str, Any]:
+        """Everything a saved run keeps: settings, and per column the model (with its file's sha256) and
+        every turn's prompt, text, metrics and error."""
+        for column in self.columns:
+            path = column.params.model_path
+            if path not in self._sha256:
+                self._sha256[path] = file_sha256(path)
+        sampling = self.settings.sampling
+        return {
+            "settings": {
+                "mode": self.settings.mode,
+                "system": self.settings.system,
+                "max_tokens": self.settings.max_tokens,
+                "temperature": sampling.temperature,
+                "seed": sampling.seed,
+                "top_k": sampling.top_k,
+                "top_p": sampling.top_p,
+            },
+            "columns": [
+                {
+                    "model": column.name or column.params.model_path.name,
+                    "quant": column.quant,
+                    "path": str(column.params.model_path),
+                    "sha256": self._sha256[column.params.model_path],
+                    "turns": turns,
+                }
+                for column, turns in zip(self.columns, self.turns, strict=True)
+            ],
+        }
+
+    def check_parallel(self, available: int | None = None) -> None:
+        """Refuse a parallel run the memory estimate says cannot fit (all models loaded together)."""
+        needs: list[MemoryEstimate] = []
+        for column in self.columns:
+            header, params = check_load(column.params, force=True)
+            needs.append(estimate(header, params.n_ctx or 0, params.type_k, params.type_v))
+        total = sum(n.weights + n.kv_cache for n in needs) + max(n.margin for n in needs) * len(needs)
+        free = free_ram() if available is None else available
+        if total > free:
+            raise AppError(
+                ErrorKind.OUT_OF_MEMORY,
+                f"These models need about {gb(total)} together and {gb(free)} is free: run them in Fair mode "
+                "(one after another).",
+            )
+
+    def turn(self, prompt: str, listener: Listener = lambda index, column: None) -> list[Column]:
+        self.stopping.clear()
+        for column in self.columns:
+            column.messages.append(ChatMessage("user", prompt))
+            column.text, column.error, column.state, column.tokens_over_time = "", "", "waiting", []
+        if self.settings.mode == PARALLEL:
+            self.check_parallel()
+            threads = [
+                threading.Thread(target=self._answer, args=(i, listener), name=f"compare-{i}", daemon=True)
+                for i in range(len(self.columns))
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        else:
+            for index in range(len(self.columns)):
+                if self.stopping.is_set():
+                    break
+                self._answer(index, listener)
+        for column, turns in zip(self.columns, self.turns, strict=True):
+            turns.append(
+                {"prompt": prompt, "text": column.text, "error": column.error, "metrics": column.metrics()}
+            )
+        return self.columns
+
+    def stop(self) -> None:
+        """Stop every answer now (from any thread); what has arrived stays."""
+        self.stopping.set()
+        with self._lock:
+            engines = list(self._engines.values())
+        for engine in engines:
+            engine.stop()
+
+    def _answer(self, index: int, listener: Listener) -> None:
+        column = self.columns[index]
+        engine = Engine(self.paths)
+        with self._lock:
+            self._engines[index] = engine
+        try:
+            column.state = "loading"
+            listener(index, column)
+            model = engine.load(column.params)
+            column.name, column.quant, column.load_ms = model.name, model.quant, model.load_ms
+            column.state = "answering"
+            listener(index, column)
+            system = [ChatMessage("system", self.settings.system)] if self.settings.system.strip() else []
+            request = GenerateRequest(
+                engine.new_request_id(),
+                tuple(system + column.messages),
+                sampling=self.settings.sampling,
+                max_tokens=self.settings.max_tokens,
+            )
+            started = time.perf_counter()
+            for event in engine.generate(request):
+                if isinstance(event, Piece):
+                    column.text += event.text
+                    column.tokens_over_time.append(((time.perf_counter() - started) * 1000, event.tokens))
+                    listener(index, column)
+                elif isinstance(event, Notice):
+                    continue
+                elif isinstance(event, Finished):
+                    stats = event.stats
+                    column.ttft_ms, column.tokens_per_s = stats.ttft_ms, stats.tokens_per_s
+                    column.prompt_tokens_per_s = stats.prompt_tokens_per_s
+                    column.prompt_tokens, column.completion_tokens = (
+                        stats.prompt_tokens,
+                        stats.completion_tokens,
+                    )
+                    column.finish_reason = stats.finish_reason
+                if self.stopping.is_set():
+                    engine.stop(request.request_id)
+            column.peak_memory_bytes = engine.stats().peak_rss_bytes
+            column.messages.append(ChatMessage("assistant", column.text))
+            column.state = "done"
+        except Exception as exc:  # this column failed (a bad file, a crash); the others go on
+            error = to_app_error(exc)
+            column.error, column.state = error.user_message, "failed"
+            if column.messages and column.messages[-1].role == "user":
+                column.messages.pop()  # its turn did not happen
+        finally:
+            with self._lock:
+                self._engines.pop(index, None)
+            engine.close()  # fair: unload before the next model loads; parallel: free it when done
+            listener(index, column)
+
+
+def params_for(path: Path, n_ctx: int | None = None) -> LoadParams:
+    return replace(LoadParams(path), n_ctx=n_ctx)
