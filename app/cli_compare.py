@@ -73,7 +73,6 @@ def compare_command(args: argparse.Namespace, paths: AppPaths) -> int:
             print(c.text.strip() if not c.error else f"FAILED: {c.error}")
             speeds = f"{c.tokens_per_s:.1f} tok/s · prompt {c.prompt_tokens_per_s:.0f} tok/s"
             rest = f"first token {c.ttft_ms:.0f} ms · {c.completion_tokens} tokens · load {c.load_ms:.0f} ms"
-            print(
-                f"--- {speeds} · {rest} · peak memory {gb(c.peak_memory_bytes)} · {c.finish_reason or c.state}\n"
-            )
+            memory = f"peak memory {gb(c.peak_memory_bytes)}"
+            print(f"--- {speeds} · {rest} · {memory} · {c.finish_reason or c.state}\n")
     return 1 if all(c.error for c in columns) else 0
