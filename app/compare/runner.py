@@ -204,6 +204,8 @@ class Comparison:
                         stats.completion_tokens,
                     )
                     column.finish_reason = stats.finish_reason
+                    elapsed = (time.perf_counter() - started) * 1000  # the last tokens may have shown no text
+                    column.tokens_over_time.append((elapsed, stats.completion_tokens))
                 if self.stopping.is_set():
                     engine.stop(request.request_id)
             column.peak_memory_bytes = engine.stats().peak_rss_bytes
