@@ -240,7 +240,7 @@ def test_the_window_has_a_discover_page(qtbot: QtBot) -> None:
     qtbot.addWidget(window)
     try:
         pages = [window.navigation.item(i).text() for i in range(window.navigation.count())]
-        assert pages == ["Chat", "Discover", "Models", "Downloads"]
+        assert pages == ["Chat", "Discover", "Models", "Downloads", "Compare"]
     finally:
         window.close()
         services.close()

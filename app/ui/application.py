@@ -11,6 +11,7 @@ from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from app.chat.store import ChatStore, DatabaseTooNew
+from app.compare.store import CompareStore
 from app.downloads.jobs import JobStore, job_files
 from app.downloads.manager import DownloadManager
 from app.downloads.transfer import Transfer
@@ -20,9 +21,11 @@ from app.hub.token import hub_token
 from app.library.scan import default_roots
 from app.paths import AppPaths
 from app.runtime.engine import Engine
+from app.runtime.templates import ChatMessage
 from app.settings import Settings, SettingsStore
 from app.ui.background import Background
 from app.ui.chat_page import ChatPage
+from app.ui.compare_page import ComparePage
 from app.ui.discover_page import DiscoverPage
 from app.ui.downloads_page import DownloadsPage
 from app.ui.engine_bridge import EngineBridge
@@ -39,9 +42,11 @@ class Services:
     background: Background
     downloads: DownloadManager
     jobs: JobStore
+    comparisons: CompareStore
 
     def close(self) -> None:
         self.background.close()
+        self.comparisons.close()
         self.downloads.close()  # running downloads stop where they are and go on at the next start
         self.jobs.close()
         self.bridge.shutdown()
@@ -63,7 +68,10 @@ def build_window(paths: AppPaths, engine: Engine | None = None) -> tuple[MainWin
         lambda: Transfer(requests.Session(), hub_token(), stall_s=float(settings.download_stall_seconds)),
         settings.max_parallel_downloads,
     )
-    services = Services(settings_store, settings, chat_store, bridge, background, downloads, jobs)
+    comparisons = CompareStore(paths.data_dir / "compare.sqlite3")
+    services = Services(
+        settings_store, settings, chat_store, bridge, background, downloads, jobs, comparisons
+    )
 
     def save() -> None:
         settings_store.save(settings)
@@ -96,10 +104,20 @@ def build_window(paths: AppPaths, engine: Engine | None = None) -> tuple[MainWin
         hide,
     )
     downloads_page = DownloadsPage(downloads)
+
+    def open_as_chat(title: str, system: str, messages: list[ChatMessage]) -> None:
+        conversation = chat_store.create_conversation(title, system)
+        for message in messages:
+            chat_store.add_message(conversation, message.role, message.content)
+        window.show_conversation(conversation)
+
+    compare = ComparePage(paths, comparisons, open_as_chat)
     models.library_changed.connect(chat.set_library)
+    models.library_changed.connect(compare.set_library)
     downloads_page.finished_one.connect(models.rescan)
-    pages = {"discover": discover, "models": models, "downloads": downloads_page}
+    pages = {"discover": discover, "models": models, "downloads": downloads_page, "compare": compare}
     window = MainWindow(chat, bridge, settings, settings_store, pages)
+    window.closing.connect(compare.shutdown)
     models.chat_requested.connect(window.chat_with)
     models.rescan()  # off the GUI thread: start-up does not wait for it
     if chat_store.moved_aside is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, Qt, QTimer, Slot
+from PySide6.QtCore import QByteArray, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QListWidget, QMainWindow, QStackedWidget, QWidget
 
@@ -31,6 +31,8 @@ def _engine_rss(pid: int | None) -> int | None:
 
 
 class MainWindow(QMainWindow):
+    closing = Signal()  # pages with work on threads of their own stop it
+
     def __init__(
         self,
         chat: ChatPage,
@@ -47,7 +49,6 @@ class MainWindow(QMainWindow):
         self.settings = settings
         self.settings_store = store
 
-        # Compare arrives with the issue that builds it.
         self.pages: dict[str, QWidget] = {"chat": chat, **more_pages}
         self.navigation = named(QListWidget(), "navigation")  # a fixed list of pages, not data
         self.navigation.setAccessibleName("Pages")
@@ -91,6 +92,11 @@ class MainWindow(QMainWindow):
         else:
             self.resize(1200, 780)
 
+    def show_conversation(self, conversation_id: int) -> None:
+        self.navigation.setCurrentRow(list(self.pages).index("chat"))
+        self.chat.conversations.refresh()
+        self.chat.open_conversation(conversation_id)
+
     def chat_with(self, entry: LibraryEntry) -> None:
         self.navigation.setCurrentRow(list(self.pages).index("chat"))
         self.chat.chat_with(entry)
@@ -107,6 +113,7 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event: QCloseEvent) -> None:
         self.status_timer.stop()
+        self.closing.emit()
         self.chat.shutdown()
         self.settings.window_geometry = bytes(self.saveGeometry().toBase64().data()).decode()
         self.settings_store.save(self.settings)

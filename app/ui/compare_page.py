@@ -1,0 +1,444 @@
+"""The Compare page: 2 to 4 local models, one prompt, columns that stream side by side, numbers and charts,
+blind votes into a local Elo leaderboard, saved runs that reopen and export, and any column as a chat.
+
+The comparison runs on a thread of its own; its updates reach the window through a queued signal and are
+drawn at most 10 times a second.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, QTimer, Signal, Slot
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFrame,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QPushButton,
+    QScrollArea,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.compare.elo import leaderboard
+from app.compare.report import to_html, to_json
+from app.compare.runner import FAIR, MAX_MODELS, MIN_MODELS, PARALLEL, Column, CompareSettings, Comparison
+from app.compare.store import CompareStore, SavedRun
+from app.errors import AppError
+from app.library.scan import LibraryEntry
+from app.paths import AppPaths
+from app.runtime.memory import gb
+from app.runtime.protocol import LoadParams, SamplingParams
+from app.runtime.templates import ChatMessage
+from app.settings import write_atomic
+from app.ui.charts import ChartPanel
+from app.ui.safe_markdown import SafeMarkdownView
+from app.ui.widgets import named
+
+REDRAW_MS = 100
+VOTES = (("A is better", "a"), ("B is better", "b"), ("Tie", "tie"), ("Both are bad", "both_bad"))
+OpenAsChat = Callable[[str, str, list[ChatMessage]], None]  # title, system prompt, messages
+
+
+class ColumnView(QFrame):
+    def __init__(self, number: int, open_as_chat: Callable[[int], None]) -> None:
+        super().__init__()
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        self.setObjectName(f"compareColumn{number}")
+        self.title = named(QLabel(""), f"columnTitle{number}")
+        self.title.setTextFormat(Qt.TextFormat.PlainText)
+        font = self.title.font()
+        font.setBold(True)
+        self.title.setFont(font)
+        self.numbers = named(QLabel(""), f"columnNumbers{number}")
+        self.numbers.setTextFormat(Qt.TextFormat.PlainText)
+        self.numbers.setWordWrap(True)
+        self.text = named(SafeMarkdownView(), f"columnText{number}")
+        self.chat_button = named(QPushButton("Open as chat"), f"openAsChat{number}")
+        self.chat_button.clicked.connect(lambda: open_as_chat(number))
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.title)
+        layout.addWidget(self.numbers)
+        layout.addWidget(self.text, 1)
+        layout.addWidget(self.chat_button)
+
+    def show_column(self, label: str, column: Column) -> None:
+        self.title.setText(label)
+        if column.error:
+            self.numbers.setText(f"failed: {column.error}")
+        elif column.state == "done":
+            c = column
+            speeds = f"{c.tokens_per_s:.1f} tok/s · prompt {c.prompt_tokens_per_s:.0f} tok/s"
+            times = f"first token {c.ttft_ms:.0f} ms · {c.completion_tokens} tokens · load {c.load_ms:.0f} ms"
+            self.numbers.setText(f"{speeds} · {times} · peak {gb(c.peak_memory_bytes)} · {c.finish_reason}")
+        else:
+            self.numbers.setText(column.state + "…")
+        self.text.show_markdown(column.text or "")
+        self.chat_button.setEnabled(column.state == "done")
+
+
+class ComparePage(QWidget):
+    _changed = Signal(int, object)  # column index, a copy of the column (from the comparison's thread)
+    _finished = Signal(object)  # AppError or None
+
+    def __init__(self, paths: AppPaths, store: CompareStore, open_as_chat: OpenAsChat) -> None:
+        super().__init__()
+        self.paths, self.store, self.open_as_chat = paths, store, open_as_chat
+        self.comparison: Comparison | None = None
+        self.worker: threading.Thread | None = None
+        self.run_id: int | None = None
+        self.order: list[int] = []  # display position -> column index (shuffled in blind mode)
+        self.blind_revealed = True
+        self.snapshots: dict[int, Column] = {}
+        self._build()
+        self.redraw = QTimer(self, singleShot=True, interval=REDRAW_MS)
+        self.redraw.timeout.connect(self._draw_columns)
+        self._changed.connect(self._on_changed)
+        self._finished.connect(self._on_finished)
+        self._show_leaderboard()
+        self._list_runs()
+
+    # --- layout ------------------------------------------------------------------------------------
+    def _build(self) -> None:
+        self.pickers: list[QComboBox] = []
+        self.contexts: list[QSpinBox] = []
+        models = QGridLayout()
+        for number in range(MAX_MODELS):
+            picker = named(QComboBox(), f"compareModel{number}")
+            picker.setAccessibleName(f"Model {number + 1}")
+            picker.addItem("(none)" if number >= MIN_MODELS else "Choose a model", None)
+            picker.setMinimumWidth(260)
+            context = named(
+                QSpinBox(minimum=256, maximum=1 << 20, singleStep=1024, value=2048), f"compareCtx{number}"
+            )
+            context.setToolTip("Context length for this model")
+            models.addWidget(QLabel(f"Model {number + 1}"), number // 2, (number % 2) * 4)
+            models.addWidget(picker, number // 2, (number % 2) * 4 + 1)
+            models.addWidget(QLabel("context"), number // 2, (number % 2) * 4 + 2)
+            models.addWidget(context, number // 2, (number % 2) * 4 + 3)
+            self.pickers.append(picker)
+            self.contexts.append(context)
+        self.prompt = named(QPlainTextEdit(placeholderText="One prompt for every model"), "comparePrompt")
+        self.prompt.setMaximumHeight(70)
+        self.system = named(QLineEdit(placeholderText="System prompt (optional)"), "compareSystem")
+        self.temperature = named(
+            QDoubleSpinBox(minimum=0.0, maximum=2.0, singleStep=0.1, value=0.0), "compareTemp"
+        )
+        self.seed = named(QSpinBox(minimum=0, maximum=2**31 - 1, value=42), "compareSeed")
+        self.max_tokens = named(QSpinBox(minimum=1, maximum=32768, value=256), "compareMaxTokens")
+        self.mode = named(QComboBox(), "compareMode")
+        self.mode.addItem("Fair: one model at a time", FAIR)
+        self.mode.addItem("Parallel: all at once", PARALLEL)
+        self.blind = named(QCheckBox("Blind (hide the names until I vote)"), "compareBlind")
+        self.run_button = named(QPushButton("Run"), "compareRun")
+        self.run_button.clicked.connect(self.run)
+        self.stop_button = named(QPushButton("Stop"), "compareStop")
+        self.stop_button.clicked.connect(self.stop)
+        self.stop_button.setEnabled(False)
+        settings = QHBoxLayout()
+        for label, widget in (
+            ("Temperature", self.temperature),
+            ("Seed", self.seed),
+            ("Max tokens", self.max_tokens),
+        ):
+            settings.addWidget(QLabel(label))
+            settings.addWidget(widget)
+        settings.addWidget(self.mode)
+        settings.addWidget(self.blind)
+        settings.addStretch(1)
+        settings.addWidget(self.run_button)
+        settings.addWidget(self.stop_button)
+        self.message = named(QLabel(""), "compareMessage")
+        self.message.setTextFormat(Qt.TextFormat.PlainText)
+        self.message.setWordWrap(True)
+
+        self.column_views = [ColumnView(n, self._open_column_as_chat) for n in range(MAX_MODELS)]
+        columns = QHBoxLayout()
+        for view in self.column_views:
+            columns.addWidget(view)
+            view.hide()
+        self.vote_bar = named(QWidget(), "voteBar")
+        votes = QHBoxLayout(self.vote_bar)
+        votes.setContentsMargins(0, 0, 0, 0)
+        votes.addWidget(QLabel("Your verdict:"))
+        self.vote_buttons: dict[str, QPushButton] = {}
+        for label, outcome in VOTES:
+            button = named(QPushButton(label), f"vote_{outcome}")
+            button.clicked.connect(lambda _=False, chosen=outcome: self.vote(chosen))
+            votes.addWidget(button)
+            self.vote_buttons[outcome] = button
+        votes.addStretch(1)
+        self.vote_bar.hide()
+        self.charts = ChartPanel()
+        self.charts.hide()
+        self.board = named(QTableWidget(0, 4), "leaderboard")
+        self.board.setHorizontalHeaderLabels(["Model", "Elo", "± (95 %)", "Votes"])
+        self.board.verticalHeader().hide()
+        self.board.setMaximumHeight(140)
+        self.board.horizontalHeader().setStretchLastSection(True)
+        self.runs = named(QComboBox(), "savedRuns")
+        self.runs.setMinimumWidth(320)
+        reopen = named(QPushButton("Reopen"), "reopenRun")
+        reopen.clicked.connect(lambda: self.reopen(self.runs.currentData()))
+        export_html = named(QPushButton("Export HTML…"), "exportHtml")
+        export_html.clicked.connect(lambda: self._choose_export("html"))
+        export_json = named(QPushButton("Export JSON…"), "exportJson")
+        export_json.clicked.connect(lambda: self._choose_export("json"))
+        saved = QHBoxLayout()
+        saved.addWidget(QLabel("Saved runs"))
+        saved.addWidget(self.runs)
+        saved.addWidget(reopen)
+        saved.addStretch(1)
+        saved.addWidget(export_html)
+        saved.addWidget(export_json)
+
+        content = QWidget()
+        layout = QVBoxLayout(content)
+        layout.addLayout(models)
+        layout.addWidget(self.prompt)
+        layout.addWidget(self.system)
+        layout.addLayout(settings)
+        layout.addWidget(self.message)
+        layout.addLayout(columns, 3)
+        layout.addWidget(self.vote_bar)
+        layout.addWidget(self.charts, 2)
+        layout.addWidget(QLabel("Leaderboard (blind votes)"))
+        layout.addWidget(self.board)
+        layout.addLayout(saved)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(content)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
+
+    def set_library(self, entries: list[LibraryEntry]) -> None:
+        usable = [e for e in entries if not e.problem]
+        for picker in self.pickers:
+            for entry in usable:
+                if picker.findData(str(entry.path)) < 0:
+                    picker.addItem(entry.id, str(entry.path))
+
+    # --- running -----------------------------------------------------------------------------------
+    def chosen(self) -> list[LoadParams]:
+        return [
+            LoadParams(Path(picker.currentData()), n_ctx=context.value())
+            for picker, context in zip(self.pickers, self.contexts, strict=True)
+            if picker.currentData()
+        ]
+
+    @Slot()
+    def run(self) -> None:
+        """Start a new comparison, or (same models, a run on screen) a follow-up turn."""
+        prompt = self.prompt.toPlainText().strip()
+        if self.worker is not None or not prompt:
+            return
+        models = self.chosen()
+        follow_up = self.comparison is not None and [c.params for c in self.comparison.columns] == models
+        try:
+            if not follow_up:
+                settings = CompareSettings(
+                    system=self.system.text(),
+                    sampling=SamplingParams(temperature=self.temperature.value(), seed=self.seed.value()),
+                    max_tokens=self.max_tokens.value(),
+                    mode=str(self.mode.currentData()),
+                )
+                self.comparison = Comparison(self.paths, models, settings)
+                self.run_id = None
+                self.order = list(range(len(models)))
+                self.blind_revealed = not self.blind.isChecked()
+                if not self.blind_revealed:
+                    random.shuffle(self.order)
+            assert self.comparison is not None
+            if self.comparison.settings.mode == PARALLEL:
+                self.comparison.check_parallel()
+        except AppError as exc:
+            self.message.setText(exc.user_message)
+            return
+        self.message.setText(
+            "Running" + (" (a follow-up: each model keeps its own conversation)" if follow_up else "")
+        )
+        self.snapshots = {}
+        self.vote_bar.hide()
+        self.charts.hide()
+        for position, view in enumerate(self.column_views):
+            view.setVisible(position < len(models))
+        comparison = self.comparison
+        self.worker = threading.Thread(
+            target=self._work, args=(comparison, prompt), name="compare", daemon=True
+        )
+        self.run_button.setEnabled(False)
+        self.stop_button.setEnabled(True)
+        self.worker.start()
+
+    def _work(self, comparison: Comparison, prompt: str) -> None:
+        def changed(index: int, column: Column) -> None:
+            self._changed.emit(index, replace(column, tokens_over_time=list(column.tokens_over_time)))
+
+        try:
+            comparison.turn(prompt, changed)
+            self._finished.emit(None)
+        except AppError as exc:
+            self._finished.emit(exc)
+
+    @Slot()
+    def stop(self) -> None:
+        if self.comparison is not None:
+            self.comparison.stop()
+
+    @Slot(int, object)
+    def _on_changed(self, index: int, column: Column) -> None:
+        self.snapshots[index] = column
+        if not self.redraw.isActive():
+            self.redraw.start()
+
+    def label(self, index: int) -> str:
+        position = self.order.index(index) if index in self.order else index
+        if not self.blind_revealed:
+            return "ABCD"[position]
+        column = self.comparison.columns[index] if self.comparison else None
+        name = (column.name or column.params.model_path.name) if column else "?"
+        return f"{'ABCD'[position]}: {name}" if self.blind.isChecked() else name
+
+    @Slot()
+    def _draw_columns(self) -> None:
+        for index, column in self.snapshots.items():
+            self.column_views[self.order.index(index)].show_column(self.label(index), column)
+
+    @Slot(object)
+    def _on_finished(self, error: AppError | None) -> None:
+        self.worker = None
+        self.run_button.setEnabled(True)
+        self.stop_button.setEnabled(False)
+        comparison = self.comparison
+        if comparison is None:
+            return
+        if error is not None:
+            self.message.setText(error.user_message)
+        self.snapshots = dict(enumerate(comparison.columns))
+        self._draw_columns()
+        try:
+            self.run_id = self.store.save_run(
+                comparison.turns[0][0]["prompt"], comparison.data(), self.run_id
+            )
+        except (OSError, IndexError) as exc:
+            self.message.setText(f"The run could not be saved: {exc}")
+        failed = sum(1 for c in comparison.columns if c.error)
+        self.message.setText(f"Done ({failed} failed)." if failed else "Done.")
+        self._show_charts()
+        self.vote_bar.setVisible(not self.blind_revealed and len(comparison.columns) == 2)
+        self._list_runs()
+
+    def _show_charts(self) -> None:
+        if self.comparison is None:
+            return
+        ordered = [self.comparison.columns[i] for i in self.order]
+        self.charts.show_columns([self.label(i) for i in self.order], ordered)
+        self.charts.show()
+
+    # --- votes, runs, export -----------------------------------------------------------------------
+    def vote(self, outcome: str) -> None:
+        """A blind verdict on A versus B; then the names are shown."""
+        if self.comparison is None or self.blind_revealed or len(self.comparison.columns) != 2:
+            return
+        a, b = (self.comparison.columns[i] for i in self.order)
+        self.store.vote(
+            self.run_id, a.name or a.params.model_path.name, b.name or b.params.model_path.name, outcome
+        )
+        self.blind_revealed = True
+        self.vote_bar.hide()
+        self.snapshots = dict(enumerate(self.comparison.columns))
+        self._draw_columns()
+        self._show_charts()
+        self._show_leaderboard()
+        self.message.setText(
+            f"Thank you: A was {self.label(self.order[0])}, B was {self.label(self.order[1])}."
+        )
+
+    def _show_leaderboard(self) -> None:
+        standings = leaderboard(self.store.votes())
+        self.board.setRowCount(len(standings))
+        for row, standing in enumerate(standings):
+            for column, value in enumerate(
+                (standing.model, f"{standing.rating:.0f}", f"{standing.interval:.0f}", str(standing.votes))
+            ):
+                self.board.setItem(row, column, QTableWidgetItem(value))
+
+    def _list_runs(self) -> None:
+        self.runs.clear()
+        for saved in self.store.runs():
+            models = " vs ".join(c.get("model", "?") for c in saved.data.get("columns", []))
+            self.runs.addItem(f"#{saved.id} {saved.prompt[:40]} ({models})", saved.id)
+
+    def reopen(self, run_id: Any) -> None:
+        saved = self.store.run(int(run_id)) if run_id is not None else None
+        if saved is None:
+            return
+        columns = []
+        for data in saved.data.get("columns", []):
+            last = data["turns"][-1]
+            metrics = last["metrics"]
+            column = Column(
+                LoadParams(Path(data["path"])), name=data["model"], text=last["text"], error=last["error"]
+            )
+            for key in ("load_ms", "ttft_ms", "prompt_tokens_per_s", "tokens_per_s", "prompt_tokens",
+                        "completion_tokens", "peak_memory_bytes", "finish_reason"):  # fmt: skip
+                setattr(column, key, metrics.get(key, getattr(column, key)))
+            column.state = "failed" if last["error"] else "done"
+            columns.append(column)
+        self.comparison = None  # a saved run is read-only: Run starts a new one
+        self.run_id = saved.id
+        self.order = list(range(len(columns)))
+        self.blind_revealed = True
+        self.prompt.setPlainText(saved.prompt)
+        for position, view in enumerate(self.column_views):
+            view.setVisible(position < len(columns))
+            if position < len(columns):
+                view.show_column(columns[position].name, columns[position])
+        self.charts.show_columns([c.name for c in columns], columns)
+        self.charts.show()
+        self.message.setText(f"Run #{saved.id} (saved).")
+
+    def _choose_export(self, kind: str) -> None:
+        if self.run_id is None:
+            return
+        name, _ = QFileDialog.getSaveFileName(self, "Export comparison", f"comparison-{self.run_id}.{kind}")
+        if name:
+            self.export(Path(name), kind)
+
+    def export(self, path: Path, kind: str) -> None:
+        saved: SavedRun | None = self.store.run(self.run_id) if self.run_id is not None else None
+        if saved is None:
+            return
+        text = to_html(saved, self.charts.images()) if kind == "html" else to_json(saved)
+        try:
+            write_atomic(path, text.encode("utf-8"))
+        except OSError as exc:
+            self.message.setText(str(exc))
+
+    def _open_column_as_chat(self, position: int) -> None:
+        if self.comparison is None or position >= len(self.order):
+            return
+        column = self.comparison.columns[self.order[position]]
+        title = f"{column.name}: {column.messages[0].content[:40]}" if column.messages else column.name
+        self.open_as_chat(title, self.comparison.settings.system, list(column.messages))
+
+    def shutdown(self) -> None:
+        self.stop()
+        if self.worker is not None:
+            self.worker.join(30)
