@@ -29,6 +29,7 @@ bench: sysdeps $(STAMP)
 	LLAMA_FLAGS="$(LLAMA_FLAGS)" $(BIN)/python -m bench.run
 	QT_QPA_PLATFORM=$${QT_QPA_PLATFORM:-offscreen} $(BIN)/python -m bench.gui_heartbeat
 	$(BIN)/python -m bench.downloads
+	$(BIN)/python -m bench.compare
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -242,7 +242,7 @@ class LlamaSession:
         chain = ll.llama_sampler_chain_init(ll.llama_sampler_chain_default_params())
         greedy = params.temperature <= 0
         stages = []
-        if not greedy and params.top_k > 0:
+        if params.top_k > 0:  # greedy too: the penalty then looks at k candidates, not 49k-262k
             stages.append(ll.llama_sampler_init_top_k(params.top_k))
         if params.repeat_penalty != 1.0:
             stages.append(
