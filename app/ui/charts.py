@@ -47,16 +47,18 @@ class ChartPanel(QWidget):
         self.views: dict[str, QChartView] = {}
 
     def show_columns(self, labels: list[str], columns: list[Column]) -> None:
-        while self.grid.count():
-            item = self.grid.takeAt(0)
-            if item is not None and item.widget() is not None:
-                item.widget().deleteLater()  # type: ignore[union-attr]
+        for view in self.views.values():  # off the grid now, deleted later
+            self.grid.removeWidget(view)
+            view.hide()
+            view.deleteLater()
         self.views.clear()
+        for place in range(3):
+            self.grid.setColumnStretch(place, 1)
         dark = self.palette().color(QPalette.ColorRole.Window).lightness() < 128
         for number, (title, value) in enumerate(BARS):
             bars = QBarSet(title)
             for column in columns:
-                bars.append(float(value(column)))
+                bars.append(round(float(value(column)), 1))
             series = QBarSeries()
             series.append(bars)
             series.setLabelsVisible(True)
@@ -69,6 +71,7 @@ class ChartPanel(QWidget):
             series.attachAxis(names)
             amounts = QValueAxis()
             amounts.setRange(0, max([float(value(c)) for c in columns] + [1.0]) * 1.15)
+            amounts.setLabelFormat("%.0f")
             chart.addAxis(amounts, Qt.AlignmentFlag.AlignLeft)
             series.attachAxis(amounts)
             self._place(title, _view(chart, dark), number // 2, number % 2)
@@ -90,6 +93,8 @@ class ChartPanel(QWidget):
             line.attachAxis(token_axis)
         time_axis.setRange(0, longest)
         token_axis.setRange(0, most)
+        time_axis.setLabelFormat("%.0f")
+        token_axis.setLabelFormat("%.0f")
         self._place(chart.title(), _view(chart, dark, legend=True), 0, 2, rows=2)
 
     def _place(self, title: str, view: QChartView, row: int, column: int, rows: int = 1) -> None:

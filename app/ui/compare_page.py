@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
     QFrame,
     QGridLayout,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QLineEdit,
     QPlainTextEdit,
@@ -104,6 +105,7 @@ class ComparePage(QWidget):
         self.run_id: int | None = None
         self.order: list[int] = []  # display position -> column index (shuffled in blind mode)
         self.blind_revealed = True
+        self.blind_chosen = False  # whether the comparison on screen was started blind
         self.snapshots: dict[int, Column] = {}
         self._build()
         self.redraw = QTimer(self, singleShot=True, interval=REDRAW_MS)
@@ -190,7 +192,7 @@ class ComparePage(QWidget):
         self.board.setHorizontalHeaderLabels(["Model", "Elo", "± (95 %)", "Votes"])
         self.board.verticalHeader().hide()
         self.board.setMaximumHeight(140)
-        self.board.horizontalHeader().setStretchLastSection(True)
+        self.board.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         self.runs = named(QComboBox(), "savedRuns")
         self.runs.setMinimumWidth(320)
         reopen = named(QPushButton("Reopen"), "reopenRun")
@@ -249,16 +251,24 @@ class ComparePage(QWidget):
         if self.worker is not None or not prompt:
             return
         models = self.chosen()
-        follow_up = self.comparison is not None and [c.params for c in self.comparison.columns] == models
+        settings = CompareSettings(
+            system=self.system.text(),
+            sampling=SamplingParams(temperature=self.temperature.value(), seed=self.seed.value()),
+            max_tokens=self.max_tokens.value(),
+            mode=str(self.mode.currentData()),
+        )
+        # The same models, settings and blindness: the next turn of this comparison; anything else: a new one.
+        previous = self.comparison
+        follow_up = (
+            previous is not None
+            and [c.params for c in previous.columns] == models
+            and previous.settings == settings
+            and self.blind_chosen == self.blind.isChecked()
+        )
         try:
             if not follow_up:
-                settings = CompareSettings(
-                    system=self.system.text(),
-                    sampling=SamplingParams(temperature=self.temperature.value(), seed=self.seed.value()),
-                    max_tokens=self.max_tokens.value(),
-                    mode=str(self.mode.currentData()),
-                )
                 self.comparison = Comparison(self.paths, models, settings)
+                self.blind_chosen = self.blind.isChecked()
                 self.run_id = None
                 self.order = list(range(len(models)))
                 self.blind_revealed = not self.blind.isChecked()
