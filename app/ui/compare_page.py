@@ -87,6 +87,12 @@ class ColumnView(QFrame):
             speeds = f"{c.tokens_per_s:.1f} tok/s · prompt {c.prompt_tokens_per_s:.0f} tok/s"
             times = f"first token {c.ttft_ms:.0f} ms · {c.completion_tokens} tokens · load {c.load_ms:.0f} ms"
             self.numbers.setText(f"{speeds} · {times} · peak {gb(c.peak_memory_bytes)} · {c.finish_reason}")
+        elif column.tokens_over_time:  # live: tokens so far and the speed since the first one
+            (first_ms, first), (ms, tokens) = column.tokens_over_time[0], column.tokens_over_time[-1]
+            speed = (tokens - first) / ((ms - first_ms) / 1000) if ms > first_ms else 0.0
+            self.numbers.setText(
+                f"answering… {tokens} tokens · {speed:.1f} tok/s · first token {first_ms:.0f} ms"
+            )
         else:
             self.numbers.setText(column.state + "…")
         self.text.show_markdown(column.text or "")
