@@ -144,6 +144,7 @@ class ChatPage(QWidget):
         self.reply_parts: list[str] = []
         self.reply_preset = ""
         self.editing: Message | None = None  # the message being edited, resent as a new version
+        self.closed = False
         self.last_checkpoint = 0.0
         self.deleted: ConversationExport | None = None  # the last deleted chat, for Undo
         self._build()
@@ -788,7 +789,9 @@ class ChatPage(QWidget):
             self.bridge.stop(self.request_id)
             self._finish_reply("stopped", {})
         self.render_timer.stop()
-        self.render_timer.timeout.disconnect(self._render)
+        if not self.closed:  # a window can be closed twice
+            self.render_timer.timeout.disconnect(self._render)
+        self.closed = True
 
 
 def _stats_dict(stats: ReplyStats, model: LoadedModel | None, preset: str) -> dict[str, Any]:
