@@ -63,6 +63,11 @@ class AppPaths:
         return self.data_dir / "downloads.sqlite3"
 
     @property
+    def token_file(self) -> Path:
+        """The Hub token, only where there is no keyring and the user agreed to a plain file."""
+        return self.config_dir / "hub-token"
+
+    @property
     def log_file(self) -> Path:
         return self.logs_dir / "hubside.log"
 

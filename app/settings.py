@@ -38,6 +38,9 @@ class Settings:
     default_gpu_layers: int | None = None  # None: decide from the memory estimate
     threads: int | None = None  # None: physical cores
     flash_attention: bool = True
+    theme: str = "system"  # system, light, dark
+    welcomed: bool = False  # the first-run welcome was shown
+    crashed_models: list[str] = field(default_factory=list)  # loads that took the engine down
     last_page: str = "chat"
     recent_models: list[str] = field(default_factory=list)
     hidden_models: list[str] = field(default_factory=list)  # found-in-place files the user removed

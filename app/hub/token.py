@@ -1,9 +1,13 @@
-"""The Hub token: from HF_TOKEN or huggingface_hub's own login, else the one the user gave Hubside, which
-lives in the OS keyring (never in our settings file, never in a log)."""
+"""The Hub token: from HF_TOKEN or huggingface_hub's own login, else the one the user gave Hubside, kept in
+the OS keyring (never in our settings file, never in a log). Where there is no keyring, and only if the user
+agreed, a file readable by the user alone (`token_file`) holds it."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+from pathlib import Path
 
 from huggingface_hub import get_token
 
@@ -14,31 +18,54 @@ KEYRING_SERVICE = "hubside"
 KEYRING_USER = "huggingface-token"
 
 
-def hub_token() -> str | None:
+class NoKeyring(AppError):
+    def __init__(self, reason: str) -> None:
+        super().__init__(
+            ErrorKind.SETTINGS,
+            "This system has no keyring to keep the token in; set the HF_TOKEN environment variable instead.",
+            reason,
+        )
+
+
+def hub_token(token_file: Path | None = None) -> str | None:
     token = get_token()  # HF_TOKEN, then huggingface_hub's stored login
     if token:
         return token
     try:
         import keyring
 
-        return keyring.get_password(KEYRING_SERVICE, KEYRING_USER) or None
-    except Exception as exc:  # no keyring on this system: the same as no token
+        stored = keyring.get_password(KEYRING_SERVICE, KEYRING_USER)
+        if stored:
+            return stored
+    except Exception as exc:  # no keyring on this system: look for the file the user agreed to
         log.info("no keyring: %s", type(exc).__name__)
-        return None
+    if token_file is not None and token_file.is_file():
+        return token_file.read_text(encoding="utf-8").strip() or None
+    return None
 
 
-def save_token(token: str) -> None:
-    """Keep the token in the OS keyring ("" forgets it)."""
+def save_token(token: str, token_file: Path | None = None) -> None:
+    """Keep the token in the OS keyring ("" forgets it). With `token_file` (the user agreed to a plain
+    file), a system without a keyring keeps it there, readable by this user only."""
     try:
         import keyring
 
         if token:
             keyring.set_password(KEYRING_SERVICE, KEYRING_USER, token)
         else:
-            keyring.delete_password(KEYRING_SERVICE, KEYRING_USER)
+            with contextlib.suppress(keyring.errors.PasswordDeleteError):
+                keyring.delete_password(KEYRING_SERVICE, KEYRING_USER)
+        if token_file is not None:
+            token_file.unlink(missing_ok=True)
+        return
     except Exception as exc:
-        raise AppError(
-            ErrorKind.SETTINGS,
-            "This system has no keyring to keep the token in; set the HF_TOKEN environment variable instead.",
-            type(exc).__name__,
-        ) from exc
+        if token_file is None:
+            raise NoKeyring(type(exc).__name__) from exc
+    token_file.parent.mkdir(parents=True, exist_ok=True)
+    if not token:
+        token_file.unlink(missing_ok=True)
+        return
+    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(token)
+    token_file.chmod(0o600)

@@ -1,0 +1,214 @@
+"""The settings dialog. OK writes the settings file and hands the new settings to `apply`, which puts them
+into effect at once (no restart): the chat's load defaults, the download queue, the library, the theme."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from PySide6.QtGui import QColor, QPalette
+from PySide6.QtWidgets import (
+    QApplication,
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QPlainTextEdit,
+    QPushButton,
+    QSpinBox,
+    QWidget,
+)
+
+from app.errors import AppError
+from app.hub.token import save_token
+from app.settings import Settings
+from app.ui.widgets import named
+
+THEMES = ("system", "light", "dark")
+_SYSTEM_STYLE: list[str] = []  # the style Qt chose at start, for "system"
+
+
+def apply_theme(theme: str) -> None:
+    """Light or dark Fusion palettes, or back to what the system gave."""
+    app = QApplication.instance()
+    if not isinstance(app, QApplication):
+        return
+    if not _SYSTEM_STYLE:
+        _SYSTEM_STYLE.append(app.style().name())
+    if theme == "system":
+        app.setStyle(_SYSTEM_STYLE[0])
+        app.setPalette(app.style().standardPalette())
+        return
+    app.setStyle("Fusion")
+    palette = app.style().standardPalette()
+    if theme == "dark":
+        for role, colour in (
+            (QPalette.ColorRole.Window, "#2b2b2b"), (QPalette.ColorRole.WindowText, "#e6e6e6"),
+            (QPalette.ColorRole.Base, "#1f1f1f"), (QPalette.ColorRole.AlternateBase, "#2b2b2b"),
+            (QPalette.ColorRole.Text, "#e6e6e6"), (QPalette.ColorRole.Button, "#353535"),
+            (QPalette.ColorRole.ButtonText, "#e6e6e6"), (QPalette.ColorRole.Highlight, "#3d7bd9"),
+            (QPalette.ColorRole.HighlightedText, "#ffffff"), (QPalette.ColorRole.Link, "#7fb0ff"),
+            (QPalette.ColorRole.ToolTipBase, "#353535"), (QPalette.ColorRole.ToolTipText, "#e6e6e6"),
+            (QPalette.ColorRole.PlaceholderText, "#8a8a8a"),
+        ):  # fmt: skip
+            palette.setColor(role, QColor(colour))
+    app.setPalette(palette)
+
+
+class SettingsDialog(QDialog):
+    def __init__(
+        self,
+        settings: Settings,
+        default_models_dir: Path,
+        token_file: Path,
+        apply: Callable[[Settings], None],
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.setObjectName("settingsDialog")
+        self.setWindowTitle("Settings")
+        self.settings, self.apply = settings, apply
+        self.default_models_dir, self.token_file = default_models_dir, token_file
+        self.models_dir = named(QLineEdit(), "settingsModelsDir")
+        browse = named(QPushButton("Choose…"), "settingsBrowse")
+        browse.clicked.connect(self._choose_models_dir)
+        models_row = QHBoxLayout()
+        models_row.addWidget(self.models_dir, 1)
+        models_row.addWidget(browse)
+        self.extra_dirs = named(QPlainTextEdit(), "settingsExtraDirs")
+        self.extra_dirs.setPlaceholderText(
+            "One folder per line (LM Studio's and the HF cache are found anyway)"
+        )
+        self.extra_dirs.setMaximumHeight(70)
+        self.context = named(QSpinBox(minimum=256, maximum=1 << 20, singleStep=1024), "settingsContext")
+        self.threads = named(QSpinBox(minimum=0, maximum=256), "settingsThreads")
+        self.threads.setSpecialValueText("auto (physical cores)")
+        self.gpu_policy = named(QComboBox(), "settingsGpuPolicy")
+        for label, value in (("CPU only", 0), ("As many layers as fit (auto)", -1), ("A fixed number", 1)):
+            self.gpu_policy.addItem(label, value)
+        self.gpu_layers = named(QSpinBox(minimum=1, maximum=999), "settingsGpuLayers")
+        self.gpu_policy.currentIndexChanged.connect(self._policy_changed)
+        gpu_row = QHBoxLayout()
+        gpu_row.addWidget(self.gpu_policy, 1)
+        gpu_row.addWidget(self.gpu_layers)
+        self.flash_attention = named(QCheckBox("Use flash attention"), "settingsFlashAttention")
+        self.parallel = named(QSpinBox(minimum=1, maximum=8), "settingsParallel")
+        self.token = named(QLineEdit(), "settingsToken")
+        self.token.setEchoMode(QLineEdit.EchoMode.Password)
+        self.token.setPlaceholderText("Leave empty to keep the current one")
+        self.forget_token = named(QCheckBox("Forget the saved token"), "settingsForgetToken")
+        self.theme = named(QComboBox(), "settingsTheme")
+        self.theme.addItems(THEMES)
+        form = QFormLayout()
+        form.addRow("Models folder", models_row)
+        form.addRow("Other model folders", self.extra_dirs)
+        form.addRow("Default context length", self.context)
+        form.addRow("CPU threads", self.threads)
+        form.addRow("GPU layers", gpu_row)
+        form.addRow("", self.flash_attention)
+        form.addRow("Downloads at once", self.parallel)
+        form.addRow("Hugging Face token", self.token)
+        form.addRow("", self.forget_token)
+        form.addRow("Theme", self.theme)
+        self.problem = named(QLabel(""), "settingsProblem")
+        self.problem.setWordWrap(True)
+        form.addRow(self.problem)
+        buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
+        )
+        reset = buttons.addButton("Reset to defaults", QDialogButtonBox.ButtonRole.ResetRole)
+        reset.setObjectName("settingsReset")
+        reset.clicked.connect(lambda: self.show_values(Settings()))
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+        self.setLayout(form)
+        self.show_values(settings)
+
+    def _policy_changed(self) -> None:
+        self.gpu_layers.setEnabled(self.gpu_policy.currentData() == 1)
+
+    def show_values(self, values: Settings) -> None:
+        self.models_dir.setText(values.models_dir or str(self.default_models_dir))
+        self.extra_dirs.setPlainText("\n".join(values.extra_model_dirs))
+        self.context.setValue(values.default_context_length)
+        self.threads.setValue(values.threads or 0)
+        layers = values.default_gpu_layers
+        self.gpu_policy.setCurrentIndex(0 if layers == 0 else 1 if layers is None else 2)
+        self.gpu_layers.setValue(layers if layers else 1)
+        self.gpu_layers.setEnabled(layers not in (0, None))
+        self.flash_attention.setChecked(values.flash_attention)
+        self.parallel.setValue(values.max_parallel_downloads)
+        self.theme.setCurrentText(values.theme if values.theme in THEMES else "system")
+
+    def _choose_models_dir(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Models folder", self.models_dir.text())
+        if folder:
+            self.models_dir.setText(folder)
+
+    def accept(self) -> None:
+        if self.save():
+            super().accept()
+
+    def save(self, move_files: bool | None = None) -> bool:
+        """Write the values into the settings and apply them; False (with a message) if something is wrong.
+        `move_files` answers "move the models to the new folder?" (None: ask)."""
+        token = self.token.text().strip()
+        if (token or self.forget_token.isChecked()) and not self._save_token(token):
+            return False
+        old_dir = Path(self.settings.models_dir) if self.settings.models_dir else self.default_models_dir
+        new_dir = Path(self.models_dir.text().strip() or self.default_models_dir).expanduser()
+        if new_dir != old_dir and old_dir.is_dir() and any(old_dir.iterdir()):
+            if move_files is None:
+                question = f"Move the models in {old_dir} to {new_dir}?"
+                answer = QMessageBox.question(self, "Models folder", question)
+                move_files = answer == QMessageBox.StandardButton.Yes
+            if move_files:
+                try:
+                    _move_contents(old_dir, new_dir)
+                except OSError as exc:
+                    self.problem.setText(f"The models could not be moved: {exc}")
+                    return False
+        s = self.settings
+        s.models_dir = None if new_dir == self.default_models_dir else str(new_dir)
+        s.extra_model_dirs = [
+            line.strip() for line in self.extra_dirs.toPlainText().splitlines() if line.strip()
+        ]
+        s.default_context_length = self.context.value()
+        s.threads = self.threads.value() or None
+        policy = self.gpu_policy.currentData()
+        s.default_gpu_layers = 0 if policy == 0 else None if policy == -1 else self.gpu_layers.value()
+        s.flash_attention = self.flash_attention.isChecked()
+        s.max_parallel_downloads = self.parallel.value()
+        s.theme = self.theme.currentText()
+        self.apply(s)
+        return True
+
+    def _save_token(self, token: str) -> bool:
+        try:
+            save_token(token)
+        except AppError:
+            answer = QMessageBox.question(
+                self,
+                "Hugging Face token",
+                "This system has no keyring. Keep the token in a file that only you can read "
+                f"({self.token_file})?",
+            )
+            if answer != QMessageBox.StandardButton.Yes:
+                self.problem.setText("The token was not saved (no keyring); you can set HF_TOKEN instead.")
+                return False
+            save_token(token, self.token_file)
+        return True
+
+
+def _move_contents(old: Path, new: Path) -> None:
+    new.mkdir(parents=True, exist_ok=True)
+    for item in old.iterdir():
+        shutil.move(str(item), str(new / item.name))
