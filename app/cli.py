@@ -42,7 +42,11 @@ def _print_paths(paths: AppPaths) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    link = (
+        arguments.pop(0) if arguments and arguments[0].startswith("hubside://") else None
+    )  # from the desktop
+    args = _build_parser().parse_args(arguments)
     try:
         paths = AppPaths.from_env().ensure()
     except OSError as exc:  # before logging exists: say it and stop
@@ -65,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return commands[args.command](args, paths)
         from app.ui.application import run_window  # Qt is loaded only when a window is wanted
 
-        return run_window(paths, sys.argv[:1])
+        return run_window(paths, sys.argv[:1], link)
     except KeyboardInterrupt:
         print("hubside: interrupted", file=sys.stderr)
         return 130

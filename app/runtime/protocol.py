@@ -24,13 +24,14 @@ class LoadParams:
     flash_attn: bool = True
     type_k: str = "f16"
     type_v: str = "f16"
+    max_auto_ctx: int = DEFAULT_MAX_CONTEXT  # the most an automatic context length may be (a setting)
     use_mmap: bool = True
     use_mlock: bool = False
     seed: int = 0xFFFFFFFF  # llama.cpp's "random"
 
     def context_for(self, header: GGUFHeader) -> int:
-        """The context length to load with: the one asked for, else the model's, at most 8192."""
-        return self.n_ctx or min(header.context_length or DEFAULT_MAX_CONTEXT, DEFAULT_MAX_CONTEXT)
+        """The context length to load with: the one asked for, else the model's, at most `max_auto_ctx`."""
+        return self.n_ctx or min(header.context_length or self.max_auto_ctx, self.max_auto_ctx)
 
 
 @dataclass(frozen=True)

@@ -26,11 +26,15 @@ from app.settings import Settings, SettingsStore
 from app.ui.background import Background
 from app.ui.chat_page import ChatPage
 from app.ui.compare_page import ComparePage
+from app.ui.crash import CrashReporter
 from app.ui.discover_page import DiscoverPage
 from app.ui.downloads_page import DownloadsPage
 from app.ui.engine_bridge import EngineBridge
 from app.ui.main_window import MainWindow
 from app.ui.models_page import ModelsPage
+from app.ui.settings_dialog import SettingsDialog, apply_theme
+from app.ui.single_instance import SingleInstance, hand_over
+from app.ui.welcome import WelcomeDialog
 
 
 @dataclass
@@ -60,12 +64,18 @@ def build_window(paths: AppPaths, engine: Engine | None = None) -> tuple[MainWin
     chat_store = ChatStore(paths.database_file)
     bridge = EngineBridge(engine or Engine(paths))
     background = Background()
-    models_dir = Path(settings.models_dir) if settings.models_dir else paths.models_dir
+
+    def models_dir() -> Path:  # the setting can change while the app runs
+        return Path(settings.models_dir) if settings.models_dir else paths.models_dir
+
+    def token() -> str | None:
+        return hub_token(paths.token_file)
+
     jobs = JobStore(paths.downloads_file)
     downloads = DownloadManager(
-        models_dir,
+        models_dir(),
         jobs,
-        lambda: Transfer(requests.Session(), hub_token(), stall_s=float(settings.download_stall_seconds)),
+        lambda: Transfer(requests.Session(), token(), stall_s=float(settings.download_stall_seconds)),
         settings.max_parallel_downloads,
     )
     comparisons = CompareStore(paths.data_dir / "compare.sqlite3")
@@ -77,6 +87,7 @@ def build_window(paths: AppPaths, engine: Engine | None = None) -> tuple[MainWin
         settings_store.save(settings)
 
     chat = ChatPage(chat_store, bridge, settings, save)
+    chat.apply_defaults(settings)
     hub_cache = paths.cache_dir / "hub"
 
     def download(client: HubClient, details: ModelDetails, variant: Variant) -> None:
@@ -84,7 +95,7 @@ def build_window(paths: AppPaths, engine: Engine | None = None) -> tuple[MainWin
             details.id, details.sha, variant.label, job_files(details, variant, client.api.endpoint)
         )
 
-    discover = DiscoverPage(lambda: HubClient(hub_cache, hub_token()), background, download)
+    discover = DiscoverPage(lambda: HubClient(hub_cache, token()), background, download)
 
     def add_folder(folder: str) -> None:
         if folder not in settings.extra_model_dirs:
@@ -96,9 +107,9 @@ def build_window(paths: AppPaths, engine: Engine | None = None) -> tuple[MainWin
         save()
 
     models = ModelsPage(
-        lambda: default_roots(models_dir, settings.extra_model_dirs),
+        lambda: default_roots(models_dir(), settings.extra_model_dirs),
         lambda: list(settings.hidden_models),
-        models_dir,
+        models_dir(),
         background,
         add_folder,
         hide,
@@ -118,6 +129,28 @@ def build_window(paths: AppPaths, engine: Engine | None = None) -> tuple[MainWin
     pages = {"discover": discover, "models": models, "downloads": downloads_page, "compare": compare}
     window = MainWindow(chat, bridge, settings, settings_store, pages)
     window.closing.connect(compare.shutdown)
+
+    def apply_settings(changed: Settings) -> None:
+        """Settings take effect now: the chat's load defaults, the queue, the library, the theme."""
+        save()
+        apply_theme(changed.theme)
+        chat.apply_defaults(changed)
+        downloads.parallel = max(1, changed.max_parallel_downloads)
+        downloads.models_dir = models.models_dir = models_dir()
+        models.rescan()
+
+    window.settings_dialog = lambda: SettingsDialog(
+        settings, paths.models_dir, paths.token_file, apply_settings, window
+    )
+    window.logs_dir = paths.logs_dir
+
+    def welcome() -> None:
+        settings.welcomed = True
+        save()
+        WelcomeDialog(window.show_in_discover, chat.choose_model_file, window).open()
+
+    window.welcome = welcome
+    apply_theme(settings.theme)
     models.chat_requested.connect(window.chat_with)
     models.rescan()  # off the GUI thread: start-up does not wait for it
     if chat_store.moved_aside is not None:
@@ -130,21 +163,33 @@ def build_window(paths: AppPaths, engine: Engine | None = None) -> tuple[MainWin
     return window, services
 
 
-def run_window(paths: AppPaths, argv: list[str]) -> int:
-    """Open the main window and run the event loop until it closes; returns the exit code."""
+def run_window(paths: AppPaths, argv: list[str], link: str | None = None) -> int:
+    """Open the main window and run the event loop until it closes; returns the exit code. A second launch
+    on the same data dir hands its request (and `link`, a hubside:// link) to the first and returns 0."""
     app = QApplication.instance() or QApplication(argv)
     assert isinstance(app, QApplication)
     app.setApplicationName("Hubside")
     app.setDesktopFileName("hubside")
+    if hand_over(paths.data_dir, link or "show"):
+        return 0
     with as_file(files("app.resources") / "hubside.svg") as icon_path:
         app.setWindowIcon(QIcon(str(icon_path)))
+    reporter = CrashReporter(paths.log_file).install()
     try:
         window, services = build_window(paths)
     except DatabaseTooNew as exc:
         QMessageBox.critical(None, "Hubside", exc.user_message)
         return 1
+    instance = SingleInstance(paths.data_dir)
+    instance.message.connect(window.handle_request)
     window.show()
+    if link:
+        window.handle_request(link)
+    elif not services.settings.welcomed:
+        window.welcome()
     try:
         return app.exec()
     finally:
+        instance.close()
         services.close()
+        reporter.uninstall()

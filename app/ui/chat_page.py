@@ -145,6 +145,7 @@ class ChatPage(QWidget):
         self.reply_preset = ""
         self.editing: Message | None = None  # the message being edited, resent as a new version
         self.closed = False
+        self.default_context = settings.default_context_length  # what "auto" context may reach
         self.last_checkpoint = 0.0
         self.deleted: ConversationExport | None = None  # the last deleted chat, for Undo
         self._build()
@@ -169,7 +170,7 @@ class ChatPage(QWidget):
         for path in self.settings.recent_models:
             self.model_picker.addItem(Path(path).name, path)
         open_button = named(QPushButton("Open model…"), "openModelButton")
-        open_button.clicked.connect(self._choose_model_file)
+        open_button.clicked.connect(self.choose_model_file)
         self.context = named(QSpinBox(minimum=0, maximum=1 << 20, singleStep=1024), "contextLength")
         self.context.setSpecialValueText("auto")
         self.context.setToolTip("Context length in tokens (auto: the model's, at most 8192)")
@@ -386,6 +387,14 @@ class ChatPage(QWidget):
             self.model_picker.insertItem(0, path.name, text)
         self.model_picker.setCurrentIndex(self.model_picker.findData(text))
 
+    def apply_defaults(self, settings: Settings) -> None:
+        """The load settings' defaults from the settings (at start, and when they change)."""
+        self.threads.setValue(settings.threads or 0)
+        gpu = settings.default_gpu_layers
+        self.gpu_layers.setValue(-1 if gpu is None else gpu)
+        self.flash_attention.setChecked(settings.flash_attention)
+        self.default_context = settings.default_context_length
+
     def set_library(self, entries: list[LibraryEntry]) -> None:
         """Offer the library's usable models in the picker (beside the files opened by hand)."""
         for entry in entries:
@@ -402,7 +411,7 @@ class ChatPage(QWidget):
         self.load_selected_model()
 
     @Slot()
-    def _choose_model_file(self) -> None:
+    def choose_model_file(self) -> None:
         name, _ = QFileDialog.getOpenFileName(self, "Open a GGUF model", "", "GGUF models (*.gguf)")
         if name:
             self.add_model_path(Path(name))
@@ -421,6 +430,7 @@ class ChatPage(QWidget):
             LoadParams(
                 Path(path),
                 n_ctx=self.context.value() or None,
+                max_auto_ctx=self.default_context,
                 n_threads=self.threads.value() or None,
                 n_gpu_layers=None if self.gpu_layers.value() < 0 else self.gpu_layers.value(),
                 flash_attn=self.flash_attention.isChecked(),

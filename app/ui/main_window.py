@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, Qt, QTimer, Signal, Slot
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QListWidget, QMainWindow, QStackedWidget, QWidget
+from PySide6.QtCore import QByteArray, Qt, QTimer, QUrl, Signal, Slot
+from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QKeySequence
+from PySide6.QtWidgets import QDialog, QHBoxLayout, QLabel, QListWidget, QMainWindow, QStackedWidget, QWidget
 
+from app.errors import AppError
 from app.library.scan import LibraryEntry
 from app.runtime.memory import gb
 from app.settings import Settings, SettingsStore
 from app.ui.chat_page import ChatPage
+from app.ui.discover_page import DiscoverPage
 from app.ui.engine_bridge import EngineBridge
+from app.ui.single_instance import parse_link
 from app.ui.widgets import named
 
 STATUS_INTERVAL_MS = 2000
@@ -76,6 +80,27 @@ class MainWindow(QMainWindow):
         self.status_timer.start()
         self._update_engine_status()
 
+        # Menus: settings, quit, the logs.
+        self.settings_dialog: Callable[[], QDialog] | None = None  # set by the composition root
+        self.welcome: Callable[[], None] = lambda: None
+        self.logs_dir: Path | None = None
+        file_menu = self.menuBar().addMenu("&File")
+        settings_action = QAction("&Settings…", self)
+        settings_action.setShortcut(QKeySequence.StandardKey.Preferences)
+        settings_action.triggered.connect(self.open_settings)
+        settings_action.setObjectName("settingsAction")
+        file_menu.addAction(settings_action)
+        quit_action = QAction("&Quit", self)
+        quit_action.setShortcut(QKeySequence.StandardKey.Quit)
+        quit_action.triggered.connect(self.close)
+        quit_action.setObjectName("quitAction")
+        file_menu.addAction(quit_action)
+        help_menu = self.menuBar().addMenu("&Help")
+        logs_action = QAction("Show &logs", self)
+        logs_action.triggered.connect(self.show_logs)
+        logs_action.setObjectName("showLogsAction")
+        help_menu.addAction(logs_action)
+
         # Ctrl+N from anywhere in the window.
         new_chat = QAction("New chat", self)
         new_chat.setShortcut(QKeySequence.StandardKey.New)
@@ -91,6 +116,40 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(QByteArray.fromBase64(settings.window_geometry.encode()))
         else:
             self.resize(1200, 780)
+
+    def open_settings(self) -> QDialog | None:
+        if self.settings_dialog is None:
+            return None
+        dialog = self.settings_dialog()
+        dialog.open()
+        return dialog
+
+    def show_logs(self) -> None:
+        if self.logs_dir is not None:
+            QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.logs_dir)))
+
+    @Slot(str)
+    def handle_request(self, request: str) -> None:
+        """From a second launch: "show", or a hubside:// link to open in Discover."""
+        self.showNormal()
+        self.raise_()
+        self.activateWindow()
+        if request == "show":
+            return
+        try:
+            link = parse_link(request)
+        except AppError as exc:
+            self.statusBar().showMessage(exc.user_message, 10_000)
+            return
+        self.show_in_discover(link.repo)
+        if link.file:
+            self.statusBar().showMessage(f"{link.repo}: {link.file}", 10_000)
+
+    def show_in_discover(self, repo: str) -> None:
+        discover = self.pages.get("discover")
+        if isinstance(discover, DiscoverPage):
+            self.navigation.setCurrentRow(list(self.pages).index("discover"))
+            discover.open_model(repo)
 
     def show_conversation(self, conversation_id: int) -> None:
         self.navigation.setCurrentRow(list(self.pages).index("chat"))

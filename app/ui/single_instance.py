@@ -1,0 +1,80 @@
+"""One Hubside per data dir: a second launch hands its request (show the window, or open a hubside:// link)
+to the first over a local socket and exits. Links look like the Hub's "Use this model" buttons make them:
+`hubside://open?repo=OWNER/NAME&file=PATH`."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from PySide6.QtCore import QObject, Signal, Slot
+from PySide6.QtNetwork import QLocalServer, QLocalSocket
+
+from app.errors import AppError, ErrorKind
+
+CONNECT_TIMEOUT_MS = 500
+SCHEME = "hubside"
+
+
+@dataclass(frozen=True)
+class DeepLink:
+    repo: str
+    file: str = ""
+
+
+def parse_link(url: str) -> DeepLink:
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    repo = (query.get("repo") or [""])[0]
+    owner, _, name = repo.partition("/")
+    if parts.scheme != SCHEME or parts.netloc != "open" or not owner or not name or "/" in name:
+        raise AppError(
+            ErrorKind.BAD_INPUT, f"Not a Hubside link: {url!r} (expected hubside://open?repo=OWNER/NAME)."
+        )
+    return DeepLink(repo, (query.get("file") or [""])[0])
+
+
+def server_name(data_dir: Path) -> str:
+    return "hubside-" + hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
+
+
+def hand_over(data_dir: Path, message: str) -> bool:
+    """Give `message` to a Hubside already running on this data dir; False if there is none."""
+    socket = QLocalSocket()
+    socket.connectToServer(server_name(data_dir))
+    if not socket.waitForConnected(CONNECT_TIMEOUT_MS):
+        return False
+    socket.write(message.encode("utf-8") + b"\n")
+    socket.waitForBytesWritten(CONNECT_TIMEOUT_MS)
+    socket.disconnectFromServer()
+    return True
+
+
+class SingleInstance(QObject):
+    """The first instance's listener: `message` carries "show" or a hubside:// link."""
+
+    message = Signal(str)
+
+    def __init__(self, data_dir: Path) -> None:
+        super().__init__()
+        self.server = QLocalServer(self)
+        name = server_name(data_dir)
+        QLocalServer.removeServer(name)  # a socket left by an instance that was killed
+        self.server.listen(name)
+        self.server.newConnection.connect(self._accept)
+
+    @Slot()
+    def _accept(self) -> None:
+        while (socket := self.server.nextPendingConnection()) is not None:
+            socket.readyRead.connect(lambda s=socket: self._read(s))
+            if socket.bytesAvailable():
+                self._read(socket)
+
+    def _read(self, socket: QLocalSocket) -> None:
+        while socket.canReadLine():
+            self.message.emit(bytes(socket.readLine().data()).decode("utf-8", "replace").strip())
+
+    def close(self) -> None:
+        self.server.close()
