@@ -5,6 +5,7 @@ to the first over a local socket and exits. Links look like the Hub's "Use this 
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -15,6 +16,7 @@ from PySide6.QtNetwork import QLocalServer, QLocalSocket
 from app.errors import AppError, ErrorKind
 
 CONNECT_TIMEOUT_MS = 500
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")  # an owner or a repo name on the Hub
 SCHEME = "hubside"
 
 
@@ -29,7 +31,7 @@ def parse_link(url: str) -> DeepLink:
     query = parse_qs(parts.query)
     repo = (query.get("repo") or [""])[0]
     owner, _, name = repo.partition("/")
-    if parts.scheme != SCHEME or parts.netloc != "open" or not owner or not name or "/" in name:
+    if parts.scheme != SCHEME or parts.netloc != "open" or not (_NAME.match(owner) and _NAME.match(name)):
         raise AppError(
             ErrorKind.BAD_INPUT, f"Not a Hubside link: {url!r} (expected hubside://open?repo=OWNER/NAME)."
         )

@@ -1,0 +1,190 @@
+"""The desktop app around the pages: settings, one instance, hubside:// links, the crash dialog, welcome."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+from pytestqt.qtbot import QtBot
+
+from app.paths import AppPaths
+from app.settings import SettingsStore
+from app.ui.application import build_window
+from app.ui.crash import CrashDialog, CrashReporter
+from app.ui.discover_page import DiscoverPage
+from app.ui.main_window import MainWindow
+from app.ui.settings_dialog import SettingsDialog
+from app.ui.single_instance import SingleInstance, hand_over, parse_link
+from app.ui.welcome import WelcomeDialog
+from tests.hubstub.server import HubStub
+
+
+@pytest.fixture
+def window(qtbot: QtBot) -> Iterator[MainWindow]:
+    main, services = build_window(AppPaths.from_env().ensure())
+    qtbot.addWidget(main)
+    main.show()
+    yield main
+    main.close()
+    services.close()
+
+
+def test_every_setting_persists_and_takes_effect(qtbot: QtBot, window: MainWindow, tmp_path: Path) -> None:
+    paths = AppPaths.from_env()
+    old_models = paths.models_dir / "me" / "m-GGUF"
+    old_models.mkdir(parents=True)
+    (old_models / "m-Q4_0.gguf").write_bytes(b"GGUF")
+    dialog = window.open_settings()
+    assert isinstance(dialog, SettingsDialog)
+    new_models = tmp_path / "elsewhere" / "models"
+    dialog.models_dir.setText(str(new_models))
+    dialog.extra_dirs.setPlainText(f"{tmp_path / 'a'}\n\n{tmp_path / 'b'}\n")
+    dialog.context.setValue(4096)
+    dialog.threads.setValue(1)
+    dialog.gpu_policy.setCurrentIndex(2)
+    dialog.gpu_layers.setValue(12)
+    dialog.flash_attention.setChecked(False)
+    dialog.parallel.setValue(3)
+    dialog.theme.setCurrentText("dark")
+    assert dialog.save(move_files=True)
+    saved = json.loads(paths.settings_file.read_text())
+    assert saved["models_dir"] == str(new_models) and saved["extra_model_dirs"] == [
+        str(tmp_path / "a"),
+        str(tmp_path / "b"),
+    ]
+    assert (saved["default_context_length"], saved["threads"], saved["default_gpu_layers"]) == (4096, 1, 12)
+    assert (saved["flash_attention"], saved["max_parallel_downloads"], saved["theme"]) == (False, 3, "dark")
+    assert (new_models / "me" / "m-GGUF" / "m-Q4_0.gguf").exists() and not old_models.exists()  # moved
+    chat = window.chat  # in effect now, without a restart
+    assert (chat.threads.value(), chat.gpu_layers.value(), chat.flash_attention.isChecked()) == (1, 12, False)
+    assert chat.default_context == 4096
+    from app.ui.downloads_page import DownloadsPage
+
+    downloads = window.pages["downloads"]
+    assert isinstance(downloads, DownloadsPage)
+    assert downloads.manager.parallel == 3 and downloads.manager.models_dir == new_models
+    assert QApplication.palette().window().color().lightness() < 128  # dark
+    dialog.show_values(type(window.settings)())  # Reset to defaults, then OK
+    assert dialog.save(move_files=False)
+    assert SettingsStore(paths.settings_file).load().theme == "system" and chat.threads.value() == 0
+    assert "hf_" not in paths.settings_file.read_text()
+
+
+def test_the_token_needs_a_yes_for_a_plain_file(
+    qtbot: QtBot, window: MainWindow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PySide6.QtWidgets import QMessageBox
+
+    from app.hub.token import hub_token
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    paths = AppPaths.from_env()
+    dialog = window.open_settings()
+    assert isinstance(dialog, SettingsDialog)
+    dialog.token.setText("hf_secret")
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.No)
+    assert not dialog.save() and "not saved" in dialog.problem.text() and not paths.token_file.exists()
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
+    assert dialog.save()
+    assert paths.token_file.stat().st_mode & 0o777 == 0o600 and hub_token(paths.token_file) == "hf_secret"
+    assert "hf_secret" not in paths.settings_file.read_text()
+
+
+def test_one_instance_per_data_dir_and_links(qtbot: QtBot, hub: HubStub, window: MainWindow) -> None:
+    data_dir = AppPaths.from_env().data_dir
+    assert not hand_over(data_dir, "show")  # nobody listening yet
+    instance = SingleInstance(data_dir)
+    received: list[str] = []
+    instance.message.connect(received.append)
+    instance.message.connect(window.handle_request)
+    hub.add_repo("someone/tiny-GGUF", {"tiny-Q4_0.gguf": 10})
+    try:
+        sent: list[bool] = []
+        link = "hubside://open?repo=someone/tiny-GGUF&file=tiny-Q4_0.gguf"
+        threading.Thread(target=lambda: sent.append(hand_over(data_dir, link))).start()  # "a second launch"
+        qtbot.waitUntil(lambda: received == [link], timeout=10_000)
+        assert sent == [True]
+        discover = window.pages["discover"]
+        assert isinstance(discover, DiscoverPage) and window.stack.currentWidget() is discover
+        qtbot.waitUntil(
+            lambda: discover.details is not None and discover.details.id == "someone/tiny-GGUF",
+            timeout=10_000,
+        )
+        window.handle_request("hubside://open?repo=../etc")  # a bad link is a message, not an action
+        assert "Not a Hubside link" in window.statusBar().currentMessage()
+    finally:
+        instance.close()
+    assert parse_link("hubside://open?repo=a/b").repo == "a/b"
+    for bad in (
+        "https://open?repo=a/b",
+        "hubside://open?repo=a",
+        "hubside://delete?repo=a/b",
+        "hubside://open?repo=a/b/c",
+    ):
+        with pytest.raises(Exception, match="Not a Hubside link"):
+            parse_link(bad)
+
+
+@pytest.mark.qt_no_exception_capture
+def test_exceptions_in_a_slot_and_a_thread_open_the_crash_dialog(qtbot: QtBot, window: MainWindow) -> None:
+    from app.logs import setup_logging
+
+    paths = AppPaths.from_env()
+    setup_logging(paths, to_stderr=False)  # as the app does at start
+    reporter = CrashReporter(paths.log_file).install()
+    try:
+
+        def broken_slot() -> None:
+            raise ValueError("a slot went wrong")
+
+        QTimer.singleShot(0, broken_slot)
+        qtbot.waitUntil(lambda: len(reporter.dialogs) == 1, timeout=10_000)
+        first = reporter.dialogs[0]
+        assert (
+            isinstance(first, CrashDialog) and "ValueError: a slot went wrong" in first.details.toPlainText()
+        )
+        assert window.isVisible()  # the app goes on
+
+        def broken_worker() -> None:
+            raise RuntimeError("a worker went wrong")
+
+        worker = threading.Thread(target=broken_worker, name="worker-7")
+        worker.start()
+        worker.join()
+        qtbot.waitUntil(lambda: len(reporter.dialogs) == 2, timeout=10_000)
+        details = reporter.dialogs[1].details.toPlainText()
+        assert details.startswith("In worker-7:") and "RuntimeError: a worker went wrong" in details
+        from PySide6.QtWidgets import QPushButton
+
+        button = reporter.dialogs[1].findChild(QPushButton, "copyDetails")
+        assert button is not None
+        button.click()
+        assert "a worker went wrong" in QApplication.clipboard().text()
+        log = paths.log_file.read_text()
+        assert "a slot went wrong" in log and "a worker went wrong" in log
+        for dialog in list(reporter.dialogs):
+            dialog.close()
+    finally:
+        reporter.uninstall()
+
+
+def test_the_welcome_suggests_models_that_fit(qtbot: QtBot, window: MainWindow) -> None:
+    from app.hub.starters import STARTERS, suggestions
+
+    shown: list[str] = []
+    dialog = WelcomeDialog(shown.append, lambda: None, window)
+    qtbot.addWidget(dialog)
+    assert 1 <= len(dialog.suggested) <= 3  # this machine has room for some
+    assert [s.repo for s in suggestions(31 * 10**8)] == [STARTERS[0].repo, STARTERS[1].repo]
+    assert suggestions(10**9) == []
+    from PySide6.QtWidgets import QPushButton
+
+    button = dialog.findChild(QPushButton, f"starter-{dialog.suggested[0]}")
+    assert button is not None
+    button.click()
+    assert shown == [dialog.suggested[0]]
