@@ -188,3 +188,26 @@ def test_the_welcome_suggests_models_that_fit(qtbot: QtBot, window: MainWindow) 
     assert button is not None
     button.click()
     assert shown == [dialog.suggested[0]]
+
+
+def test_a_model_that_crashed_the_engine_is_not_loaded_again_without_asking(
+    qtbot: QtBot, window: MainWindow, tiny_model: Path
+) -> None:
+    import os
+    import signal
+
+    chat = window.chat
+    chat.add_model_path(tiny_model)
+    chat.load_selected_model()
+    qtbot.waitUntil(lambda: chat.bridge.engine.pid is not None, timeout=10_000)
+    os.kill(chat.bridge.engine.pid, signal.SIGKILL)  # type: ignore[arg-type]  # the load takes the engine down
+    qtbot.waitUntil(lambda: chat.banner.isVisible(), timeout=30_000)
+    assert (
+        chat.model is None
+        and str(tiny_model) in SettingsStore(AppPaths.from_env().settings_file).load().crashed_models
+    )
+    chat.load_selected_model()  # next time: a warning first, nothing is loaded
+    assert "took the model engine down" in chat.banner_text.text() and chat.loading is None
+    chat.reload_button.click()  # "try it anyway"
+    qtbot.waitUntil(lambda: chat.model is not None, timeout=30_000)
+    assert str(tiny_model) not in chat.settings.crashed_models  # it loads now

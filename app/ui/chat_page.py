@@ -145,6 +145,10 @@ class ChatPage(QWidget):
         self.reply_preset = ""
         self.editing: Message | None = None  # the message being edited, resent as a new version
         self.closed = False
+        self.loading: str | None = None  # the model file being loaded
+        self.confirmed_risky: str | None = (
+            None  # a model that crashed before, which the user asked for anyway
+        )
         self.default_context = settings.default_context_length  # what "auto" context may reach
         self.last_checkpoint = 0.0
         self.deleted: ConversationExport | None = None  # the last deleted chat, for Undo
@@ -422,6 +426,15 @@ class ChatPage(QWidget):
         if not path:
             self._show_banner("Choose a model file first (Open model…).", reload=False)
             return
+        if path in self.settings.crashed_models and self.confirmed_risky != path:
+            self.confirmed_risky = path  # Reload (or Load) again means: yes, try it
+            self._show_banner(
+                f"{Path(path).name} took the model engine down the last time it loaded (see Help > Show "
+                "logs). Press Reload to try it anyway.",
+                reload=True,
+            )
+            return
+        self.loading = path
         self.banner.hide()
         self.model_status.setText(f"Loading {Path(path).name}…")
         self.load_button.setEnabled(False)
@@ -453,6 +466,10 @@ class ChatPage(QWidget):
     @Slot(object)
     def _on_loaded(self, model: LoadedModel) -> None:
         self.model = model
+        if self.loading in self.settings.crashed_models:  # it loads now: no longer a risk
+            self.settings.crashed_models.remove(self.loading)
+            self.save_settings()
+        self.loading = None
         self.banner.hide()
         self.load_button.setEnabled(True)
         self.reload_button.setEnabled(True)
@@ -470,6 +487,12 @@ class ChatPage(QWidget):
         if is_crash(kind):
             self.model = None
             self.model_changed.emit("engine stopped")
+            if (
+                self.loading and self.loading not in self.settings.crashed_models
+            ):  # remembered: never auto-loaded
+                self.settings.crashed_models.append(self.loading)
+                self.save_settings()
+        self.loading = None
         if self.model is None:
             self.model_status.setText("No model loaded")
         self._show_banner(message, reload=True)
