@@ -30,6 +30,7 @@ bench: sysdeps $(STAMP)
 	QT_QPA_PLATFORM=$${QT_QPA_PLATFORM:-offscreen} $(BIN)/python -m bench.gui_heartbeat
 	$(BIN)/python -m bench.downloads
 	$(BIN)/python -m bench.compare
+	$(BIN)/python -m bench.startup
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -20,6 +20,7 @@ from app.errors import AppError, ErrorKind
 from app.paths import AppPaths
 from app.runtime.engine import Engine
 from app.runtime.protocol import (
+    ChatMessage,
     Finished,
     GenerateRequest,
     LoadedModel,
@@ -29,7 +30,6 @@ from app.runtime.protocol import (
     ReplyStats,
     SamplingParams,
 )
-from app.runtime.templates import ChatMessage
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -14,6 +14,7 @@ from app.paths import AppPaths
 from app.runtime.engine import Engine, EngineCrashed
 from app.runtime.gguf_header import BadModelFile, read_header
 from app.runtime.protocol import (
+    ChatMessage,
     Finished,
     GenerateRequest,
     LoadParams,
@@ -22,7 +23,6 @@ from app.runtime.protocol import (
     ReplyStats,
     SamplingParams,
 )
-from app.runtime.templates import ChatMessage
 from tests.conftest import TinyModelFactory
 from tests.tinymodel import CORRUPTIONS, corrupt
 

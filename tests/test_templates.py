@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from app.runtime.gguf_header import read_header
+from app.runtime.protocol import ChatMessage
 from app.runtime.session import StopMatcher
-from app.runtime.templates import FALLBACK_STOP, ChatMessage, build_prompt
+from app.runtime.templates import FALLBACK_STOP, build_prompt
 
 CHAT = (ChatMessage("system", "Be brief."), ChatMessage("user", "Hi"))
 

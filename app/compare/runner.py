@@ -21,8 +21,15 @@ from app.paths import AppPaths
 from app.runtime.engine import Engine
 from app.runtime.memory import MemoryEstimate, estimate, free_ram, gb
 from app.runtime.preflight import check_load
-from app.runtime.protocol import Finished, GenerateRequest, LoadParams, Notice, Piece, SamplingParams
-from app.runtime.templates import ChatMessage
+from app.runtime.protocol import (
+    ChatMessage,
+    Finished,
+    GenerateRequest,
+    LoadParams,
+    Notice,
+    Piece,
+    SamplingParams,
+)
 
 FAIR, PARALLEL = "fair", "parallel"
 MIN_MODELS, MAX_MODELS = 2, 4

@@ -9,14 +9,13 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from huggingface_hub import hf_hub_url
-
-from app.downloads.transfer import RemoteFile
 from app.errors import AppError, ErrorKind
-from app.hub.client import ModelDetails
-from app.hub.quants import Variant
+
+if TYPE_CHECKING:
+    from app.hub.client import ModelDetails
+    from app.hub.quants import Variant
 
 QUEUED, RUNNING, PAUSED, FAILED, DONE, CANCELLED = (
     "queued",
@@ -42,6 +41,13 @@ CREATE TABLE IF NOT EXISTS jobs (
     updated_at REAL NOT NULL
 )
 """
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    url: str  # {endpoint}/{repo}/resolve/{commit}/{path}
+    size: int
+    sha256: str
 
 
 @dataclass(frozen=True)
@@ -136,6 +142,8 @@ def with_state(job: Job, state: str, error: str = "") -> Job:
 
 def job_files(details: ModelDetails, variant: Variant, endpoint: str) -> tuple[JobFile, ...]:
     """The variant's files (and its vision projector) at the details' commit, each with size and sha256."""
+    from huggingface_hub import hf_hub_url
+
     files = [*variant.files, *([variant.projector] if variant.projector else [])]
     missing = [f.path for f in files if not f.sha256]
     if missing:

@@ -12,8 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-
-import requests
+from typing import TYPE_CHECKING
 
 from app.downloads.jobs import (
     ACTIVE,
@@ -29,9 +28,11 @@ from app.downloads.jobs import (
     with_state,
 )
 from app.downloads.targets import target_for
-from app.downloads.transfer import Stopped, Transfer, download
 from app.errors import AppError, ErrorKind, to_app_error
 from app.runtime.memory import gb
+
+if TYPE_CHECKING:
+    from app.downloads.transfer import Transfer
 
 log = logging.getLogger(__name__)
 SAVE_INTERVAL_S = 1.0  # progress written to the database at most this often (the part files are the truth)
@@ -69,6 +70,8 @@ def fetch_job(
 ) -> list[Path]:
     """Download every file of the job that is not there yet; returns the final paths (the model first).
     Raises Stopped, or AppError (disk full, checksum mismatch, refused, network)."""
+    from app.downloads.transfer import download  # requests is loaded when a download starts, not before
+
     targets = [target_for(models_dir, job.repo, f.path) for f in job.files]  # all checked before a byte
     check_free_space(models_dir, job, part_bytes(models_dir, job))
     finished = 0
@@ -225,6 +228,10 @@ class DownloadManager:
             if now - last_save >= SAVE_INTERVAL_S:
                 self.store.save(current)
                 last_save = now
+
+        import requests
+
+        from app.downloads.transfer import Stopped
 
         outcome, error = DONE, ""
         transfer = self.transfer_factory()

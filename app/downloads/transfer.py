@@ -27,6 +27,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 import urllib3
 
+from app.downloads.jobs import RemoteFile
 from app.errors import AppError, ErrorKind
 
 log = logging.getLogger(__name__)
@@ -51,13 +52,6 @@ class ChecksumMismatch(AppError):
             f"{name}: checksum mismatch (the download was damaged); it was deleted. Retry.",
             detail,
         )
-
-
-@dataclass(frozen=True)
-class RemoteFile:
-    url: str  # {endpoint}/{repo}/resolve/{commit}/{path}
-    size: int
-    sha256: str
 
 
 @dataclass

@@ -11,18 +11,19 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
-from typing import Any
-
-import httpx2
-from huggingface_hub import HfApi, ModelInfo, get_session, hf_hub_url, hf_raise_for_status
-from huggingface_hub import errors as hub_errors
+from typing import TYPE_CHECKING, Any
 
 from app.errors import AppError, ErrorKind
 from app.hub.quants import RepoFile, Variant, group_variants
 from app.runtime.gguf_header import BadModelFile, GGUFHeader, HeaderIncomplete, parse_header_bytes
 from app.settings import write_atomic
+
+if TYPE_CHECKING:
+    from huggingface_hub import HfApi
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,9 @@ def _date(value: Any) -> str:
 
 def hub_error(exc: BaseException, repo: str = "") -> AppError:
     """An exception from huggingface_hub or the network, in words for the user."""
+    import httpx2
+    from huggingface_hub import errors as hub_errors
+
     if isinstance(exc, AppError):
         return exc
     if isinstance(exc, hub_errors.GatedRepoError):
@@ -243,6 +247,8 @@ class SearchPages:
         return [self.client.with_known_facts(ModelSummary(**row)) for row in rows]
 
     def _fetch(self, url: str, params: dict[str, Any] | None) -> None:
+        from huggingface_hub import ModelInfo, get_session, hf_raise_for_status
+
         self._visited.add(url)
         response = get_session().get(
             url, params=params, headers=self.client.auth_headers(), timeout=TIMEOUT_S
@@ -269,7 +275,7 @@ class SearchPages:
         return "search:" + json.dumps(self.query.hub_params(), sort_keys=True)
 
 
-def _retry_after(response: httpx2.Response) -> int | None:
+def _retry_after(response: Any) -> int | None:
     value = response.headers.get("Retry-After", "")
     return int(value) if response.status_code in (429, 503) and value.isdigit() else None
 
@@ -277,16 +283,39 @@ def _retry_after(response: httpx2.Response) -> int | None:
 class HubClient:
     """The one way Hubside talks to the Hub's API (downloads have their own transfer code)."""
 
-    def __init__(self, cache_dir: Path, token: str | None = None, endpoint: str | None = None) -> None:
-        self.api = HfApi(endpoint=endpoint, token=token or None)
-        self.token = token
+    def __init__(
+        self,
+        cache_dir: Path,
+        token: str | None = None,
+        endpoint: str | None = None,
+        token_source: Callable[[], str | None] | None = None,
+    ) -> None:
+        self.endpoint_override = endpoint
+        self.given_token = token
+        self.token_source = token_source  # asked on first use, off the GUI thread (keyring, hf login)
         self.cache = HubCache(cache_dir)
+
+    @cached_property
+    def token(self) -> str | None:
+        if self.given_token is not None or self.token_source is None:
+            return self.given_token
+        return self.token_source()
+
+    @cached_property
+    def api(self) -> HfApi:
+        # huggingface_hub is imported on first use: a fifth of a second the window need not wait for
+        from huggingface_hub import HfApi
+
+        return HfApi(endpoint=self.endpoint_override, token=self.token or None)
 
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     def reachable(self) -> bool:
         """Whether the Hub answers at all (any HTTP status); quick, where a listing retries for long."""
+        import httpx2
+        from huggingface_hub import get_session
+
         try:
             get_session().head(self.api.endpoint, timeout=REACHABLE_TIMEOUT_S)
         except (httpx2.TransportError, OSError):
@@ -389,6 +418,8 @@ class HubClient:
 
     def _get(self, details: ModelDetails, path: str, limit: int, ranged: bool = False) -> bytes:
         """The first `limit` bytes of a file at the details' commit (the token goes to the Hub only)."""
+        from huggingface_hub import get_session, hf_hub_url, hf_raise_for_status
+
         url = hf_hub_url(details.id, path, revision=details.sha, endpoint=self.api.endpoint)
         headers = self.auth_headers()
         if ranged:

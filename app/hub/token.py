@@ -9,8 +9,6 @@ import logging
 import os
 from pathlib import Path
 
-from huggingface_hub import get_token
-
 from app.errors import AppError, ErrorKind
 
 log = logging.getLogger(__name__)
@@ -28,6 +26,8 @@ class NoKeyring(AppError):
 
 
 def hub_token(token_file: Path | None = None) -> str | None:
+    from huggingface_hub import get_token
+
     token = get_token()  # HF_TOKEN, then huggingface_hub's stored login
     if token:
         return token

@@ -43,7 +43,6 @@ from app.runtime.protocol import (
     Unload,
     Unloaded,
 )
-from app.runtime.worker import engine_main
 
 log = logging.getLogger(__name__)
 SHUTDOWN_GRACE_S = 3.0
@@ -81,6 +80,8 @@ class Engine:
     def start(self) -> Engine:
         if self._process is not None and self._process.is_alive():
             return self
+        from app.runtime.worker import engine_main  # the engine's side (llama.cpp, templates) loads there
+
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no threads or Qt inherited
         parent, child = context.Pipe()
         process = context.Process(

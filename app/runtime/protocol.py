@@ -6,10 +6,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.runtime.gguf_header import GGUFHeader
-from app.runtime.templates import ChatMessage
 
 KV_CACHE_TYPES = ("f16", "q8_0", "q4_0")
 DEFAULT_MAX_CONTEXT = 8192
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: str  # "system", "user" or "assistant"
+    content: str
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from app.errors import AppError, ErrorKind
 from app.runtime.gguf_header import GGUFHeader
 from app.runtime.memory import physical_cores
 from app.runtime.protocol import (
+    ChatMessage,
     Event,
     GenerateRequest,
     LoadedModel,
@@ -28,7 +29,7 @@ from app.runtime.protocol import (
     ReplyStats,
     SamplingParams,
 )
-from app.runtime.templates import ChatMessage, build_prompt
+from app.runtime.templates import build_prompt
 
 log = logging.getLogger(__name__)
 

@@ -22,15 +22,11 @@ from jinja2 import TemplateError
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from app.runtime.protocol import ChatMessage
+
 MAX_OUTPUT = 1 << 20  # characters of rendered prompt
 TIME_LIMIT_S = 1.0
 _FORMAT_WIDTH = re.compile(r"%[-+ #0]*(\d+)")
-
-
-@dataclass(frozen=True)
-class ChatMessage:
-    role: str  # "system", "user" or "assistant"
-    content: str
 
 
 @dataclass(frozen=True)

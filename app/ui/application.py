@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib.resources import as_file, files
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import requests
+from PySide6.QtCore import QTimer
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication, QMessageBox
 
@@ -14,14 +15,13 @@ from app.chat.store import ChatStore, DatabaseTooNew
 from app.compare.store import CompareStore
 from app.downloads.jobs import JobStore, job_files
 from app.downloads.manager import DownloadManager
-from app.downloads.transfer import Transfer
 from app.hub.client import HubClient, ModelDetails
 from app.hub.quants import Variant
 from app.hub.token import hub_token
 from app.library.scan import default_roots
 from app.paths import AppPaths
 from app.runtime.engine import Engine
-from app.runtime.templates import ChatMessage
+from app.runtime.protocol import ChatMessage
 from app.settings import Settings, SettingsStore
 from app.ui.background import Background
 from app.ui.chat_page import ChatPage
@@ -35,6 +35,11 @@ from app.ui.models_page import ModelsPage
 from app.ui.settings_dialog import SettingsDialog, apply_theme
 from app.ui.single_instance import SingleInstance, hand_over
 from app.ui.welcome import WelcomeDialog
+
+if TYPE_CHECKING:
+    from app.downloads.transfer import Transfer
+
+LIBRARY_SCAN_DELAY_MS = 300
 
 
 @dataclass
@@ -71,13 +76,15 @@ def build_window(paths: AppPaths, engine: Engine | None = None) -> tuple[MainWin
     def token() -> str | None:
         return hub_token(paths.token_file)
 
+    def transfer() -> Transfer:
+        import requests  # loaded with the first download, not at start-up
+
+        from app.downloads.transfer import Transfer
+
+        return Transfer(requests.Session(), token(), stall_s=float(settings.download_stall_seconds))
+
     jobs = JobStore(paths.downloads_file)
-    downloads = DownloadManager(
-        models_dir(),
-        jobs,
-        lambda: Transfer(requests.Session(), token(), stall_s=float(settings.download_stall_seconds)),
-        settings.max_parallel_downloads,
-    )
+    downloads = DownloadManager(models_dir(), jobs, transfer, settings.max_parallel_downloads)
     comparisons = CompareStore(paths.data_dir / "compare.sqlite3")
     services = Services(
         settings_store, settings, chat_store, bridge, background, downloads, jobs, comparisons
@@ -95,7 +102,7 @@ def build_window(paths: AppPaths, engine: Engine | None = None) -> tuple[MainWin
             details.id, details.sha, variant.label, job_files(details, variant, client.api.endpoint)
         )
 
-    discover = DiscoverPage(lambda: HubClient(hub_cache, token()), background, download)
+    discover = DiscoverPage(lambda: HubClient(hub_cache, token_source=token), background, download)
 
     def add_folder(folder: str) -> None:
         if folder not in settings.extra_model_dirs:
@@ -152,7 +159,7 @@ def build_window(paths: AppPaths, engine: Engine | None = None) -> tuple[MainWin
     window.welcome = welcome
     apply_theme(settings.theme)
     models.chat_requested.connect(window.chat_with)
-    models.rescan()  # off the GUI thread: start-up does not wait for it
+    QTimer.singleShot(LIBRARY_SCAN_DELAY_MS, models.rescan)  # after the first paint, off the GUI thread
     if chat_store.moved_aside is not None:
         chat.banner_text.setText(
             f"Your chat database could not be read; it was kept as {chat_store.moved_aside.name} "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from PySide6.QtCharts import (
     QBarCategoryAxis,
@@ -19,6 +20,9 @@ from PySide6.QtWidgets import QGridLayout, QWidget
 
 from app.compare.runner import Column
 
+if TYPE_CHECKING:
+    from PySide6.QtCharts import QChart, QChartView
+
 BARS: tuple[tuple[str, Callable[[Column], float]], ...] = (
     ("Generation (tokens/s)", lambda c: c.tokens_per_s),
     ("Prompt (tokens/s)", lambda c: c.prompt_tokens_per_s),
@@ -28,6 +32,8 @@ BARS: tuple[tuple[str, Callable[[Column], float]], ...] = (
 
 
 def _view(chart: QChart, dark: bool, legend: bool = False) -> QChartView:
+    from PySide6.QtCharts import QChart, QChartView
+
     chart.setTheme(QChart.ChartTheme.ChartThemeDark if dark else QChart.ChartTheme.ChartThemeLight)
     chart.legend().setVisible(legend)
     chart.setAnimationOptions(QChart.AnimationOption.NoAnimation)
@@ -47,6 +53,9 @@ class ChartPanel(QWidget):
         self.views: dict[str, QChartView] = {}
 
     def show_columns(self, labels: list[str], columns: list[Column]) -> None:
+        # QtCharts is loaded with the first comparison, not at start-up.
+        from PySide6.QtCharts import QChart
+
         for view in self.views.values():  # off the grid now, deleted later
             self.grid.removeWidget(view)
             view.hide()

@@ -50,8 +50,14 @@ from app.chat.markdown import code_blocks
 from app.chat.store import END, ChatStore, Conversation, ConversationExport, Message
 from app.errors import AppError, to_app_error
 from app.library.scan import LibraryEntry
-from app.runtime.protocol import GenerateRequest, LoadedModel, LoadParams, ReplyStats, SamplingParams
-from app.runtime.templates import ChatMessage
+from app.runtime.protocol import (
+    ChatMessage,
+    GenerateRequest,
+    LoadedModel,
+    LoadParams,
+    ReplyStats,
+    SamplingParams,
+)
 from app.settings import Settings, write_atomic
 from app.ui.engine_bridge import EngineBridge, is_crash
 from app.ui.transcript import Transcript

@@ -44,8 +44,7 @@ from app.errors import AppError
 from app.library.scan import LibraryEntry
 from app.paths import AppPaths
 from app.runtime.memory import gb
-from app.runtime.protocol import LoadParams, SamplingParams
-from app.runtime.templates import ChatMessage
+from app.runtime.protocol import ChatMessage, LoadParams, SamplingParams
 from app.settings import write_atomic
 from app.ui.charts import ChartPanel
 from app.ui.safe_markdown import SafeMarkdownView

@@ -7,17 +7,20 @@ lines (and nothing else) with the Pygments lexer for that language, in a style t
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pygments.lexer import Lexer
-from pygments.lexers import TextLexer, get_lexer_by_name
-from pygments.styles import get_style_by_name
-from pygments.util import ClassNotFound
 from PySide6.QtGui import QColor, QSyntaxHighlighter, QTextCharFormat, QTextDocument, QTextFormat
+
+if TYPE_CHECKING:
+    from pygments.lexer import Lexer
 
 
 @cache
 def _lexer(language: str) -> Lexer:
+    # Pygments is loaded with the first code block, not at start-up.
+    from pygments.lexers import TextLexer, get_lexer_by_name
+    from pygments.util import ClassNotFound
+
     try:
         return get_lexer_by_name(language, stripnl=False, ensurenl=False)
     except ClassNotFound:
@@ -26,6 +29,8 @@ def _lexer(language: str) -> Lexer:
 
 @cache
 def _formats(style_name: str) -> dict[Any, QTextCharFormat]:
+    from pygments.styles import get_style_by_name
+
     formats = {}
     for token, style in get_style_by_name(style_name):
         fmt = QTextCharFormat()
