@@ -12,7 +12,7 @@ ifeq ($(shell uname -m),x86_64)
 LLAMA_FLAGS := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
 endif
 
-.PHONY: run demo test lint bench sysdeps sysdeps-gui clean
+.PHONY: run demo test lint bench package install-desktop sysdeps sysdeps-gui clean
 
 run: sysdeps-gui $(STAMP)
 	$(BIN)/hubside
@@ -38,6 +38,20 @@ lint: $(STAMP)
 	$(BIN)/mypy --strict app
 	$(BIN)/lint-imports
 
+# The app as a folder that runs without Python or a venv: dist/hubside/hubside. Then its self-test.
+package: sysdeps $(STAMP)
+	$(BIN)/python -m pip install --quiet "pyinstaller>=6.10,<7"
+	mkdir -p build/package
+	$(BIN)/python -c 'from pathlib import Path; from tests import models; from tests.tinymodel import make_tiny_model; \
+		make_tiny_model(Path("build/package/selftest.gguf"), models.fetch(models.SMOLLM2))'
+	$(BIN)/pyinstaller --noconfirm --log-level WARN --distpath dist --workpath build/pyinstaller packaging/hubside.spec
+	QT_QPA_PLATFORM=offscreen dist/hubside/hubside --self-test
+	du -sh dist/hubside
+
+# Menu entry, icons and hubside:// links for the current user (Linux).
+install-desktop:
+	sh packaging/install-desktop.sh
+
 sysdeps:
 	@sh packaging/sysdeps.sh core
 
@@ -55,4 +69,4 @@ $(STAMP): pyproject.toml
 	touch $@
 
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache

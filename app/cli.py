@@ -26,6 +26,9 @@ def _build_parser() -> argparse.ArgumentParser:
         "Without a command, opens the window.",
     )
     parser.add_argument("--version", action="version", version=f"hubside {__version__}")
+    parser.add_argument(
+        "--self-test", action="store_true", help="check that this build works here, then exit"
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("paths", help="print the folders Hubside uses")
     add_commands(commands)
@@ -47,6 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         arguments.pop(0) if arguments and arguments[0].startswith("hubside://") else None
     )  # from the desktop
     args = _build_parser().parse_args(arguments)
+    if args.self_test:
+        from app.selftest import run_self_test
+
+        return run_self_test()
     try:
         paths = AppPaths.from_env().ensure()
     except OSError as exc:  # before logging exists: say it and stop

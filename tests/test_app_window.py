@@ -211,3 +211,28 @@ def test_a_model_that_crashed_the_engine_is_not_loaded_again_without_asking(
     chat.reload_button.click()  # "try it anyway"
     qtbot.waitUntil(lambda: chat.model is not None, timeout=30_000)
     assert str(tiny_model) not in chat.settings.crashed_models  # it loads now
+
+
+def test_the_self_test_passes_here(tiny_model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from app.selftest import run_self_test
+
+    assert run_self_test(tiny_model) == 0
+    out = capsys.readouterr().out
+    assert out.strip().endswith("self-test passed") and "8 tokens" in out and "schema 2" in out
+
+
+def test_desktop_integration_installs_for_the_user(tmp_path: Path) -> None:
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    subprocess.run(
+        ["sh", str(root / "packaging" / "install-desktop.sh")], env=env, check=True, capture_output=True
+    )
+    share = tmp_path / ".local" / "share"
+    desktop = (share / "applications" / "hubside.desktop").read_text()
+    assert "Exec=hubside %u" in desktop and "MimeType=x-scheme-handler/hubside;" in desktop
+    assert (share / "metainfo" / "io.github.hubside.Hubside.metainfo.xml").exists()
+    assert (
+        (share / "icons" / "hicolor" / "256x256" / "apps" / "hubside.png").read_bytes().startswith(b"\x89PNG")
+    )
