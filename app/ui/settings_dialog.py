@@ -74,6 +74,7 @@ class SettingsDialog(QDialog):
         super().__init__(parent)
         self.setObjectName("settingsDialog")
         self.setWindowTitle("Settings")
+        self.setMinimumWidth(620)
         self.settings, self.apply = settings, apply
         self.default_models_dir, self.token_file = default_models_dir, token_file
         self.models_dir = named(QLineEdit(), "settingsModelsDir")
