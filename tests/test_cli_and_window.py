@@ -95,5 +95,5 @@ def test_hubside_without_arguments_opens_the_window(qapp: QApplication) -> None:
 def test_desktop_file_launches_the_hubside_command() -> None:
     entry = configparser.ConfigParser(interpolation=None)
     entry.read(ROOT / "packaging" / "hubside.desktop")
-    assert entry["Desktop Entry"]["Exec"] == "hubside"
+    assert entry["Desktop Entry"]["Exec"] == "hubside %u"  # %u: a hubside:// link, when there is one
     assert entry["Desktop Entry"]["Name"] == "Hubside"
