@@ -243,9 +243,10 @@ class LlamaSession:
         chain = ll.llama_sampler_chain_init(ll.llama_sampler_chain_default_params())
         greedy = params.temperature <= 0
         stages = []
-        if params.top_k > 0:  # greedy too: the penalty then looks at k candidates, not 49k-262k
+        penalised = params.repeat_penalty != 1.0
+        if params.top_k > 0 and (penalised or not greedy):  # greedy with a penalty too: k candidates, not 262k
             stages.append(ll.llama_sampler_init_top_k(params.top_k))
-        if params.repeat_penalty != 1.0:
+        if penalised:
             stages.append(
                 ll.llama_sampler_init_penalties(
                     self.n_vocab, params.repeat_last_n, params.repeat_penalty, 0.0, 0.0
