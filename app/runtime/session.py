@@ -244,7 +244,7 @@ class LlamaSession:
         greedy = params.temperature <= 0
         stages = []
         penalised = params.repeat_penalty != 1.0
-        if params.top_k > 0 and (penalised or not greedy):  # greedy with a penalty too: k candidates, not 262k
+        if params.top_k > 0 and (penalised or not greedy):  # with a penalty: k candidates, not 262k
             stages.append(ll.llama_sampler_init_top_k(params.top_k))
         if penalised:
             stages.append(
