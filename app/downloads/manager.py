@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 SAVE_INTERVAL_S = 1.0  # progress written to the database at most this often (the part files are the truth)
 SPEED_WINDOW_S = 3.0
+PROGRESS_INTERVAL_S = 0.05
 
 
 def check_free_space(models_dir: Path, job: Job, already: int) -> None:
@@ -213,9 +214,14 @@ class DownloadManager:
         job = self._jobs[job_id]
         last_save = 0.0
 
+        last_update = 0.0
+
         def progress(done: int) -> None:
-            nonlocal last_save
+            nonlocal last_save, last_update
             now = time.monotonic()
+            if now - last_update < PROGRESS_INTERVAL_S:  # called per network read: the UI needs ~4 Hz
+                return
+            last_update = now
             samples = self._samples.setdefault(job_id, [])
             samples.append((now, done))
             while samples and now - samples[0][0] > SPEED_WINDOW_S:
