@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 SAVE_INTERVAL_S = 1.0  # progress written to the database at most this often (the part files are the truth)
 SPEED_WINDOW_S = 3.0
-PROGRESS_INTERVAL_S = 0.05
 
 
 def check_free_space(models_dir: Path, job: Job, already: int) -> None:
@@ -107,6 +106,7 @@ class DownloadManager:
         self._threads: dict[int, threading.Thread] = {}
         self._transfers: dict[int, Transfer] = {}
         self._samples: dict[int, list[tuple[float, int]]] = {}
+        self._done: dict[int, int] = {}  # bytes so far of each running job, written by its thread
         self.closed = False
         for job in store.all():  # after a restart or a kill: running jobs go on from their parts
             if job.state == RUNNING:
@@ -125,7 +125,18 @@ class DownloadManager:
         return job
 
     def jobs(self) -> list[Job]:
+        """A snapshot: every job, the running ones with their bytes so far and speed (over a few seconds of
+        the calls to this, which the UI makes 4 times a second)."""
+        now = time.monotonic()
         with self.lock:
+            for job_id, done in list(self._done.items()):
+                samples = self._samples.setdefault(job_id, [])
+                samples.append((now, done))
+                while len(samples) > 1 and now - samples[0][0] > SPEED_WINDOW_S:
+                    samples.pop(0)
+                elapsed = now - samples[0][0]
+                speed = (done - samples[0][1]) / elapsed if elapsed > 0.2 else self._jobs[job_id].speed
+                self._jobs[job_id] = replace(self._jobs[job_id], done_bytes=done, speed=max(0.0, speed))
             return sorted(self._jobs.values(), key=lambda j: j.id)
 
     def pause(self, job_id: int) -> None:
@@ -214,26 +225,14 @@ class DownloadManager:
         job = self._jobs[job_id]
         last_save = 0.0
 
-        last_update = 0.0
-
         def progress(done: int) -> None:
-            nonlocal last_save, last_update
+            # Called for every network read: only a dict entry here; `jobs()` makes the snapshot.
+            nonlocal last_save
+            self._done[job_id] = done
             now = time.monotonic()
-            if now - last_update < PROGRESS_INTERVAL_S:  # called per network read: the UI needs ~4 Hz
-                return
-            last_update = now
-            samples = self._samples.setdefault(job_id, [])
-            samples.append((now, done))
-            while samples and now - samples[0][0] > SPEED_WINDOW_S:
-                samples.pop(0)
-            elapsed = now - samples[0][0] if samples else 0.0
-            speed = (done - samples[0][1]) / elapsed if elapsed > 0.2 else 0.0
-            with self.lock:
-                current = replace(self._jobs[job_id], done_bytes=done, speed=max(0.0, speed))
-                self._jobs[job_id] = current
             if now - last_save >= SAVE_INTERVAL_S:
-                self.store.save(current)
                 last_save = now
+                self.store.save(replace(self._jobs[job_id], done_bytes=done))
 
         import requests
 
@@ -258,13 +257,17 @@ class DownloadManager:
             requested = self._stop.pop(job_id, "")
             if requested and outcome != DONE:  # paused, cancelled, or closing (queued for the next start)
                 outcome = requested
-            final = with_state(self._jobs[job_id], outcome, error)
+            latest = replace(
+                self._jobs[job_id], done_bytes=self._done.get(job_id, self._jobs[job_id].done_bytes)
+            )
+            final = with_state(latest, outcome, error)
             if outcome == DONE:
                 final = replace(final, done_bytes=final.total_bytes)
             self._set(final)
             self._threads.pop(job_id, None)
             self._transfers.pop(job_id, None)
             self._samples.pop(job_id, None)
+            self._done.pop(job_id, None)
         if outcome == CANCELLED:
             self._delete_parts(final)
         log.info("download %s (%s %s): %s %s", job_id, job.repo, job.label, outcome, error)
