@@ -383,7 +383,7 @@ def test_regenerate_edit_and_switch_versions(qtbot: QtBot, open_window, smollm2_
     _click_action(window, "previous", chat.store.messages(chat.conversation_id)[1].id)  # type: ignore[arg-type]
     assert _shown(window)[1] == ("assistant", first.content, 1, 2)
     assert (
-        "1/2" in chat.transcript.toPlainText() and first.content.strip()[:20] in chat.transcript.toPlainText()
+        "1/2" in chat.transcript.toPlainText()  # (its text is Markdown: compared above)
     )
 
     _click_action(window, "edit", question.id)  # Edit puts the message back in the input ...
