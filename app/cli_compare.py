@@ -47,7 +47,7 @@ def compare_command(args: argparse.Namespace, paths: AppPaths) -> int:
             )
 
     comparison.turn(args.prompt, progress)
-    store = CompareStore(paths.data_dir / "compare.sqlite3")
+    store = CompareStore(paths.compare_file)
     run_id = store.save_run(args.prompt, comparison.data())
     store.close()
     columns = comparison.columns

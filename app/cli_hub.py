@@ -32,7 +32,7 @@ def add_hub_commands(commands: Any) -> None:
 
 
 def _client(paths: AppPaths) -> HubClient:
-    return HubClient(paths.cache_dir / "hub", hub_token())
+    return HubClient(paths.hub_cache_dir, hub_token())
 
 
 def search_command(args: argparse.Namespace, paths: AppPaths) -> int:

@@ -40,8 +40,8 @@ def add_model_commands(commands: Any) -> None:
 
 def library(paths: AppPaths) -> list[LibraryEntry]:
     settings = SettingsStore(paths.settings_file).load()
-    models_dir = Path(settings.models_dir) if settings.models_dir else paths.models_dir
-    return scan(default_roots(models_dir, settings.extra_model_dirs), settings.hidden_models)
+    roots = default_roots(settings.models_folder(paths.models_dir), settings.extra_model_dirs)
+    return scan(roots, settings.hidden_models)
 
 
 def resolve_model(model: Path, paths: AppPaths) -> Path:
@@ -79,13 +79,13 @@ def choose_variant(details: ModelDetails, wanted: str | None) -> Variant:
 def pull_command(args: argparse.Namespace, paths: AppPaths) -> int:
     repo, _, wanted = args.spec.partition(":")
     token = hub_token()
-    client = HubClient(paths.cache_dir / "hub", token)
+    client = HubClient(paths.hub_cache_dir, token)
     details: ModelDetails = client.details(repo).value
     variant = choose_variant(details, wanted or None)
     files: tuple[JobFile, ...] = job_files(details, variant, client.api.endpoint)
     job = Job(0, details.id, details.sha, variant.label, files, "running")
     settings = SettingsStore(paths.settings_file).load()
-    models_dir = Path(settings.models_dir) if settings.models_dir else paths.models_dir
+    models_dir = settings.models_folder(paths.models_dir)
     total = job.total_bytes
     started = time.monotonic()
     last = 0.0
@@ -129,7 +129,7 @@ def rm_command(args: argparse.Namespace, paths: AppPaths) -> int:
     entry = find(library(paths), args.id)
     settings_store = SettingsStore(paths.settings_file)
     settings = settings_store.load()
-    models_dir = Path(settings.models_dir) if settings.models_dir else paths.models_dir
+    models_dir = settings.models_folder(paths.models_dir)
     if entry.source == "hubside":
         delete(entry, models_dir)
         print(f"deleted {entry.id} ({gb(entry.size)})")

@@ -63,6 +63,15 @@ class AppPaths:
         return self.data_dir / "downloads.sqlite3"
 
     @property
+    def hub_cache_dir(self) -> Path:
+        """Hub answers saved for offline use (search pages, repo details, cards, headers)."""
+        return self.cache_dir / "hub"
+
+    @property
+    def compare_file(self) -> Path:
+        return self.data_dir / "compare.sqlite3"
+
+    @property
     def token_file(self) -> Path:
         """The Hub token, only where there is no keyring and the user agreed to a plain file."""
         return self.config_dir / "hub-token"

@@ -48,6 +48,10 @@ class Settings:
     max_tokens: int = 1024  # per reply; 0: until the context is full
     window_geometry: str = ""  # Qt's saveGeometry(), base64
 
+    def models_folder(self, default: Path) -> Path:
+        """Where models are downloaded: the setting, else `default` (AppPaths.models_dir)."""
+        return Path(self.models_dir) if self.models_dir else default
+
 
 def _matches(value: Any, hint: Any) -> bool:
     """Whether a JSON value fits a field's type hint (int, bool, str, None, list[...] and unions)."""

@@ -12,16 +12,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from app.compare.runner import FAIR, CompareSettings, Comparison
 from app.paths import AppPaths
 from app.runtime.protocol import LoadParams, SamplingParams
+from bench import save_results
 from tests import models
 
-RESULTS = Path(__file__).resolve().parent / "results"
 ROUNDS = 3
 TOKENS = 128
 TARGET = 0.05
@@ -66,10 +65,7 @@ def main() -> int:
         met = "yes" if row["met"] else "NO"
         print(f"| {row['model']} | {row['bench_tg_tokens_per_s']} | {row['compare_tokens_per_s']} | "
               f"{row['compare_tokens']} | {100 * row['difference']:+.1f}% | {met} |")  # fmt: skip
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"compare-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps({"rounds": ROUNDS, "prompt": PROMPT, "results": rows}, indent=2) + "\n")
-    print(f"\nwritten to {path}")
+    save_results("compare", {"rounds": ROUNDS, "prompt": PROMPT, "results": rows})
     return 0
 
 

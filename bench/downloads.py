@@ -8,7 +8,6 @@ Run with `make bench` (or `python -m bench.downloads`); prints a table and write
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import socket
@@ -23,9 +22,9 @@ from typing import Any
 import requests
 
 from app.downloads.transfer import RemoteFile, Transfer, download
+from bench import save_results
 from tests import models
 
-RESULTS = Path(__file__).resolve().parent / "results"
 ROUNDS = 5
 TARGET = 0.9
 BIG = 1 << 30
@@ -110,10 +109,7 @@ def main() -> int:
         met = "yes" if row["met"] else "NO"
         rates = f"{row['curl_mb_s']} | {row['hubside_mb_s']} | {row['ratio']}"
         print(f"| {row['model']} | {rates} | >= {TARGET} | {met} |")
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"downloads-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps({"rounds": ROUNDS, "results": rows}, indent=2) + "\n")
-    print(f"\nwritten to {path}")
+    save_results("downloads", {"rounds": ROUNDS, "results": rows})
     return 0
 
 

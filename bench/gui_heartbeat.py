@@ -9,7 +9,6 @@ Run with `make bench` (or `python -m bench.gui_heartbeat`); prints p99 and max g
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import socket
 import subprocess
@@ -27,10 +26,10 @@ from PySide6.QtWidgets import QApplication
 from app.paths import AppPaths
 from app.runtime.protocol import Event, Finished, GenerateRequest, LoadedModel, LoadParams, Piece, ReplyStats
 from app.ui.application import build_window
+from bench import save_results
 from tests import models
 from tests.heartbeat import Heartbeat
 
-RESULTS = Path(__file__).resolve().parent / "results"
 N_TOKENS = 100_000
 N_REPOS = 10_000
 FAKE_TOKENS_PER_S = 10_000  # ten times a fast GPU: the window must not care how fast text comes
@@ -176,10 +175,7 @@ def main() -> int:
     print("|---|---:|---:|")
     for name, row in results.items():
         print(f"| {name} | {row['p99_ms']:.1f} ms | {row['max_ms']:.1f} ms |")
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"gui-heartbeat-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwritten to {path}")
+    save_results("gui-heartbeat", results)
     return 0
 
 

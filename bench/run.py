@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from app.runtime.memory import physical_cores
+from bench import save_results
 from bench.llama_bench import ensure_llama_bench
 from tests import models
 
-RESULTS = Path(__file__).resolve().parent / "results"
 N_PROMPT, N_GEN, ROUNDS, REPS = 512, 128, 3, 3
 
 
@@ -114,12 +114,12 @@ def main() -> int:
         measure("Gemma-3-270M Q4_K_M", models.fetch(models.GEMMA3), binary, threads),
     ]
     print(table(rows))
-    RESULTS.mkdir(exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    report = {"when": stamp, "machine": platform.platform(), "cpu": platform.processor(), "rows": rows}
-    path = RESULTS / f"bench-{stamp}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwritten to {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
+    machine = {
+        "when": time.strftime("%Y%m%d-%H%M%S"),
+        "machine": platform.platform(),
+        "cpu": platform.processor(),
+    }
+    save_results("bench", {**machine, "rows": rows})
     return 0
 
 

@@ -7,7 +7,6 @@ Run with `make bench` (or `python -m bench.startup`); prints a table and writes 
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import subprocess
@@ -16,7 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from bench import save_results
+
 ROUNDS = 5
 _CHILD = r"""
 import os, sys, time
@@ -83,10 +83,7 @@ def main() -> int:
     print(f"| Hubside, no model | {app_s:.3f} s ({result['time_ratio']} x) | {result['hubside_mib']} MiB "
           f"(+{result['extra_mib']} MiB) |")  # fmt: skip
     print(f"targets <= 3 x and <= +80 MiB: {'met' if result['met'] else 'NOT met'}")
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"startup-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nwritten to {path}")
+    save_results("startup", result)
     return 0
 
 

@@ -7,6 +7,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -33,6 +34,12 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     if _session_stub is not None:
         _session_stub.stop()
+
+
+if TYPE_CHECKING:
+    from pytestqt.qtbot import QtBot
+
+    from app.ui.main_window import MainWindow
 
 
 @pytest.fixture(autouse=True)
@@ -99,3 +106,17 @@ def tiny_model_factory(smollm2_path: Path, tmp_path_factory: pytest.TempPathFact
 def tiny_model(tiny_model_factory: TinyModelFactory) -> Path:
     """The default tiny model: 2 layers, 512 context, SmolLM2's tokenizer and chat template."""
     return tiny_model_factory()
+
+
+@pytest.fixture
+def window(qtbot: QtBot) -> Iterator[MainWindow]:
+    """The real main window with its services, on this test's own data dir; closed afterwards."""
+    from app.paths import AppPaths
+    from app.ui.application import build_window  # Qt is loaded by the window tests only
+
+    main, services = build_window(AppPaths.from_env().ensure())
+    qtbot.addWidget(main)
+    main.show()
+    yield main
+    main.close()
+    services.close()

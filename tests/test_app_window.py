@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,6 @@ from pytestqt.qtbot import QtBot
 
 from app.paths import AppPaths
 from app.settings import SettingsStore
-from app.ui.application import build_window
 from app.ui.crash import CrashDialog, CrashReporter
 from app.ui.discover_page import DiscoverPage
 from app.ui.main_window import MainWindow
@@ -22,16 +20,6 @@ from app.ui.settings_dialog import SettingsDialog
 from app.ui.single_instance import SingleInstance, hand_over, parse_link
 from app.ui.welcome import WelcomeDialog
 from tests.hubstub.server import HubStub
-
-
-@pytest.fixture
-def window(qtbot: QtBot) -> Iterator[MainWindow]:
-    main, services = build_window(AppPaths.from_env().ensure())
-    qtbot.addWidget(main)
-    main.show()
-    yield main
-    main.close()
-    services.close()
 
 
 def test_every_setting_persists_and_takes_effect(qtbot: QtBot, window: MainWindow, tmp_path: Path) -> None:

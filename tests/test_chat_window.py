@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QObject, Qt, QUrl, Slot
-from PySide6.QtGui import QDesktopServices
+from PySide6.QtCore import Qt, QUrl
 from pytestqt.qtbot import QtBot
 
 from app.chat.store import ChatStore
 from app.paths import AppPaths
 from app.ui.application import Services, build_window
 from app.ui.main_window import MainWindow
+from tests.untrusted import canary_server, catching_links
 
 LOAD_TIMEOUT_MS = 60_000
 REPLY_TIMEOUT_MS = 60_000
@@ -147,55 +145,22 @@ def test_a_bad_model_file_is_a_banner_not_a_crash(qtbot: QtBot, open_window, tmp
     assert chat.model is None and chat.load_button.isEnabled()
 
 
-class _LinkCatcher(QObject):
-    """Receives what QDesktopServices would open (Qt's own hook for URL schemes)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.opened: list[str] = []
-
-    @Slot(QUrl)
-    def open(self, url: QUrl) -> None:
-        self.opened.append(url.toString())
-
-
 def test_model_output_loads_nothing_and_opens_only_clicked_web_links(qtbot: QtBot, open_window) -> None:  # type: ignore[no-untyped-def]
-    requests_seen: list[str] = []
-
-    class Canary(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            requests_seen.append(self.path)
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    canary = HTTPServer(("127.0.0.1", 0), Canary)
-    threading.Thread(target=canary.serve_forever, daemon=True).start()
-    image = f"http://127.0.0.1:{canary.server_port}/pixel.png"
-    catcher = _LinkCatcher()
-    for scheme in ("http", "https", "file", "javascript"):
-        QDesktopServices.setUrlHandler(scheme, catcher, "open")
-    try:
+    with canary_server() as canary, catching_links() as catcher:
         window = open_window()
         transcript = window.chat.transcript
         transcript.show_markdown(
-            f'<script>alert(1)</script> <img src="{image}" onerror="x()">\n\n![remote]({image})\n\n'
+            f'<script>alert(1)</script> <img src="{canary.image}" onerror="x()">\n\n'
+            f"![remote]({canary.image})\n\n"
             "[web](https://example.org/a) [local](file:///etc/passwd) [js](javascript:alert(1))"
         )
         qtbot.wait(300)
-        assert requests_seen == []  # no image was fetched from anywhere
+        assert canary.requests_seen == []  # no image was fetched from anywhere
         assert "<script" not in transcript.toHtml().lower()
         assert "<script>alert(1)</script>" in transcript.toPlainText()  # shown as text, never run
         for target in ("https://example.org/a", "file:///etc/passwd", "javascript:alert(1)"):
             transcript.anchorClicked.emit(QUrl(target))
         assert catcher.opened == ["https://example.org/a"]
-    finally:
-        for scheme in ("http", "https", "file", "javascript"):
-            QDesktopServices.unsetUrlHandler(scheme)
-        canary.shutdown()
-        canary.server_close()
 
 
 def test_the_conversation_list_model_is_a_well_behaved_qt_model(qtmodeltester, open_window) -> None:  # type: ignore[no-untyped-def]

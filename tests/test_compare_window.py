@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from pytestqt.qtbot import QtBot
 
-from app.paths import AppPaths
-from app.ui.application import build_window
 from app.ui.compare_page import ComparePage
 from app.ui.main_window import MainWindow
 
 pytestmark = pytest.mark.real_model
 WAIT_MS = 120_000
-
-
-@pytest.fixture
-def window(qtbot: QtBot) -> Iterator[MainWindow]:
-    main, services = build_window(AppPaths.from_env().ensure())
-    qtbot.addWidget(main)
-    main.show()
-    yield main
-    main.close()
-    services.close()
 
 
 def _page(window: MainWindow, *models: Path) -> ComparePage:

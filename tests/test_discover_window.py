@@ -2,38 +2,28 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QObject, Qt, QUrl, Slot
-from PySide6.QtGui import QDesktopServices
+from PySide6.QtCore import QObject, Qt, QUrl
 from pytestqt.qtbot import QtBot
 
-from app.paths import AppPaths
-from app.ui.application import Services, build_window
 from app.ui.discover_page import DiscoverPage
 from app.ui.main_window import MainWindow
 from tests.hubstub.faults import Fault
 from tests.hubstub.server import HubStub
+from tests.untrusted import canary_server, catching_links
 
 WAIT_MS = 30_000
 SMOL = "bartowski/SmolLM2-135M-Instruct-GGUF"
 
 
 @pytest.fixture
-def discover(qtbot: QtBot) -> Iterator[DiscoverPage]:
-    window, services = build_window(AppPaths.from_env().ensure())
-    qtbot.addWidget(window)
-    window.show()
+def discover(window: MainWindow) -> DiscoverPage:
     page = window.pages["discover"]
     assert isinstance(page, DiscoverPage)
     window.navigation.setCurrentRow(list(window.pages).index("discover"))
-    yield page
-    window.close()
-    services.close()
+    return page
 
 
 def _idle(qtbot: QtBot, page: DiscoverPage) -> None:
@@ -142,54 +132,29 @@ def test_a_model_page_with_variants_fit_and_card(
 
 
 def test_a_card_cannot_reach_out_or_run_anything(qtbot: QtBot, hub: HubStub, discover: DiscoverPage) -> None:
-    requests_seen: list[str] = []
-
-    class Canary(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            requests_seen.append(self.path)
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    canary = HTTPServer(("127.0.0.1", 0), Canary)
-    threading.Thread(target=canary.serve_forever, daemon=True).start()
-    image = f"http://127.0.0.1:{canary.server_port}/pixel.png"
-    card = (
-        f'<script>alert(1)</script> <iframe src="{image}"></iframe> <img src="{image}" onerror="x()">\n\n'
-        f"![remote]({image})\n\n[site](https://example.org/docs) [js](javascript:alert(1)) [f](file:///etc/passwd)\n"
-        + "filler "
-        * 700_000  # about 5 MB
-    )
-    hub.add_repo("evil/card-GGUF", {"m-Q4_0.gguf": 10, "README.md": card.encode()})
-    catcher = _LinkCatcher()
-    for scheme in ("http", "https", "file", "javascript"):
-        QDesktopServices.setUrlHandler(scheme, catcher, "open")
-    try:
+    with canary_server() as canary, catching_links() as catcher:
+        image = canary.image
+        card = (
+            f'<script>alert(1)</script> <iframe src="{image}"></iframe> <img src="{image}" onerror="x()">\n\n'
+            f"![remote]({image})\n\n[site](https://example.org/docs) [js](javascript:alert(1)) [f](file:///etc/x)\n"
+            + "filler "
+            * 700_000  # about 5 MB
+        )
+        hub.add_repo("evil/card-GGUF", {"m-Q4_0.gguf": 10, "README.md": card.encode()})
         discover.open_model("evil/card-GGUF")
         qtbot.waitUntil(lambda: "alert(1)" in discover.card.toPlainText(), timeout=WAIT_MS)
         qtbot.wait(300)
-        assert requests_seen == []  # no image fetched
-        assert (
-            "<script" not in discover.card.toHtml().lower()
-            and "<iframe" not in discover.card.toHtml().lower()
-        )
-        for target in ("javascript:alert(1)", "file:///etc/passwd"):
+        assert canary.requests_seen == []  # no image fetched
+        html = discover.card.toHtml().lower()
+        assert "<script" not in html and "<iframe" not in html
+        for target in ("javascript:alert(1)", "file:///etc/x"):
             discover.card.anchorClicked.emit(QUrl(target))
         assert discover.link_bar.isHidden() and catcher.opened == []
         discover.card.anchorClicked.emit(QUrl("https://example.org/docs"))
-        assert (
-            discover.link_text.text() == "Open https://example.org/docs in your browser?"
-            and catcher.opened == []
-        )
+        assert discover.link_text.text() == "Open https://example.org/docs in your browser?"
+        assert catcher.opened == []  # not before Open
         qtbot.mouseClick(discover.findChild(QObject, "openLink"), Qt.MouseButton.LeftButton)  # type: ignore[arg-type]
         assert catcher.opened == ["https://example.org/docs"]
-    finally:
-        for scheme in ("http", "https", "file", "javascript"):
-            QDesktopServices.unsetUrlHandler(scheme)
-        canary.shutdown()
-        canary.server_close()
 
 
 def test_hub_errors_and_offline_are_a_banner(qtbot: QtBot, hub: HubStub, discover: DiscoverPage) -> None:
@@ -223,24 +188,6 @@ def test_a_gated_repo_says_what_to_do(qtbot: QtBot, hub: HubStub, discover: Disc
     assert "accept its license on the Hub" in discover.card.toPlainText()
 
 
-class _LinkCatcher(QObject):
-    def __init__(self) -> None:
-        super().__init__()
-        self.opened: list[str] = []
-
-    @Slot(QUrl)
-    def open(self, url: QUrl) -> None:
-        self.opened.append(url.toString())
-
-
-def test_the_window_has_a_discover_page(qtbot: QtBot) -> None:
-    window: MainWindow
-    services: Services
-    window, services = build_window(AppPaths.from_env().ensure())
-    qtbot.addWidget(window)
-    try:
-        pages = [window.navigation.item(i).text() for i in range(window.navigation.count())]
-        assert pages == ["Chat", "Discover", "Models", "Downloads", "Compare"]
-    finally:
-        window.close()
-        services.close()
+def test_the_window_has_a_discover_page(window: MainWindow) -> None:
+    pages = [window.navigation.item(i).text() for i in range(window.navigation.count())]
+    assert pages == ["Chat", "Discover", "Models", "Downloads", "Compare"]

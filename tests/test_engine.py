@@ -13,6 +13,7 @@ from app.errors import AppError, ErrorKind
 from app.paths import AppPaths
 from app.runtime.engine import Engine, EngineCrashed
 from app.runtime.gguf_header import BadModelFile, read_header
+from app.runtime.preflight import check_load
 from app.runtime.protocol import (
     ChatMessage,
     Finished,
@@ -216,7 +217,7 @@ def test_a_model_that_cannot_fit_is_refused_unless_forced(tiny_model_factory: Ti
         assert refused.value.user_message.startswith("Not enough memory: needs about ")
         assert " GB free (RAM)" in refused.value.user_message
         assert engine.model is None
-    _, forced = engine.check(LoadParams(model, n_ctx=huge_context), force=True)  # the user's override
+    _, forced = check_load(LoadParams(model, n_ctx=huge_context), force=True)  # the user's override
     assert forced.n_ctx == huge_context
 
 

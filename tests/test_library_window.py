@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from PySide6.QtCore import QObject, Qt
 from PySide6.QtWidgets import QPushButton
 from pytestqt.qtbot import QtBot
@@ -15,7 +13,6 @@ from pytestqt.qtbot import QtBot
 from app.downloads.jobs import DONE, PAUSED, RUNNING
 from app.library.scan import FOLDER, HUBSIDE
 from app.paths import AppPaths
-from app.ui.application import build_window
 from app.ui.discover_page import DiscoverPage
 from app.ui.downloads_page import DownloadsPage
 from app.ui.main_window import MainWindow
@@ -26,16 +23,6 @@ from tests.hubstub.server import HubStub
 WAIT_MS = 60_000
 REPO = "bartowski/SmolLM2-135M-Instruct-GGUF"
 NAME = "SmolLM2-135M-Instruct-Q4_1.gguf"
-
-
-@pytest.fixture
-def window(qtbot: QtBot) -> Iterator[MainWindow]:
-    main, services = build_window(AppPaths.from_env().ensure())
-    qtbot.addWidget(main)
-    main.show()
-    yield main
-    main.close()
-    services.close()
 
 
 def _pages(window: MainWindow) -> tuple[DiscoverPage, ModelsPage, DownloadsPage]:
@@ -61,7 +48,7 @@ def test_download_from_discover_to_library_to_chat(
     assert downloads.manager.jobs()[0].label == "Q4_1"
     qtbot.waitUntil(lambda: downloads.manager.jobs()[0].state == DONE, timeout=WAIT_MS)
     qtbot.waitUntil(lambda: models.model.rowCount() == 1, timeout=WAIT_MS)  # the library rescans itself
-    entry = models.model.entries[0]
+    entry = models.model.rows[0]
     assert (entry.id, entry.source, entry.architecture, entry.quant) == (
         f"{REPO}:Q4_1",
         HUBSIDE,
@@ -93,16 +80,16 @@ def test_pause_and_resume_from_the_downloads_page(
     )
     downloads.manager.add(REPO, repo.sha, "Q4_1", (JobFile(NAME, remote),))
     qtbot.waitUntil(
-        lambda: downloads.model.rowCount() == 1 and downloads.model.jobs[0].done_bytes > 0, timeout=WAIT_MS
+        lambda: downloads.model.rowCount() == 1 and downloads.model.rows[0].done_bytes > 0, timeout=WAIT_MS
     )
     assert downloads.model.index(0, 2).data().endswith(" of 94 MB")
     downloads.view.selectRow(0)
     qtbot.mouseClick(downloads.findChild(QObject, "pauseButton"), Qt.MouseButton.LeftButton)  # type: ignore[arg-type]
-    qtbot.waitUntil(lambda: downloads.model.jobs[0].state == PAUSED, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: downloads.model.rows[0].state == PAUSED, timeout=WAIT_MS)
     hub.faults.clear()
     qtbot.mouseClick(downloads.findChild(QObject, "resumeButton"), Qt.MouseButton.LeftButton)  # type: ignore[arg-type]
-    qtbot.waitUntil(lambda: downloads.model.jobs[0].state in (RUNNING, DONE), timeout=WAIT_MS)
-    qtbot.waitUntil(lambda: downloads.model.jobs[0].state == DONE, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: downloads.model.rows[0].state in (RUNNING, DONE), timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: downloads.model.rows[0].state == DONE, timeout=WAIT_MS)
     assert downloads.summary.text().startswith("0 downloading")
 
 
@@ -120,10 +107,10 @@ def test_models_found_in_place_are_hidden_never_deleted(
     (folder / "broken-Q4_0.gguf").write_bytes(b"GGUF" + b"\xff" * 100)
     models.add_folder(str(folder))
     qtbot.waitUntil(lambda: models.model.rowCount() == 3, timeout=WAIT_MS)
-    by_name = {e.name: e for e in models.model.entries}
+    by_name = {e.name: e for e in models.model.rows}
     assert (
         by_name["broken-Q4_0.gguf"].problem
-        and models.model.index(models.model.entries.index(by_name["broken-Q4_0.gguf"]), 8).data()
+        and models.model.index(models.model.rows.index(by_name["broken-Q4_0.gguf"]), 8).data()
         == "⚠ cannot be used"
     )
     assert by_name["theirs-Q4_0.gguf"].source == FOLDER

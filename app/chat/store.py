@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from app.errors import AppError, ErrorKind
+from app.storage import open_database
 
 log = logging.getLogger(__name__)
 
@@ -145,13 +146,8 @@ class ChatStore:
 
     # --- opening ---------------------------------------------------------------------------------
     def _open(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, isolation_level=None)  # we write BEGIN/COMMIT ourselves
+        db = open_database(self.path)
         try:
-            db.row_factory = sqlite3.Row
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.execute("PRAGMA foreign_keys=ON")
-            db.execute("PRAGMA busy_timeout=5000")
             if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
                 raise sqlite3.DatabaseError("quick_check failed")
             self._migrate(db)

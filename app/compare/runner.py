@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -228,7 +228,3 @@ class Comparison:
                 self._engines.pop(index, None)
             engine.close()  # fair: unload before the next model loads; parallel: free it when done
             listener(index, column)
-
-
-def params_for(path: Path, n_ctx: int | None = None) -> LoadParams:
-    return replace(LoadParams(path), n_ctx=n_ctx)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from app.compare.elo import Vote
+from app.storage import open_database
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -53,14 +53,9 @@ def file_sha256(path: Path) -> str:
 
 class CompareStore:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.row_factory = sqlite3.Row
+        self.db = open_database(path, shared=True)
         self.lock = threading.Lock()
         with self.lock:
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")
-            self.db.execute("PRAGMA foreign_keys=ON")
             self.db.executescript(_SCHEMA)
 
     def save_run(self, prompt: str, data: dict[str, Any], run_id: int | None = None) -> int:

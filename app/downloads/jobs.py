@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.errors import AppError, ErrorKind
+from app.storage import open_database
 
 if TYPE_CHECKING:
     from app.hub.client import ModelDetails
@@ -81,13 +82,9 @@ class JobStore:
     """The one owner of the downloads database; safe to use from several threads."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.row_factory = sqlite3.Row
+        self.db = open_database(path, shared=True)
         self.lock = threading.Lock()
         with self.lock:
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute(_SCHEMA)
 
     def add(self, repo: str, revision: str, label: str, files: tuple[JobFile, ...]) -> Job:

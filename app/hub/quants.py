@@ -10,11 +10,12 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
+from app.runtime.gguf_header import SHARD_NAME
+
 _QUANT = re.compile(
     r"(UD-)?(F32|BF16|F16|Q8_0|Q6_K|Q5_K_[SM]|Q5_K|Q5_[01]|Q4_K_[SM]|Q4_K|Q4_[01]|Q3_K_[SML]|Q3_K|Q2_K(?:_S)?|"
     r"IQ4_(?:XS|NL)|IQ3_(?:XXS|XS|S|M)|IQ2_(?:XXS|XS|S|M)|IQ1_[SM]|TQ[12]_0|MXFP4(?:_MOE)?)(_XL)?"
 )
-_SHARD = re.compile(r"^(?P<prefix>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
 
 # Bits per weight of each quant (llama.cpp's block layouts), for estimates before a header is read.
 BITS_PER_WEIGHT = {
@@ -89,7 +90,7 @@ def group_variants(files: Iterable[RepoFile]) -> list[Variant]:
     for f in ggufs:
         if is_projector(f.path):
             continue
-        shard = _SHARD.match(f.path)
+        shard = SHARD_NAME.match(f.path)
         key = (shard.group("prefix"), shard.group("count")) if shard else (f.path, "")
         groups.setdefault(key, []).append(f)
     variants: list[Variant] = []

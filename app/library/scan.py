@@ -6,8 +6,6 @@ header alone; a file that cannot be read is listed with the reason, never loaded
 from __future__ import annotations
 
 import os
-import re
-import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -15,11 +13,10 @@ from typing import Any
 
 from app.errors import AppError, ErrorKind
 from app.hub.quants import is_projector, quant_label
-from app.runtime.gguf_header import read_header
+from app.runtime.gguf_header import SHARD_NAME, read_header, shard_files
 
 HUBSIDE, HF_CACHE, LM_STUDIO, FOLDER = "hubside", "hf-cache", "lm-studio", "folder"
 _PREFIX = {HUBSIDE: "", HF_CACHE: "hf:", LM_STUDIO: "lms:", FOLDER: "dir:"}
-_SHARD = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -85,24 +82,15 @@ def _model_files(root: Root) -> list[Path]:
         for name in names:
             if not name.lower().endswith(".gguf") or is_projector(name):
                 continue
-            shard = _SHARD.search(name)
-            if shard and shard.group(1) != "00001":
+            shard = SHARD_NAME.match(name)
+            if shard and int(shard["index"]) != 1:
                 continue
             found.append(Path(directory) / name)
     return sorted(found)
 
 
-def _shards(path: Path) -> tuple[Path, ...]:
-    shard = _SHARD.search(path.name)
-    if not shard:
-        return (path,)
-    count = int(shard.group(2))
-    prefix = path.name[: shard.start()]
-    return tuple(path.with_name(f"{prefix}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1))
-
-
 def entry_for(path: Path, root: Root) -> LibraryEntry:
-    files = _shards(path)
+    files = shard_files(path)
     size = sum(f.stat().st_size for f in files if f.exists())
     repo = _repo_of(path, root)
     quant = quant_label(path.name) or "?"
@@ -186,7 +174,3 @@ def delete(entry: LibraryEntry, models_dir: Path) -> None:
 
 def disk_usage(entries: Iterable[LibraryEntry]) -> int:
     return sum(e.size for e in entries)
-
-
-def free_space(path: Path) -> int:
-    return shutil.disk_usage(path).free

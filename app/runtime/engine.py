@@ -21,8 +21,6 @@ from types import TracebackType
 
 from app.errors import AppError, ErrorKind
 from app.paths import AppPaths
-from app.runtime.gguf_header import GGUFHeader
-from app.runtime.preflight import check_load
 from app.runtime.protocol import (
     Command,
     EngineStats,
@@ -163,10 +161,6 @@ class Engine:
         raise AppError(ErrorKind(failed.kind), failed.message, failed.detail)
 
     # --- commands ----------------------------------------------------------------------------------
-    def check(self, params: LoadParams, *, force: bool = False) -> tuple[GGUFHeader, LoadParams]:
-        """The header check and memory estimate, here and now (`load` has the engine do it)."""
-        return check_load(params, force=force)
-
     def load(self, params: LoadParams, *, force: bool = False) -> LoadedModel:
         # The engine process checks the file first: reading a header is tens of ms of Python that, in this
         # process, would hold the interpreter lock away from the window.

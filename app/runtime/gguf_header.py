@@ -8,6 +8,7 @@ holds. Any problem is one error type, `BadModelFile`, with a message a user can 
 from __future__ import annotations
 
 import mmap
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,21 @@ from typing import Any
 
 from app.errors import AppError, ErrorKind
 from app.runtime.ggml_types import FILE_TYPES, TENSOR_TYPES
+
+# A model split in n files: <prefix>-0000k-of-0000n.gguf, k from 1 (llama.cpp opens shard 1, finds the rest).
+SHARD_NAME = re.compile(r"^(?P<prefix>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
+
+
+def shard_files(path: Path) -> tuple[Path, ...]:
+    """The file, or for shard 1 of n every shard, in order."""
+    shard = SHARD_NAME.match(path.name)
+    if not shard or int(shard["index"]) != 1:
+        return (path,)
+    count = int(shard["count"])
+    return tuple(
+        path.with_name(f"{shard['prefix']}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)
+    )
+
 
 MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
@@ -118,10 +134,6 @@ class GGUFHeader:
     def chat_template(self) -> str | None:
         template = self.metadata.get("tokenizer.chat_template")
         return template if isinstance(template, str) else None
-
-    @property
-    def split_count(self) -> int:
-        return int(self.metadata.get("split.count", 1) or 1)
 
 
 def read_header(path: Path) -> GGUFHeader:

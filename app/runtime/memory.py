@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from app.errors import AppError, ErrorKind
-from app.runtime.gguf_header import GGUFHeader
+from app.runtime.gguf_header import GGUFHeader, shard_files
 
 GIB = 1024**3
 CPU_MARGIN = GIB // 2  # compute buffers, scratch, the engine process itself
@@ -74,17 +74,6 @@ def kv_cache_bytes(header: GGUFHeader, n_ctx: int, type_k: str = "f16", type_v: 
     return int(sum(heads * per_token * n_ctx for heads in kv_heads))
 
 
-def model_files(header: GGUFHeader) -> list[Path]:
-    """The file and, for a sharded model, its sibling shards (named -0000N-of-0000M.gguf)."""
-    count = header.split_count
-    stem = header.path.name
-    marker = f"-00001-of-{count:05d}.gguf"
-    if count <= 1 or not stem.endswith(marker):
-        return [header.path]
-    prefix = stem.removesuffix(marker)
-    return [header.path.with_name(f"{prefix}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
-
-
 def estimate(
     header: GGUFHeader,
     n_ctx: int,
@@ -95,7 +84,7 @@ def estimate(
 ) -> MemoryEstimate:
     """Weights (the files' sizes: given, for a remote model) + KV cache at `n_ctx` + a compute margin."""
     if weights is None:
-        weights = sum(p.stat().st_size for p in model_files(header) if p.exists())
+        weights = sum(p.stat().st_size for p in shard_files(header.path) if p.exists())
     margin = GPU_MARGIN if gpu else CPU_MARGIN
     return MemoryEstimate(weights, kv_cache_bytes(header, n_ctx, type_k, type_v), margin)
 
@@ -130,22 +119,37 @@ def free_ram() -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def free_vram() -> int | None:
-    """Free memory of the first NVIDIA GPU, or None where nvidia-smi is not there to say."""
+def _nvidia_smi(query: str) -> str | None:
+    """The first GPU's answer to an nvidia-smi query (CSV, no header), or None where it cannot say."""
     smi = shutil.which("nvidia-smi")
     if smi is None:
         return None
     try:
         out = subprocess.run(
-            [smi, "--query-gpu=memory.free", "--format=csv,noheader,nounits"],
+            [smi, f"--query-gpu={query}", "--format=csv,noheader,nounits"],
             capture_output=True,
             text=True,
             timeout=5,
             check=True,
         ).stdout
-        return int(out.split()[0]) * 1024**2
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+    except (OSError, subprocess.SubprocessError):
         return None
+    lines = out.strip().splitlines()
+    return lines[0].strip() if lines else None
+
+
+def free_vram() -> int | None:
+    """Free memory of the first NVIDIA GPU, or None where nvidia-smi is not there to say."""
+    answer = _nvidia_smi("memory.free")
+    try:
+        return int(answer) * 1024**2 if answer else None
+    except ValueError:
+        return None
+
+
+def gpu_name() -> str | None:
+    """The first NVIDIA GPU's name, or None."""
+    return _nvidia_smi("name")
 
 
 def gpu_layers_that_fit(need: MemoryEstimate, n_layers: int, vram_free: int) -> int:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from app.runtime.gguf_header import GGUFHeader
 
-KV_CACHE_TYPES = ("f16", "q8_0", "q4_0")
 DEFAULT_MAX_CONTEXT = 8192
 
 

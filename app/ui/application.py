@@ -71,7 +71,7 @@ def build_window(paths: AppPaths, engine: Engine | None = None) -> tuple[MainWin
     background = Background()
 
     def models_dir() -> Path:  # the setting can change while the app runs
-        return Path(settings.models_dir) if settings.models_dir else paths.models_dir
+        return settings.models_folder(paths.models_dir)
 
     def token() -> str | None:
         return hub_token(paths.token_file)
@@ -85,7 +85,7 @@ def build_window(paths: AppPaths, engine: Engine | None = None) -> tuple[MainWin
 
     jobs = JobStore(paths.downloads_file)
     downloads = DownloadManager(models_dir(), jobs, transfer, settings.max_parallel_downloads)
-    comparisons = CompareStore(paths.data_dir / "compare.sqlite3")
+    comparisons = CompareStore(paths.compare_file)
     services = Services(
         settings_store, settings, chat_store, bridge, background, downloads, jobs, comparisons
     )
@@ -95,14 +95,13 @@ def build_window(paths: AppPaths, engine: Engine | None = None) -> tuple[MainWin
 
     chat = ChatPage(chat_store, bridge, settings, save)
     chat.apply_defaults(settings)
-    hub_cache = paths.cache_dir / "hub"
 
     def download(client: HubClient, details: ModelDetails, variant: Variant) -> None:
         downloads.add(
             details.id, details.sha, variant.label, job_files(details, variant, client.api.endpoint)
         )
 
-    discover = DiscoverPage(lambda: HubClient(hub_cache, token_source=token), background, download)
+    discover = DiscoverPage(lambda: HubClient(paths.hub_cache_dir, token_source=token), background, download)
 
     def add_folder(folder: str) -> None:
         if folder not in settings.extra_model_dirs:

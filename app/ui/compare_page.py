@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -40,7 +41,7 @@ from app.compare.elo import leaderboard
 from app.compare.report import to_html, to_json
 from app.compare.runner import FAIR, MAX_MODELS, MIN_MODELS, PARALLEL, Column, CompareSettings, Comparison
 from app.compare.store import CompareStore, SavedRun
-from app.errors import AppError
+from app.errors import AppError, to_app_error
 from app.library.scan import LibraryEntry
 from app.paths import AppPaths
 from app.runtime.memory import gb
@@ -100,7 +101,7 @@ class ColumnView(QFrame):
 
 class ComparePage(QWidget):
     _changed = Signal(int, object)  # column index, a copy of the column (from the comparison's thread)
-    _finished = Signal(object)  # AppError or None
+    _finished = Signal(object, object)  # AppError or None, the run's data to save (or None)
 
     def __init__(self, paths: AppPaths, store: CompareStore, open_as_chat: OpenAsChat) -> None:
         super().__init__()
@@ -279,9 +280,7 @@ class ComparePage(QWidget):
                 self.blind_revealed = not self.blind.isChecked()
                 if not self.blind_revealed:
                     random.shuffle(self.order)
-            assert self.comparison is not None
-            if self.comparison.settings.mode == PARALLEL:
-                self.comparison.check_parallel()
+            assert self.comparison is not None  # Parallel's memory check reads headers: the worker does it
         except AppError as exc:
             self.message.setText(exc.user_message)
             return
@@ -302,14 +301,24 @@ class ComparePage(QWidget):
         self.worker.start()
 
     def _work(self, comparison: Comparison, prompt: str) -> None:
+        last: dict[int, tuple[float, str]] = {}
+
         def changed(index: int, column: Column) -> None:
+            # Called for every piece of text: a copy goes to the window only when it will be drawn.
+            now = time.monotonic()
+            sent, state = last.get(index, (0.0, ""))
+            if state == column.state and now - sent < REDRAW_MS / 1000:
+                return
+            last[index] = (now, column.state)
             self._changed.emit(index, replace(column, tokens_over_time=list(column.tokens_over_time)))
 
         try:
             comparison.turn(prompt, changed)
-            self._finished.emit(None)
-        except AppError as exc:
-            self._finished.emit(exc)
+            data = comparison.data()  # here: it hashes the model files (seconds for big ones)
+        except (AppError, OSError) as exc:
+            self._finished.emit(to_app_error(exc), None)
+            return
+        self._finished.emit(None, data)
 
     @Slot()
     def stop(self) -> None:
@@ -335,24 +344,24 @@ class ComparePage(QWidget):
         for index, column in self.snapshots.items():
             self.column_views[self.order.index(index)].show_column(self.label(index), column)
 
-    @Slot(object)
-    def _on_finished(self, error: AppError | None) -> None:
+    @Slot(object, object)
+    def _on_finished(self, error: AppError | None, data: dict[str, Any] | None) -> None:
         self.worker = None
         self.run_button.setEnabled(True)
         self.stop_button.setEnabled(False)
         comparison = self.comparison
         if comparison is None:
             return
-        if error is not None:
-            self.message.setText(error.user_message)
         self.snapshots = dict(enumerate(comparison.columns))
         self._draw_columns()
+        if error is not None or data is None:
+            self.message.setText(error.user_message if error else "The comparison did not run.")
+            return
         try:
-            self.run_id = self.store.save_run(
-                comparison.turns[0][0]["prompt"], comparison.data(), self.run_id
-            )
-        except (OSError, IndexError) as exc:
+            self.run_id = self.store.save_run(comparison.turns[0][0]["prompt"], data, self.run_id)
+        except OSError as exc:
             self.message.setText(f"The run could not be saved: {exc}")
+            return
         failed = sum(1 for c in comparison.columns if c.error)
         self.message.setText(f"Done ({failed} failed)." if failed else "Done.")
         self._show_charts()

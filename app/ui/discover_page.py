@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, QTimer, QUrl, Slot
+from PySide6.QtCore import QModelIndex, Qt, QTimer, QUrl, Slot
 from PySide6.QtGui import QDesktopServices, QShowEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -37,9 +37,10 @@ from app.hub.fit import Fit, Machine, fit_variant, recommended
 from app.hub.quants import Variant
 from app.hub.token import save_token
 from app.runtime.gguf_header import GGUFHeader
-from app.runtime.memory import CPU_MARGIN, gb
+from app.runtime.memory import CPU_MARGIN, free_ram, gb
 from app.ui.background import Background
 from app.ui.safe_markdown import SafeMarkdownView
+from app.ui.table_model import ModelIndex, RowsModel
 from app.ui.widgets import named
 
 SEARCH_DEBOUNCE_MS = 300
@@ -55,8 +56,6 @@ FIT_BITS = 4.5  # "fits this machine": a Q4_K_M of the model would
 RESULT_WIDTHS = (0, 12, 11, 7, 11, 11, 13)
 VARIANT_WIDTHS = (0, 9, 10, 24, 9, 12)
 DOWNLOAD_COLUMN = 5
-
-ModelIndex = QModelIndex | QPersistentModelIndex
 
 
 def _count(n: int | None) -> str:
@@ -80,22 +79,21 @@ def _fit_columns(view: QTableView, widths: tuple[int, ...]) -> None:
     view.verticalHeader().setDefaultSectionSize(view.fontMetrics().height() + 8)
 
 
-class ResultsModel(QAbstractTableModel):
+class ResultsModel(RowsModel):
     """Search results, fetched a page at a time as the view scrolls to the end (Qt's fetchMore)."""
 
     COLUMNS = ("Model", "Author", "Downloads", "Likes", "Updated", "Parameters", "Architecture")
+    rows: list[ModelSummary]
 
     def __init__(self, request_more: Callable[[], None]) -> None:
         super().__init__()
-        self.rows: list[ModelSummary] = []
         self.more_wanted = False  # the search has more pages
         self.loading = False
         self.request_more = request_more
 
     def reset(self, rows: list[ModelSummary], more: bool) -> None:
-        self.beginResetModel()
-        self.rows, self.more_wanted, self.loading = list(rows), more, False
-        self.endResetModel()
+        self.more_wanted, self.loading = more, False
+        self.show(rows)
 
     def append(self, rows: list[ModelSummary], more: bool) -> None:
         self.loading, self.more_wanted = False, more
@@ -113,23 +111,7 @@ class ResultsModel(QAbstractTableModel):
                 )
                 self.dataChanged.emit(self.index(number, 5), self.index(number, 6))
 
-    def rowCount(self, parent: ModelIndex = QModelIndex()) -> int:  # noqa: B008 - Qt's default argument
-        return 0 if parent.isValid() else len(self.rows)
-
-    def columnCount(self, parent: ModelIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.COLUMNS)
-
-    def headerData(
-        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
-    ) -> Any:
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
-            return self.COLUMNS[section]
-        return None
-
-    def data(self, index: ModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid() or not 0 <= index.row() < len(self.rows):
-            return None
-        row = self.rows[index.row()]
+    def cell(self, row: ModelSummary, column: int, role: int) -> Any:
         if role == Qt.ItemDataRole.DisplayRole:
             return (
                 row.id,
@@ -139,7 +121,7 @@ class ResultsModel(QAbstractTableModel):
                 row.updated[:10],
                 _count(row.parameters),
                 row.architecture or "",
-            )[index.column()]
+            )[column]
         if role == Qt.ItemDataRole.UserRole:
             return row.id
         if role == Qt.ItemDataRole.ToolTipRole:
@@ -155,38 +137,29 @@ class ResultsModel(QAbstractTableModel):
             self.request_more()
 
 
-class VariantsModel(QAbstractTableModel):
+class VariantsModel(RowsModel):
     COLUMNS = ("Variant", "Size", "Bits/weight", "Fit here", "Needs", "")  # the last: a Download button
+    rows: list[tuple[Variant, Fit]]
 
     def __init__(self) -> None:
         super().__init__()
-        self.rows: list[tuple[Variant, Fit]] = []
         self.parameters: int | None = None
         self.best: Variant | None = None
 
-    def show(self, rows: list[tuple[Variant, Fit]], parameters: int | None) -> None:
-        self.beginResetModel()
-        self.rows, self.parameters = rows, parameters
+    def show_fits(self, rows: list[tuple[Variant, Fit]], parameters: int | None) -> bool:
+        """Show these variants and verdicts; True if the rows are new (False: only the verdicts changed,
+        as when the context slider moves, and the rows' widgets stay)."""
+        self.parameters = parameters
         self.best = recommended([v for v, _ in rows], [f for _, f in rows])
-        self.endResetModel()
+        if rows and [v for v, _ in rows] == [v for v, _ in self.rows]:
+            self.rows = rows
+            self.dataChanged.emit(self.index(0, 0), self.index(len(rows) - 1, len(self.COLUMNS) - 1))
+            return False
+        self.show(rows)
+        return True
 
-    def rowCount(self, parent: ModelIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.rows)
-
-    def columnCount(self, parent: ModelIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.COLUMNS)
-
-    def headerData(
-        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
-    ) -> Any:
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
-            return self.COLUMNS[section]
-        return None
-
-    def data(self, index: ModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid() or not 0 <= index.row() < len(self.rows):
-            return None
-        variant, fit = self.rows[index.row()]
+    def cell(self, row: tuple[Variant, Fit], column: int, role: int) -> Any:
+        variant, fit = row
         if role == Qt.ItemDataRole.DisplayRole:
             bits = variant.bits_per_weight(self.parameters)
             name = variant.title + (" ★ recommended" if variant is self.best else "")
@@ -197,7 +170,7 @@ class VariantsModel(QAbstractTableModel):
                 fit.label,
                 gb(fit.need.total),
                 "",
-            )[index.column()]
+            )[column]
         if role == Qt.ItemDataRole.ToolTipRole:
             files = "\n".join(f"{f.path} ({gb(f.size)})" for f in variant.files)
             projector = f"\nvision projector: {variant.projector.path}" if variant.projector else ""
@@ -217,7 +190,8 @@ class DiscoverPage(QWidget):
         self.client_factory = client_factory
         self.client = client_factory()
         self.background = background
-        self.machine = Machine.now()
+        # Free RAM now (a file read); the GPU's memory (nvidia-smi, a process) is asked for off this thread.
+        self.machine = Machine(free_ram(), None)
         self.pages: SearchPages | None = None
         self.search_serial = 0  # the newest search; answers to older ones are dropped
         self.details_serial = 0
@@ -454,7 +428,7 @@ class DiscoverPage(QWidget):
         self.details, self.header = None, None
         self.title.setText(repo)
         self.facts.setText("Loading…")
-        self.variants.show([], None)
+        self.variants.show_fits([], None)
         self.card.show_markdown("")
         self.template.setPlainText("")
         self.estimate_note.setText("")
@@ -542,13 +516,11 @@ class DiscoverPage(QWidget):
             (v, fit_variant(v, self.header, n_ctx, self.machine, details.parameters))
             for v in details.variants
         ]
-        self.variants.show(rows, details.parameters)
-        for row, (variant, _) in enumerate(rows):  # a Download button per variant
+        new_rows = self.variants.show_fits(rows, details.parameters)
+        for row, (variant, _) in enumerate(rows if new_rows else []):  # a Download button per variant
             button = named(QPushButton("Download"), f"download-{variant.title}")
             button.clicked.connect(lambda _=False, chosen=variant: self._download(chosen))
-            self.variants_view.setIndexWidget(
-                self.variants.index(row, len(VariantsModel.COLUMNS) - 1), button
-            )
+            self.variants_view.setIndexWidget(self.variants.index(row, DOWNLOAD_COLUMN), button)
         vram = (
             f", {gb(self.machine.free_vram)} free VRAM"
             if self.machine.free_vram is not None
@@ -617,4 +589,10 @@ class DiscoverPage(QWidget):
     def showEvent(self, event: QShowEvent) -> None:
         super().showEvent(event)
         if self.search_serial == 0:  # the first visit shows what is trending
+            self.background.run(Machine.now, self._measured)
             self.search()
+
+    def _measured(self, machine: Machine | None, error: AppError | None) -> None:
+        if machine is not None:
+            self.machine = machine
+            self._refit()

@@ -6,9 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtCore import (
-    QAbstractTableModel,
-    QModelIndex,
-    QPersistentModelIndex,
     QRect,
     Qt,
     QTimer,
@@ -35,12 +32,11 @@ from PySide6.QtWidgets import (
 from app.downloads.jobs import ACTIVE, DONE, FAILED, PAUSED, Job
 from app.downloads.manager import DownloadManager
 from app.runtime.memory import gb, gb_of
+from app.ui.table_model import ModelIndex, RowsModel
 from app.ui.widgets import named
 
 REFRESH_MS = 250  # progress at 4 Hz
 PROGRESS_COLUMN = 2
-
-ModelIndex = QModelIndex | QPersistentModelIndex
 
 
 def _eta(seconds: float | None) -> str:
@@ -51,39 +47,18 @@ def _eta(seconds: float | None) -> str:
     return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
 
 
-class JobsModel(QAbstractTableModel):
+class JobsModel(RowsModel):
     COLUMNS = ("Model", "Variant", "Progress", "Speed", "ETA", "State")
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.jobs: list[Job] = []
+    rows: list[Job]
 
     def refresh(self, jobs: list[Job]) -> None:
-        if [j.id for j in jobs] != [j.id for j in self.jobs]:
-            self.beginResetModel()
-            self.jobs = jobs
-            self.endResetModel()
-        elif jobs != self.jobs:
-            self.jobs = jobs
+        if [j.id for j in jobs] != [j.id for j in self.rows]:
+            self.show(jobs)
+        elif jobs != self.rows:
+            self.rows = jobs
             self.dataChanged.emit(self.index(0, 0), self.index(len(jobs) - 1, len(self.COLUMNS) - 1))
 
-    def rowCount(self, parent: ModelIndex = QModelIndex()) -> int:  # noqa: B008 - Qt's default argument
-        return 0 if parent.isValid() else len(self.jobs)
-
-    def columnCount(self, parent: ModelIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.COLUMNS)
-
-    def headerData(
-        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
-    ) -> Any:
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
-            return self.COLUMNS[section]
-        return None
-
-    def data(self, index: ModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid() or not 0 <= index.row() < len(self.jobs):
-            return None
-        job = self.jobs[index.row()]
+    def cell(self, job: Job, column: int, role: int) -> Any:
         if role == Qt.ItemDataRole.UserRole:
             return job.done_bytes / job.total_bytes if job.total_bytes else 0.0
         if role == Qt.ItemDataRole.ToolTipRole:
@@ -98,7 +73,7 @@ class JobsModel(QAbstractTableModel):
             f"{gb(job.speed)}/s" if running else "",
             _eta(job.eta_s) if running else "",
             f"{job.state}: {job.error}" if job.error else job.state,
-        )[index.column()]
+        )[column]
 
 
 class ProgressDelegate(QStyledItemDelegate):
@@ -164,7 +139,7 @@ class DownloadsPage(QWidget):
     def _on_selected(self, action: Any) -> None:
         rows = self.view.selectionModel().selectedRows()
         if rows:
-            action(self.model.jobs[rows[0].row()].id)
+            action(self.model.rows[rows[0].row()].id)
             self.refresh()
 
     @Slot()

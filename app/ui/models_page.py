@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, QUrl, Signal, Slot
+from PySide6.QtCore import Qt, QUrl, Signal, Slot
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -26,40 +26,15 @@ from app.errors import AppError
 from app.library.scan import HUBSIDE, LibraryEntry, Root, delete, disk_usage, scan
 from app.runtime.memory import gb
 from app.ui.background import Background
+from app.ui.table_model import RowsModel
 from app.ui.widgets import named
 
-ModelIndex = QModelIndex | QPersistentModelIndex
 
-
-class LibraryModel(QAbstractTableModel):
+class LibraryModel(RowsModel):
     COLUMNS = ("Model", "Repo", "Quant", "Size", "Architecture", "Parameters", "Context", "Source", "Status")
+    rows: list[LibraryEntry]
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.entries: list[LibraryEntry] = []
-
-    def show(self, entries: list[LibraryEntry]) -> None:
-        self.beginResetModel()
-        self.entries = entries
-        self.endResetModel()
-
-    def rowCount(self, parent: ModelIndex = QModelIndex()) -> int:  # noqa: B008 - Qt's default argument
-        return 0 if parent.isValid() else len(self.entries)
-
-    def columnCount(self, parent: ModelIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.COLUMNS)
-
-    def headerData(
-        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
-    ) -> Any:
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
-            return self.COLUMNS[section]
-        return None
-
-    def data(self, index: ModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid() or not 0 <= index.row() < len(self.entries):
-            return None
-        e = self.entries[index.row()]
+    def cell(self, e: LibraryEntry, column: int, role: int) -> Any:
         if role == Qt.ItemDataRole.ToolTipRole:
             return f"{e.id}\n{e.path}" + (f"\n{e.problem}" if e.problem else "")
         if role != Qt.ItemDataRole.DisplayRole:
@@ -74,7 +49,7 @@ class LibraryModel(QAbstractTableModel):
             f"{e.context_length:,}" if e.context_length else "",
             e.source,
             "⚠ cannot be used" if e.problem else "ok",
-        )[index.column()]
+        )[column]
 
 
 class ModelsPage(QWidget):
@@ -160,7 +135,7 @@ class ModelsPage(QWidget):
 
     def selected(self) -> LibraryEntry | None:
         rows = self.view.selectionModel().selectedRows()
-        return self.model.entries[rows[0].row()] if rows else None
+        return self.model.rows[rows[0].row()] if rows else None
 
     def _act(self, action: Callable[[LibraryEntry], Any]) -> None:
         entry = self.selected()

@@ -4,9 +4,11 @@ into effect at once (no restart): the chat's load defaults, the download queue, 
 from __future__ import annotations
 
 import shutil
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from PySide6.QtCore import QEventLoop
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import (
     QApplication,
@@ -164,19 +166,16 @@ class SettingsDialog(QDialog):
         token = self.token.text().strip()
         if (token or self.forget_token.isChecked()) and not self._save_token(token):
             return False
-        old_dir = Path(self.settings.models_dir) if self.settings.models_dir else self.default_models_dir
+        old_dir = self.settings.models_folder(self.default_models_dir)
         new_dir = Path(self.models_dir.text().strip() or self.default_models_dir).expanduser()
         if new_dir != old_dir and old_dir.is_dir() and any(old_dir.iterdir()):
             if move_files is None:
                 question = f"Move the models in {old_dir} to {new_dir}?"
                 answer = QMessageBox.question(self, "Models folder", question)
                 move_files = answer == QMessageBox.StandardButton.Yes
-            if move_files:
-                try:
-                    _move_contents(old_dir, new_dir)
-                except OSError as exc:
-                    self.problem.setText(f"The models could not be moved: {exc}")
-                    return False
+            if move_files and (problem := self._move_models(old_dir, new_dir)):
+                self.problem.setText(f"The models could not be moved: {problem}")
+                return False
         s = self.settings
         s.models_dir = None if new_dir == self.default_models_dir else str(new_dir)
         s.extra_model_dirs = [
@@ -191,6 +190,28 @@ class SettingsDialog(QDialog):
         s.theme = self.theme.currentText()
         self.apply(s)
         return True
+
+    def _move_models(self, old: Path, new: Path) -> str:
+        """Move the models on a thread of their own (across disks that copies gigabytes) while the window
+        goes on drawing; returns the problem, or ""."""
+        problems: list[OSError] = []
+
+        def move() -> None:
+            try:
+                _move_contents(old, new)
+            except OSError as exc:
+                problems.append(exc)
+
+        mover = threading.Thread(target=move, name="move-models")
+        mover.start()
+        self.problem.setText(f"Moving the models to {new}…")
+        self.setEnabled(False)
+        while mover.is_alive():
+            QApplication.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
+            mover.join(0.02)
+        self.setEnabled(True)
+        self.problem.setText("")
+        return str(problems[0]) if problems else ""
 
     def _save_token(self, token: str) -> bool:
         try:

@@ -3,32 +3,14 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import Callable
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QDialog, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from app.hub.starters import cpu_name, suggestions
-from app.runtime.memory import free_ram, free_vram, gb
+from app.runtime.memory import free_ram, free_vram, gb, gpu_name
 from app.ui.widgets import named
-
-
-def gpu_name() -> str:
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return "none found (models run on the CPU)"
-    try:
-        out = subprocess.run(
-            [smi, "--query-gpu=name,memory.total", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 class WelcomeDialog(QDialog):
@@ -43,7 +25,8 @@ class WelcomeDialog(QDialog):
         facts = named(QLabel(), "welcomeMachine")
         facts.setTextFormat(Qt.TextFormat.PlainText)
         facts.setText(
-            f"This machine: {gb(ram)} of memory free · CPU {cpu_name()} · GPU {gpu_name()}"
+            f"This machine: {gb(ram)} of memory free · CPU {cpu_name()} · "
+            f"GPU {gpu_name() or 'none found (models run on the CPU)'}"
             + (f" ({gb(vram)} free)" if vram is not None else "")
         )
         facts.setWordWrap(True)
