@@ -18,7 +18,7 @@ import sys
 import threading
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.errors import AppError, ErrorKind
 from app.runtime.preflight import check_load
@@ -38,7 +38,9 @@ from app.runtime.protocol import (
     Unload,
     Unloaded,
 )
-from app.runtime.session import LlamaSession
+
+if TYPE_CHECKING:
+    from app.runtime.session import LlamaSession
 
 log = logging.getLogger(__name__)
 _LLAMA_LOG_LEVELS = {1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}
@@ -151,6 +153,10 @@ class EngineProcess:
 
     def _handle(self, command: Command) -> None:
         if isinstance(command, Load):
+            # Here, in the engine process: the app imports this module only to name engine_main, and
+            # llama.cpp's bindings and Jinja2 would hold the interpreter lock away from its window.
+            from app.runtime.session import LlamaSession
+
             self._unload()
             self.llama_errors = []
             try:
