@@ -224,3 +224,24 @@ def test_desktop_integration_installs_for_the_user(tmp_path: Path) -> None:
     assert (
         (share / "icons" / "hicolor" / "256x256" / "apps" / "hubside.png").read_bytes().startswith(b"\x89PNG")
     )
+
+
+def test_the_window_process_loads_no_heavy_module_it_does_not_need_yet() -> None:
+    # Each of these held the interpreter lock for tens of ms at start-up or on the first model load.
+    import subprocess
+    import sys
+
+    heavy = (
+        "jinja2",
+        "llama_cpp",
+        "requests",
+        "huggingface_hub.hf_api",
+        "pygments.lexers",
+        "PySide6.QtCharts",
+    )
+    code = (
+        "import sys; import app.ui.application, app.runtime.worker; "
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

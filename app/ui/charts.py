@@ -5,15 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from PySide6.QtCharts import (
-    QBarCategoryAxis,
-    QBarSeries,
-    QBarSet,
-    QChart,
-    QChartView,
-    QLineSeries,
-    QValueAxis,
-)
 from PySide6.QtCore import QBuffer, QByteArray, QIODevice, Qt
 from PySide6.QtGui import QPainter, QPalette
 from PySide6.QtWidgets import QGridLayout, QWidget
@@ -54,7 +45,7 @@ class ChartPanel(QWidget):
 
     def show_columns(self, labels: list[str], columns: list[Column]) -> None:
         # QtCharts is loaded with the first comparison, not at start-up.
-        from PySide6.QtCharts import QChart
+        from PySide6.QtCharts import QBarCategoryAxis, QBarSeries, QBarSet, QChart, QLineSeries, QValueAxis
 
         for view in self.views.values():  # off the grid now, deleted later
             self.grid.removeWidget(view)
