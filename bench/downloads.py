@@ -70,16 +70,21 @@ def measure(path: Path, sha256: str) -> dict[str, Any]:
             url = f"{endpoint}/bench/model-GGUF/resolve/main/{path.name}"
             remote = RemoteFile(url, path.stat().st_size, sha256)
             out = Path(work) / "out"
+            requests.head(url)  # the stand-in hashes the file for its ETag on the first request
             curl_s, ours_s = [], []
+
+            def fresh_folder() -> None:  # and no write-back of the previous run's file still going on
+                shutil.rmtree(out, ignore_errors=True)
+                os.sync()
+                out.mkdir()
+
             for _ in range(ROUNDS):  # alternated, so that a drift of the machine hits both
                 target = out / path.name
-                shutil.rmtree(out, ignore_errors=True)
-                out.mkdir()
+                fresh_folder()
                 started = time.perf_counter()
                 subprocess.run(["curl", "-sSfL", "-o", str(target), url], check=True)
                 curl_s.append(time.perf_counter() - started)
-                shutil.rmtree(out)
-                out.mkdir()
+                fresh_folder()
                 started = time.perf_counter()
                 with requests.Session() as session:
                     download(Transfer(session), remote, target)

@@ -195,7 +195,11 @@ except AppError as exc:
     assert result.returncode == 3, result.stderr
     assert result.stdout.startswith("disk_full Disk full: m.gguf.part stopped at ")
     part = tmp_path / "m.gguf.part"
-    assert 0 < part.stat().st_size <= 5_000_000 and not (tmp_path / "m.gguf").exists()
+    stopped_at = int(result.stdout.split("stopped at ")[1].split()[0].replace(",", ""))
+    assert 0 < part.stat().st_size == stopped_at <= 5_000_000 and not (tmp_path / "m.gguf").exists()
+    # With room again, the download goes on from the part (re-hashing it) and ends right.
+    download(Transfer(requests.Session()), served, tmp_path / "m.gguf")
+    assert hashlib.sha256((tmp_path / "m.gguf").read_bytes()).hexdigest() == served.sha256
 
 
 def test_pull_killed_five_times_resumes_to_the_right_hash(hub: HubStub, served: RemoteFile) -> None:

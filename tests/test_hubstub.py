@@ -192,10 +192,16 @@ def _resolve_cdn_url(hub: HubStub, repo: str, path: str) -> str:
     return head.headers["Location"]
 
 
-@pytest.fixture
-def blob(hub: HubStub) -> tuple[HubStub, bytes, str]:
+@pytest.fixture(params=["in memory", "on disk"])
+def blob(hub: HubStub, tmp_path: Path, request: pytest.FixtureRequest) -> tuple[HubStub, bytes, str]:
+    """A file served from memory (Python writes it) or from disk (the kernel sends it, unless a fault
+    changes the bytes)."""
     data = bytes(range(256)) * 400  # 102400 bytes
-    hub.add_repo("acme/Blob", {"blob.gguf": data})
+    content: bytes | Path = data
+    if request.param == "on disk":
+        content = tmp_path / "blob.gguf"
+        content.write_bytes(data)
+    hub.add_repo("acme/Blob", {"blob.gguf": content})
     return hub, data, _resolve_cdn_url(hub, "acme/Blob", "blob.gguf")
 
 

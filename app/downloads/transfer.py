@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import NoReturn
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -188,42 +188,69 @@ def _write(
     part.path.parent.mkdir(parents=True, exist_ok=True)
     flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if part.offset else os.O_TRUNC)
     fd = os.open(part.path, flags, 0o644)
-    # The hash runs on a thread of its own (hashlib lets go of the interpreter lock) beside the network and
-    # the disk: on this thread it made a download 0.6 x as fast as curl.
-    chunks: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
-    hashing = threading.Thread(target=_hash_all, args=(chunks, part.hasher), name="download-hash")
-    hashing.start()
+    writer = _Writer(fd, part.offset)
     try:
         # read1: whatever has arrived, up to CHUNK; on a dropped connection the bytes before the drop are
         # kept (iter_content would throw away a partly read chunk of up to CHUNK bytes).
         while chunk := _read_some(response):
             if should_stop():
                 raise Stopped()
-            try:
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view) :]
-            except OSError as exc:
-                if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-                    raise AppError(
-                        ErrorKind.DISK_FULL,
-                        f"Disk full: {part.path.name} stopped at {part.offset:,} bytes; the part is kept. "
-                        "Free some space, then resume.",
-                        str(exc),
-                    ) from exc
-                raise
-            chunks.put(chunk)  # hashed in order, once written
+            if writer.error:
+                break  # the disk is full: stop reading (the finally says so)
+            # Hashed here, while the bytes just read are in this core's cache; written on the writer's
+            # thread. Both let go of the interpreter lock, so the two share the machine's cores.
+            part.hasher.update(chunk)
+            writer.put(chunk)
             part.offset += len(chunk)
             progress(part.offset)
     finally:
-        chunks.put(None)
-        hashing.join()  # from here the hash covers exactly what is on disk
+        writer.close()  # every queued chunk is on disk, or the disk refused one
         os.close(fd)
+        if writer.error is not None:  # the part is shorter than what was hashed: this download() ends
+            _raise_write_error(writer.error, part.path, writer.on_disk)
 
 
-def _hash_all(chunks: queue.SimpleQueue[bytes | None], hasher: Any) -> None:
-    while (chunk := chunks.get()) is not None:
-        hasher.update(chunk)
+class _Writer:
+    """Writes chunks to the part on a thread of its own, in order; stops at the first error (a full disk)."""
+
+    def __init__(self, fd: int, on_disk: int) -> None:
+        self.fd = fd
+        self.on_disk = on_disk
+        self.error: OSError | None = None
+        self.chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=16)  # a slow disk holds the network back
+        self.thread = threading.Thread(target=self._run, name="download-write")
+        self.thread.start()
+
+    def put(self, chunk: bytes) -> None:
+        self.chunks.put(chunk)
+
+    def close(self) -> None:
+        self.chunks.put(None)
+        self.thread.join()
+
+    def _run(self) -> None:
+        while (chunk := self.chunks.get()) is not None:
+            if self.error:
+                continue  # drain, so that put() never blocks on a writer that gave up
+            try:
+                view = memoryview(chunk)
+                while view:
+                    written = os.write(self.fd, view)
+                    self.on_disk += written
+                    view = view[written:]
+            except OSError as exc:
+                self.error = exc
+
+
+def _raise_write_error(exc: OSError, path: Path, on_disk: int) -> NoReturn:
+    if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        raise AppError(
+            ErrorKind.DISK_FULL,
+            f"Disk full: {path.name} stopped at {on_disk:,} bytes; the part is kept. "
+            "Free some space, then resume.",
+            str(exc),
+        ) from exc
+    raise exc
 
 
 def _read_some(response: requests.Response) -> bytes:

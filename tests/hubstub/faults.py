@@ -39,6 +39,16 @@ class Fault:
         return self.status is not None or self.body is not None or bool(self.headers)
 
     @property
+    def changes_body(self) -> bool:
+        """Whether the bytes sent differ from the file's (cut, stalled or altered)."""
+        return (
+            self.drop_after is not None
+            or self.stall_after is not None
+            or self.flip_byte is not None
+            or self.other_version
+        )
+
+    @property
     def is_transfer_fault(self) -> bool:
         return (
             self.drop_after is not None
