@@ -212,8 +212,10 @@ def bench_command(args: argparse.Namespace, paths: AppPaths) -> int:
         pp = [run(random_tokens(args.n_prompt), 0).prompt_tokens_per_s for _ in range(args.reps)]
         # tg as llama-bench runs it (one token at a time, no sampling choices: greedy), then with the
         # default chain a chat uses (top-k, repeat penalty, top-p, min-p, temperature, random pick).
-        tg = [run(random_tokens(1), args.n_gen).tokens_per_s for _ in range(args.reps)]
-        sampled = [run(random_tokens(1), args.n_gen, SamplingParams()).tokens_per_s for _ in range(args.reps)]
+        tg = [_generation_speed(run(random_tokens(1), args.n_gen)) for _ in range(args.reps)]
+        sampled = [
+            _generation_speed(run(random_tokens(1), args.n_gen, SamplingParams())) for _ in range(args.reps)
+        ]
         ttft20 = [run(random_tokens(20), 1).ttft_ms for _ in range(args.reps)]
     speeds = {
         f"pp{args.n_prompt}_tokens_per_s": _mean_sd(pp),
@@ -242,6 +244,13 @@ def bench_command(args: argparse.Namespace, paths: AppPaths) -> int:
         for key, (mean, sd) in speeds.items():
             print(f"  {key:<24} {mean:10.2f} ± {sd:.2f}")
     return 0
+
+
+def _generation_speed(stats: ReplyStats) -> float:
+    """Tokens per second over a whole reply to a one-token prompt: n tokens take that token's decode and
+    n - 1 more (the last token is never decoded), as llama-bench's tg times n decodes of one token."""
+    prompt_s = stats.prompt_eval_tokens / stats.prompt_tokens_per_s
+    return stats.completion_tokens / (prompt_s + stats.completion_tokens / stats.tokens_per_s)
 
 
 def _mean_sd(values: list[float]) -> tuple[float, float]:

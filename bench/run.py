@@ -22,7 +22,7 @@ from bench import save_results
 from bench.llama_bench import ensure_llama_bench
 from tests import models
 
-N_PROMPT, N_GEN, ROUNDS, REPS = 512, 128, 3, 3
+N_PROMPT, N_GEN, ROUNDS, REPS = 512, 128, 5, 3
 
 
 def llama_bench(binary: Path, model: Path, threads: int, n_prompt: int, n_gen: int, reps: int) -> list[Any]:

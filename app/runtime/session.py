@@ -1,9 +1,9 @@
 """The loaded model inside the engine process: one `Llama`, owned by the engine's worker thread.
 
-The generation loop keeps Python work per token constant: llama.cpp's sampler chain picks the token, one
-`llama_token_to_piece` call and an incremental UTF-8 decoder turn it into text, and a batch of one decodes
-it. Prompts are evaluated in `n_batch` chunks so a stop is seen between chunks; a prompt that shares its
-start with the previous one reuses that part of the KV cache.
+The generation loop keeps Python work per token constant: llama.cpp's sampler chain picks the token
+(app.runtime.sampling), one `llama_token_to_piece` call and an incremental UTF-8 decoder turn it into text,
+and a batch of one decodes it. Prompts are evaluated in `n_batch` chunks so a stop is seen between chunks;
+a prompt that shares its start with the previous one reuses that part of the KV cache.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from app.runtime.protocol import (
     Notice,
     Piece,
     ReplyStats,
-    SamplingParams,
 )
+from app.runtime.sampling import TokenSampler
 from app.runtime.templates import build_prompt
 
 log = logging.getLogger(__name__)
@@ -236,36 +236,6 @@ class LlamaSession:
             )
         return tokens, prompt.stop, dropped, notices
 
-    def _make_sampler(self, params: SamplingParams) -> Any:
-        """llama.cpp's sampler chain. Top-k runs first so that the repetition penalty and the rest work on
-        k candidates, not the whole vocabulary (llama.h advises this; it halves the sampling cost)."""
-        ll = self.ll
-        chain = ll.llama_sampler_chain_init(ll.llama_sampler_chain_default_params())
-        greedy = params.temperature <= 0
-        stages = []
-        penalised = params.repeat_penalty != 1.0
-        if params.top_k > 0 and (penalised or not greedy):  # with a penalty: k candidates, not 262k
-            stages.append(ll.llama_sampler_init_top_k(params.top_k))
-        if penalised:
-            stages.append(
-                ll.llama_sampler_init_penalties(
-                    self.n_vocab, params.repeat_last_n, params.repeat_penalty, 0.0, 0.0
-                )
-            )
-        if greedy:
-            stages.append(ll.llama_sampler_init_greedy())
-        else:
-            seed = params.seed if params.seed is not None else ll.LLAMA_DEFAULT_SEED
-            stages += [
-                ll.llama_sampler_init_top_p(params.top_p, 1),
-                ll.llama_sampler_init_min_p(params.min_p, 1),
-                ll.llama_sampler_init_temp(params.temperature),
-                ll.llama_sampler_init_dist(seed),
-            ]
-        for stage in stages:
-            ll.llama_sampler_chain_add(chain, stage)
-        return chain
-
     # --- one reply ---------------------------------------------------------------------------------
     def generate(
         self, request: GenerateRequest, emit: Callable[[Event], None], stopped: Callable[[], bool]
@@ -331,12 +301,11 @@ class LlamaSession:
             pos += len(chunk)
         prompt_done = time.perf_counter()
 
-        sampler = self._make_sampler(request.sampling)
+        sampler = TokenSampler(ll, self.ctx, self.n_vocab, request.sampling)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         matcher = StopMatcher(stops)
         pieces = PieceBatcher(request.request_id, emit, PIECE_INTERVAL_S)
-        vocab, ctx = self.vocab, self.ctx
-        is_eog, sample = ll.llama_vocab_is_eog, ll.llama_sampler_sample
+        vocab, is_eog, sample = self.vocab, ll.llama_vocab_is_eog, sampler.sample
         n_out, finish = 0, "length"
         try:
             while n_out < max_tokens:
@@ -345,7 +314,7 @@ class LlamaSession:
                     break
                 if pos >= self.n_ctx:
                     break  # the context is full: "length"
-                token = sample(sampler, ctx, -1)
+                token = sample()
                 if not request.ignore_eos and is_eog(vocab, token):
                     finish = "stop"
                     break
@@ -356,11 +325,12 @@ class LlamaSession:
                 if hit_stop:
                     finish = "stop"
                     break
-                self._decode((token,), pos)
-                self.cached.append(token)
-                pos += 1
+                if n_out < max_tokens:  # the last token's logits would go unused: it stays out of the cache
+                    self._decode((token,), pos)
+                    self.cached.append(token)
+                    pos += 1
         finally:
-            ll.llama_sampler_free(sampler)
+            sampler.close()
         if finish != "stopped":  # a stopped reply generates nothing more, not even the held-back tail
             tail = matcher.feed(decoder.decode(b"", final=True))[0] + matcher.flush()
             if tail:
