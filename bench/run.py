@@ -7,6 +7,7 @@ llama-bench's time to process those 20 tokens.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import platform
@@ -22,86 +23,93 @@ from bench import save_results
 from bench.llama_bench import ensure_llama_bench
 from tests import models
 
-N_PROMPT, N_GEN, ROUNDS, REPS = 512, 128, 5, 3
+N_PROMPT, N_GEN, ROUNDS, REPS = 512, 128, 7, 3
 
 
-def llama_bench(binary: Path, model: Path, threads: int, n_prompt: int, n_gen: int, reps: int) -> list[Any]:
+def llama_bench(binary: Path, model: Path, threads: int) -> dict[str, float]:
+    """One llama-bench run: pp512, pp20 (its time, for the first-token target) and tg128."""
     out = subprocess.run(
-        [str(binary), "-m", str(model), "-t", str(threads), "-p", str(n_prompt), "-n", str(n_gen),
-         "-fa", "on", "-r", str(reps), "-o", "json"],
+        [str(binary), "-m", str(model), "-t", str(threads), "-p", f"{N_PROMPT},20", "-n", str(N_GEN),
+         "-fa", "on", "-r", str(REPS), "-o", "json"],
         capture_output=True, text=True, check=True,
         env={**os.environ, "LD_LIBRARY_PATH": str(binary.parent)},
     ).stdout  # fmt: skip
     rows: list[Any] = json.loads(out)
-    return rows
+    return {
+        "pp": next(r["avg_ts"] for r in rows if r["n_prompt"] == N_PROMPT),
+        "pp20_ms": next(r["avg_ns"] for r in rows if r["n_prompt"] == 20) / 1e6,
+        "tg": next(r["avg_ts"] for r in rows if r["n_gen"] == N_GEN),
+    }
 
 
-def hubside_bench(model: Path, threads: int, n_prompt: int, n_gen: int) -> dict[str, Any]:
+def hubside_bench(model: Path, threads: int) -> dict[str, float]:
     out = subprocess.run(
         [sys.executable, "-m", "app", "bench", str(model), "--threads", str(threads),
-         "-p", str(n_prompt), "-n", str(n_gen), "--reps", str(REPS), "--json"],
+         "-p", str(N_PROMPT), "-n", str(N_GEN), "--reps", str(REPS), "--json"],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     result: dict[str, Any] = json.loads(out)
-    return result
+    return {
+        "pp": result[f"pp{N_PROMPT}_tokens_per_s"][0],
+        "tg": result[f"tg{N_GEN}_tokens_per_s"][0],
+        "tg_sampled": result[f"tg{N_GEN}_sampled_tokens_per_s"][0],
+        "ttft_ms": result["ttft20_ms"][0],
+    }
 
 
 def measure(name: str, model: Path, binary: Path, threads: int) -> dict[str, Any]:
-    """Alternate the two tools ROUNDS times (each doing its warm-up and REPS repetitions) and compare
-    medians: this machine's speed drifts by several percent from minute to minute, and alternating keeps
-    that drift out of the ratios."""
-    samples: dict[str, list[float]] = {
-        key: [] for key in ("ref_pp", "ref_tg", "ref_pp20", "pp", "tg", "tg_sampled", "ttft")
-    }
+    """llama-bench, then ROUNDS times hubside bench followed by llama-bench: each hubside result is set
+    against the mean of the llama-bench runs just before and after it. This machine's speed drifts by up
+    to 10 % from one minute to the next; the pairs keep the drift out of each ratio, and the median over
+    the rounds keeps out a round in which the speed jumped."""
+    refs = [llama_bench(binary, model, threads)]
+    ours: list[dict[str, float]] = []
     for _ in range(ROUNDS):
-        reference = llama_bench(binary, model, threads, N_PROMPT, N_GEN, REPS)
-        samples["ref_pp"].append(next(r["avg_ts"] for r in reference if r["n_gen"] == 0))
-        samples["ref_tg"].append(next(r["avg_ts"] for r in reference if r["n_prompt"] == 0))
-        samples["ref_pp20"].append(llama_bench(binary, model, threads, 20, 0, REPS)[0]["avg_ns"] / 1e6)
-        ours = hubside_bench(model, threads, N_PROMPT, N_GEN)
-        samples["pp"].append(ours[f"pp{N_PROMPT}_tokens_per_s"][0])
-        samples["tg"].append(ours[f"tg{N_GEN}_tokens_per_s"][0])
-        samples["tg_sampled"].append(ours[f"tg{N_GEN}_sampled_tokens_per_s"][0])
-        samples["ttft"].append(ours["ttft20_ms"][0])
-    median = {key: statistics.median(values) for key, values in samples.items()}
-    return {
-        "model": name,
-        "threads": threads,
-        "rounds": ROUNDS,
-        "pp512": {"llama_bench": median["ref_pp"], "hubside": median["pp"]},
-        "tg128": {"llama_bench": median["ref_tg"], "hubside": median["tg"]},
-        "tg128_sampled": {"llama_bench": median["ref_tg"], "hubside": median["tg_sampled"]},
-        "ttft20_ms": {
-            "llama_bench_pp20_ms": median["ref_pp20"],
-            "hubside": median["ttft"],
-            "over_ms": median["ttft"] - median["ref_pp20"],
-        },
-        "samples": samples,
+        ours.append(hubside_bench(model, threads))
+        refs.append(llama_bench(binary, model, threads))
+    around = [{k: (a[k] + b[k]) / 2 for k in a} for a, b in itertools.pairwise(refs)]
+    row: dict[str, Any] = {"model": name, "threads": threads, "rounds": ROUNDS}
+    for test, ref_key in (("pp", "pp"), ("tg", "tg"), ("tg_sampled", "tg")):
+        ratios = [o[test] / r[ref_key] for o, r in zip(ours, around, strict=True)]
+        row[test] = {
+            "llama_bench": statistics.median(r[ref_key] for r in refs),
+            "hubside": statistics.median(o[test] for o in ours),
+            "ratio": statistics.median(ratios),
+            "ratios": ratios,
+        }
+    over = [o["ttft_ms"] - r["pp20_ms"] for o, r in zip(ours, around, strict=True)]
+    row["ttft20_ms"] = {
+        "llama_bench_pp20_ms": statistics.median(r["pp20_ms"] for r in refs),
+        "hubside": statistics.median(o["ttft_ms"] for o in ours),
+        "over_ms": statistics.median(over),
+        "over": over,
     }
+    row["samples"] = {"llama_bench": refs, "hubside": ours}
+    return row
 
 
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| model | test | llama-bench | hubside | ratio | target | met |",
+        "| model | test | llama-bench | hubside | ratio (range over rounds) | target | met |",
         "|---|---|---:|---:|---:|---|---|",
     ]
     for row in rows:
         for test, label, target in (
-            ("pp512", "pp512 tok/s", 0.95),
-            ("tg128", "tg128 tok/s (greedy)", 0.97),
-            ("tg128_sampled", "tg128 tok/s (default sampling)", 0.97),
+            ("pp", f"pp{N_PROMPT} tok/s", 0.95),
+            ("tg", f"tg{N_GEN} tok/s (greedy)", 0.97),
+            ("tg_sampled", f"tg{N_GEN} tok/s (default sampling)", 0.97),
         ):
-            ref, ours = row[test]["llama_bench"], row[test]["hubside"]
-            ratio = ours / ref
+            result = row[test]
             lines.append(
-                f"| {row['model']} | {label} | {ref:.1f} | {ours:.1f} | {ratio:.3f} | >= {target} | "
-                f"{'yes' if ratio >= target else 'NO'} |"
+                f"| {row['model']} | {label} | {result['llama_bench']:.1f} | {result['hubside']:.1f} | "
+                f"{result['ratio']:.3f} ({min(result['ratios']):.3f}-{max(result['ratios']):.3f}) | "
+                f">= {target} | {'yes' if result['ratio'] >= target else 'NO'} |"
             )
         ttft = row["ttft20_ms"]
         lines.append(
             f"| {row['model']} | first token, 20-token prompt (ms) | {ttft['llama_bench_pp20_ms']:.1f} | "
-            f"{ttft['hubside']:.1f} | +{ttft['over_ms']:.1f} ms | < +50 ms | "
-            f"{'yes' if ttft['over_ms'] < 50 else 'NO'} |"
+            f"{ttft['hubside']:.1f} | +{ttft['over_ms']:.1f} ms ({min(ttft['over']):+.1f} to "
+            f"{max(ttft['over']):+.1f}) | < +50 ms | {'yes' if ttft['over_ms'] < 50 else 'NO'} |"
         )
     return "\n".join(lines)
 

@@ -38,6 +38,10 @@ MIN_REPLY_ROOM = 64  # tokens kept free for the reply when a long chat is trimme
 PIECE_INTERVAL_S = 0.025
 
 
+def _decode_failed(code: int) -> AppError:
+    return AppError(ErrorKind.INTERNAL, "llama.cpp could not process the text.", f"llama_decode={code}")
+
+
 class StopMatcher:
     """Finds stop strings in streamed text, holding back only a tail that could start one."""
 
@@ -198,11 +202,8 @@ class LlamaSession:
             batch.seq_id[i][0] = 0
             batch.logits[i] = 0
         batch.logits[len(tokens) - 1] = 1
-        code = self.ll.llama_decode(self.ctx, batch)
-        if code != 0:
-            raise AppError(
-                ErrorKind.INTERNAL, "llama.cpp could not process the text.", f"llama_decode={code}"
-            )
+        if code := self.ll.llama_decode(self.ctx, batch):
+            raise _decode_failed(code)
 
     # --- prompts -----------------------------------------------------------------------------------
     def _chat_tokens(
@@ -306,6 +307,9 @@ class LlamaSession:
         matcher = StopMatcher(stops)
         pieces = PieceBatcher(request.request_id, emit, PIECE_INTERVAL_S)
         vocab, is_eog, sample = self.vocab, ll.llama_vocab_is_eog, sampler.sample
+        # One token at a time from here: only its id and position change between decodes.
+        ctx, batch, decode = self.ctx, self.batch, ll.llama_decode
+        batch.n_tokens, batch.n_seq_id[0], batch.seq_id[0][0], batch.logits[0] = 1, 1, 0, 1
         n_out, finish = 0, "length"
         try:
             while n_out < max_tokens:
@@ -326,7 +330,9 @@ class LlamaSession:
                     finish = "stop"
                     break
                 if n_out < max_tokens:  # the last token's logits would go unused: it stays out of the cache
-                    self._decode((token,), pos)
+                    batch.token[0], batch.pos[0] = token, pos
+                    if code := decode(ctx, batch):
+                        raise _decode_failed(code)
                     self.cached.append(token)
                     pos += 1
         finally:
