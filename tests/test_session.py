@@ -59,4 +59,6 @@ def test_pieces_are_batched_but_the_first_one_is_not(session: LlamaSession) -> N
     texts = [p for p in pieces if isinstance(p, Piece)]
     assert texts[0].tokens <= 2  # sent as soon as there was text
     assert texts[-1].tokens == stats.completion_tokens == 60
+    # Cut at max tokens: the last token's logits would never be used, so it is not decoded.
+    assert len(session.cached) == 1 + 59
     assert len(texts) <= 60

@@ -75,7 +75,7 @@ class TokenSampler:
         self.logits_at = 0  # where llama.cpp's logits were last time, and NumPy views of them
         self.logits_view = np.empty(0, dtype=np.float32)
         self.rows_view = np.empty((_ROWS, 0), dtype=np.float32)
-        self.buffer = np.zeros(n_vocab, dtype=_TOKEN_DATA)
+        self.buffer = np.zeros(n_vocab if self.keep > 1 else 0, dtype=_TOKEN_DATA)  # top-k's candidates
         data = self.buffer.ctypes.data_as(ctypes.POINTER(ll.llama_token_data))
         self.array = ll.llama_token_data_array(data, 0, -1, False)
         self.array_ref = ctypes.byref(self.array)
