@@ -78,3 +78,113 @@ def test_stop_matcher_holds_back_only_what_could_start_a_stop_string() -> None:
     tail = StopMatcher(["###"])
     assert tail.feed("a#") == ("a", False)
     assert tail.flush() == "#"
+
+
+CORPUS = Path(__file__).with_name("chat_templates")
+
+
+def _corpus(name: str) -> str:
+    return (CORPUS / f"{name}.jinja").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ('{{ [1, 2]|join(",") }}', "1,2"),
+        ("{{ ['a', 'b']|map('upper')|join }}", "AB"),
+        ("{{ messages|selectattr('role', 'equalto', 'user')|map(attribute='content')|first }}", "Hi"),
+        ("{{ messages|map(attribute='role')|list|last }}", "user"),
+        ("{{ [3, 1, 2]|sort|join }}{{ [1, 1, 2]|unique|list|length }}{{ [4, 9]|max }}", "12329"),
+        ("{{ 'a-b'|replace('-', '+') }}", "a+b"),
+        ('{{ {"é": 1, "b": [1, 2], "a": 2}|tojson }}', '{"é": 1, "b": [1, 2], "a": 2}'),
+        ("{{ {'k': 'v'}|tojson(indent=2) }}", '{\n  "k": "v"\n}'),
+        ("{{ {'k': 1}|tojson(separators=(',', ':')) }}", '{"k":1}'),
+        ("{% generation %}kept{% endgeneration %}", "kept"),
+        (
+            "{% for m in messages %}{% if loop.first %}{% continue %}{% endif %}{{ m.role }}{% endfor %}",
+            "user",
+        ),
+        (
+            "{% set ns = namespace(n=0) %}{% for m in messages %}{% set ns.n = ns.n + 1 %}{% endfor %}"
+            "{{ ns.n }}",
+            "2",
+        ),
+        ("{{ dict(a=1)|tojson }}", '{"a": 1}'),
+        ("{{ enable_thinking is defined }}", "False"),
+    ],
+)
+def test_filters_tags_and_globals_behave_as_in_transformers(source: str, expected: str) -> None:
+    from app.runtime.templates import render_template
+
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    assert render_template(source, messages) == expected
+
+
+def test_template_switches_and_the_clock_reach_the_template() -> None:
+    from datetime import datetime
+
+    from app.runtime.templates import render_template
+
+    source = "{{ enable_thinking }} {{ strftime_now('%d %b %Y') }}"
+    out = render_template(source, [], variables={"enable_thinking": False}, now=lambda: datetime(2026, 1, 5))
+    assert out == "False 05 Jan 2026"
+
+
+def test_a_namespace_cannot_hold_underscore_names() -> None:
+    prompt = build_prompt("{% set ns = namespace(__class__=1) %}x", CHAT, bos_token="", eos_token="")
+    assert prompt.notice is not None
+
+
+def test_mistral_nemo_renders_its_own_format_not_the_fallback() -> None:
+    prompt = build_prompt(
+        _corpus("mistralai-Mistral-Nemo-Instruct-2407"), CHAT, bos_token="<s>", eos_token="</s>"
+    )
+    assert prompt.notice is None
+    assert prompt.text == "<s>[INST]Be brief.\n\nHi[/INST]"
+
+
+def test_a_template_without_a_system_role_gets_the_system_prompt_in_the_first_user_message() -> None:
+    prompt = build_prompt(_corpus("google-gemma-2-2b-it"), CHAT, bos_token="<bos>", eos_token="<eos>")
+    assert prompt.notice is None
+    assert prompt.text == "<bos><start_of_turn>user\nBe brief.\nHi<end_of_turn>\n<start_of_turn>model\n"
+
+
+def test_templates_that_demand_alternation_get_turns_of_one_role_merged() -> None:
+    chat = (
+        ChatMessage("user", "One"),
+        ChatMessage("user", "Two"),
+        ChatMessage("assistant", "Reply"),
+        ChatMessage("user", "Three"),
+    )
+    prompt = build_prompt(
+        _corpus("mistralai-Mistral-7B-Instruct-v0.2"), chat, bos_token="<s>", eos_token="</s>"
+    )
+    assert prompt.notice is None
+    assert prompt.text == "<s>[INST] One\n\nTwo [/INST]Reply</s>[INST] Three [/INST]"
+    # A window that starts with a reply (the oldest turns trimmed away) drops that reply.
+    trimmed = (
+        ChatMessage("system", "Be brief."),
+        ChatMessage("assistant", "Old"),
+        ChatMessage("user", "New"),
+    )
+    prompt = build_prompt(_corpus("google-gemma-7b-it"), trimmed, bos_token="", eos_token="")
+    assert prompt.text == "<start_of_turn>user\nBe brief.\nNew<end_of_turn>\n<start_of_turn>model\n"
+
+
+@pytest.mark.parametrize(
+    ("name", "starts_with"),
+    [
+        ("HuggingFaceTB-SmolLM2-135M-Instruct", "<|im_end|>"),
+        ("meta-llama-Llama-3.1-8B-Instruct", "<|eot_id|>"),
+        ("google-gemma-3-it", "<end_of_turn>"),
+        ("microsoft-Phi-3.5-mini-instruct", "<|end|>"),
+        ("mistralai-Mistral-Nemo-Instruct-2407", "</s>"),
+        ("deepseek-ai-deepseek-coder-33b-instruct", "\n<|EOT|>"),
+        ("eachadea-vicuna-13b-1.1", "</s>"),
+        ("openai-gpt-oss-120b", "<|end|>"),
+    ],
+)
+def test_the_end_of_turn_text_is_read_from_the_template(name: str, starts_with: str) -> None:
+    from app.runtime.templates import end_of_turn_text
+
+    assert end_of_turn_text(_corpus(name), bos_token="<s>", eos_token="</s>").startswith(starts_with)
