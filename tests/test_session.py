@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from app.paths import AppPaths
+from app.runtime import session as session_module
+from app.runtime.engine import Engine
 from app.runtime.gguf_header import read_header
-from app.runtime.protocol import Event, GenerateRequest, LoadParams, Piece
+from app.runtime.protocol import ChatMessage, Event, Finished, GenerateRequest, LoadParams, Piece, ReplyStats
 from app.runtime.session import LlamaSession
+from tests.conftest import TinyModelFactory
+from tests.tinymodel import SOURCE_TEMPLATE
 
 
 @pytest.fixture(scope="module")
@@ -62,3 +68,110 @@ def test_pieces_are_batched_but_the_first_one_is_not(session: LlamaSession) -> N
     # Cut at max tokens: the last token's logits would never be used, so it is not decoded.
     assert len(session.cached) == 1 + 59
     assert len(texts) <= 60
+
+
+CORPUS = Path(__file__).with_name("chat_templates")
+
+
+def _template(name: str) -> str:
+    return (CORPUS / f"{name}.jinja").read_text(encoding="utf-8")
+
+
+def _session_with(tiny_model_factory: TinyModelFactory, template: str, n_ctx: int = 512) -> LlamaSession:
+    model = tiny_model_factory(chat_template=template, context_length=n_ctx)
+    return LlamaSession(LoadParams(model, n_ctx=n_ctx, n_batch=64), read_header(model))
+
+
+def test_a_tiny_model_with_mistral_nemos_template_chats_in_that_format(
+    tiny_model_factory: TinyModelFactory,
+) -> None:
+    model = tiny_model_factory(chat_template=_template("mistralai-Mistral-Nemo-Instruct-2407"))
+    chat = (ChatMessage("system", "Be brief."), ChatMessage("user", "Hi"))
+    local = LlamaSession(LoadParams(model, n_ctx=512, n_batch=64), read_header(model))
+    tokens, prompt, _, notices = local.chat_prompt(chat, 64, None)
+    assert prompt.text == f"{local.bos_text}[INST]Be brief.\n\nHi[/INST]" and not notices
+    with Engine(AppPaths.from_env().ensure()) as engine:  # the same through the engine process
+        engine.load(LoadParams(model, n_ctx=512))
+        request = GenerateRequest(engine.new_request_id(), chat, max_tokens=4, ignore_eos=True)
+        finished = [e for e in engine.generate(request) if isinstance(e, Finished)]
+    assert finished[0].stats.notices == () and finished[0].stats.prompt_tokens == len(tokens)
+
+
+def test_a_long_chat_keeps_the_models_format_and_renders_a_few_times(
+    tiny_model_factory: TinyModelFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    local = _session_with(tiny_model_factory, SOURCE_TEMPLATE)
+    chat = [ChatMessage("system", "Be brief.")]
+    for i in range(2500):  # 5,000 messages, far past the render cap if rendered whole
+        chat += [ChatMessage("user", f"Question {i} " + "x" * 200), ChatMessage("assistant", f"Answer {i}")]
+    chat.append(ChatMessage("user", "Last?"))
+    renders = []
+    original = session_module.build_prompt
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        renders.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(session_module, "build_prompt", counted)  # counts renders; renders for real
+    tokens, prompt, dropped, notices = local.chat_prompt(chat, 64, None)
+    assert prompt.notice is None and prompt.text.startswith("<|im_start|>system\nBe brief.<|im_end|>")
+    assert prompt.text.endswith("<|im_start|>user\nLast?<|im_end|>\n<|im_start|>assistant\n")
+    assert len(tokens) + 64 <= 512 and dropped > 4900
+    assert len(tokens) + 64 > 512 - 120  # the window is full: no more turns were dropped than needed
+    assert len(renders) <= 12  # a binary search, not one render per dropped turn
+    assert any("oldest" in n for n in notices)
+
+
+def test_the_templates_end_of_turn_marker_ends_a_reply(tiny_model_factory: TinyModelFactory) -> None:
+    plain = (
+        "{% for m in messages %}### {{ m.role }}:\n{{ m.content }}\n\n{% endfor %}"
+        "{% if add_generation_prompt %}### assistant:\n{% endif %}"
+    )
+    assert _session_with(tiny_model_factory, plain).turn_end_stops == ("### user:",)
+    # a control token that llama.cpp does not count as end of generation ends the reply too
+    control = (
+        "{% for m in messages %}{{ m.role }}: {{ m.content }}<|im_start|>{% endfor %}"
+        "{% if add_generation_prompt %}assistant: {% endif %}"
+    )
+    local = _session_with(tiny_model_factory, control)
+    assert local.turn_end_tokens == frozenset(local.tokenize("<|im_start|>", add_bos=False))
+    # ChatML's <|im_end|> is already an end-of-generation token: nothing more is needed
+    chatml = _session_with(tiny_model_factory, SOURCE_TEMPLATE)
+    assert (chatml.turn_end_tokens, chatml.turn_end_stops) == (frozenset(), ())
+
+
+def _pieces(local: LlamaSession, request: GenerateRequest) -> tuple[list[Piece], ReplyStats]:
+    events: list[Event] = []
+    stats = local.generate(request, events.append, lambda: False)
+    return [e for e in events if isinstance(e, Piece)], stats
+
+
+def test_a_reply_inside_a_thinking_block_the_template_opened_is_reasoning(
+    tiny_model_factory: TinyModelFactory,
+) -> None:
+    local = _session_with(tiny_model_factory, _template("Qwen-Qwen3-0.6B"))
+    chat = (ChatMessage("user", "Hi"),)
+    r1 = _session_with(tiny_model_factory, _template("deepseek-ai-DeepSeek-R1-Distill-Llama-8B"))
+    pieces, stats = _pieces(r1, GenerateRequest(2, chat, max_tokens=12, ignore_eos=True, reuse_cache=False))
+    assert pieces and all(p.reasoning for p in pieces)  # the R1 distills' prompt ends in "<think>\n"
+    assert stats.reasoning_ms > 0
+    # Qwen3 with thinking switched off: its template writes an empty block; the reply is the answer
+    off = GenerateRequest(3, chat, max_tokens=12, ignore_eos=True, reuse_cache=False, enable_thinking=False)
+    prompt = local.chat_prompt(chat, 64, False)[1]
+    assert prompt.text.endswith("<think>\n\n</think>\n\n")
+    pieces, stats = _pieces(local, off)
+    assert pieces and not any(p.reasoning for p in pieces) and stats.reasoning_ms == 0
+
+
+def test_earlier_reasoning_goes_back_only_where_the_template_keeps_it(
+    tiny_model_factory: TinyModelFactory,
+) -> None:
+    chat = (
+        ChatMessage("user", "Hi"),
+        ChatMessage("assistant", "Hello!", reasoning="The user greets me."),
+        ChatMessage("user", "Again"),
+    )
+    qwen3 = _session_with(tiny_model_factory, _template("Qwen-Qwen3-0.6B")).chat_prompt(chat, 64, None)[1]
+    assert "The user greets me." not in qwen3.text  # Qwen3 drops the thinking of earlier turns
+    seed = _session_with(tiny_model_factory, _template("ByteDance-Seed-OSS")).chat_prompt(chat, 64, None)[1]
+    assert "The user greets me." in seed.text  # Seed-OSS keeps it

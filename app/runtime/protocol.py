@@ -14,6 +14,7 @@ DEFAULT_MAX_CONTEXT = 8192
 class ChatMessage:
     role: str  # "system", "user" or "assistant"
     content: str
+    reasoning: str = ""  # a reasoning model's thinking before this reply (templates decide if it is sent)
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class GenerateRequest:
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False  # benchmarks generate a fixed number of tokens
     reuse_cache: bool = True  # keep the KV cache of a shared prompt prefix from the previous reply
+    enable_thinking: bool | None = None  # the template's switch (Qwen3); None: the template's default
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,7 @@ class ReplyStats:
     tokens_per_s: float
     trimmed_messages: int = 0  # oldest messages dropped to fit the context
     notices: tuple[str, ...] = ()
+    reasoning_ms: float = 0.0  # from the first reasoning text to the first text of the answer
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,7 @@ class Piece:
     request_id: int
     text: str
     tokens: int  # completion tokens generated so far, this piece's included
+    reasoning: bool = False  # the model's thinking, shown apart from the answer
 
 
 @dataclass(frozen=True)

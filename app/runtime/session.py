@@ -28,14 +28,25 @@ from app.runtime.protocol import (
     Piece,
     ReplyStats,
 )
+from app.runtime.reasoning import (
+    HarmonySplitter,
+    ReasoningFormat,
+    ThinkSplitter,
+    reasoning_format,
+    splitter_for,
+)
 from app.runtime.sampling import TokenSampler
-from app.runtime.templates import build_prompt
+from app.runtime.templates import MAX_OUTPUT, RenderedPrompt, build_prompt, end_of_turn_text
 
 log = logging.getLogger(__name__)
 
 _GGML_TYPES = {"f16": 1, "q4_0": 2, "q8_0": 8}
 MIN_REPLY_ROOM = 64  # tokens kept free for the reply when a long chat is trimmed
 PIECE_INTERVAL_S = 0.025
+# Only the newest turns that could fit are rendered: a token is rarely more than 16 characters, and the
+# render cap must never be what decides the format of a long chat.
+CHARS_PER_TOKEN_MAX = 16
+TURN_OVERHEAD_CHARS = 64
 
 
 def _decode_failed(code: int) -> AppError:
@@ -84,22 +95,37 @@ class PieceBatcher:
         self.emit = emit
         self.interval_s = interval_s
         self.pending: list[str] = []
+        self.reasoning = False  # the channel of the pending text
         self.last_sent = 0.0
         self.first_at: float | None = None
+        self.reasoning_at: float | None = None  # first reasoning text
+        self.answer_at: float | None = None  # first answer text
 
-    def add(self, text: str, tokens: int) -> None:
-        self.pending.append(text)
+    def add(self, text: str, tokens: int, reasoning: bool = False) -> None:
         now = time.perf_counter()
+        if reasoning != self.reasoning:
+            self.flush(tokens, now)
+            self.reasoning = reasoning
+        self.pending.append(text)
         if self.first_at is None:
             self.first_at = now
+        if reasoning and self.reasoning_at is None:
+            self.reasoning_at = now
+        if not reasoning and self.answer_at is None:
+            self.answer_at = now
         if now - self.last_sent >= self.interval_s:
             self.flush(tokens, now)
 
     def flush(self, tokens: int, now: float | None = None) -> None:
         if self.pending:
-            self.emit(Piece(self.request_id, "".join(self.pending), tokens))
+            self.emit(Piece(self.request_id, "".join(self.pending), tokens, self.reasoning))
             self.pending.clear()
             self.last_sent = now or time.perf_counter()
+
+    def reasoning_ms(self) -> float:
+        if self.reasoning_at is None:
+            return 0.0
+        return ((self.answer_at or time.perf_counter()) - self.reasoning_at) * 1000
 
 
 class LlamaSession:
@@ -153,6 +179,8 @@ class LlamaSession:
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
         self.bos_text = self._token_text(llama_cpp.llama_vocab_bos(self.vocab))
         self.eos_text = self._token_text(llama_cpp.llama_vocab_eos(self.vocab))
+        self.reasoning_format = reasoning_format(header.chat_template)
+        self.turn_end_tokens, self.turn_end_stops = self._turn_end()
         self.model = LoadedModel(
             path=params.model_path,
             name=header.name,
@@ -206,24 +234,70 @@ class LlamaSession:
             raise _decode_failed(code)
 
     # --- prompts -----------------------------------------------------------------------------------
-    def _chat_tokens(
-        self, messages: Sequence[ChatMessage], room: int
-    ) -> tuple[list[int], tuple[str, ...], int, list[str]]:
-        """Tokens for the chat, dropping the oldest turns (never the system prompt or the last message)
-        until it fits the context with `room` tokens left for the reply."""
+    def _turn_end(self) -> tuple[frozenset[int], tuple[str, ...]]:
+        """What ends a reply besides the vocabulary's end-of-generation tokens: the template's end-of-turn
+        marker, as a token where it is a control token that llama.cpp does not count as end of
+        generation, or as text where it is plain text (`### Instruction:`)."""
+        template = self.header.chat_template
+        if not template:
+            return frozenset(), ()
+        text = end_of_turn_text(template, bos_token=self.bos_text, eos_token=self.eos_text).lstrip()
+        if not text:
+            return frozenset(), ()
+        first = self.tokenize(text, add_bos=False)[0]
+        if self.ll.llama_vocab_is_eog(self.vocab, first):
+            return frozenset(), ()
+        if self.ll.llama_vocab_is_control(self.vocab, first):
+            return frozenset({first}), ()
+        line = text.strip().split("\n")[0].strip()
+        return frozenset(), (line,) if line else ()
+
+    def chat_prompt(
+        self, messages: Sequence[ChatMessage], room: int, enable_thinking: bool | None
+    ) -> tuple[list[int], RenderedPrompt, int, list[str]]:
+        """Tokens for the chat, without the oldest turns (never the system prompt or the last message) that
+        do not fit the context with `room` tokens left for the reply.
+
+        Turns too long to fit by their length alone are never rendered; of the rest, the fewest to drop is
+        found by a binary search over rendered suffixes (one render when the whole chat fits)."""
         system = [m for m in messages[:1] if m.role == "system"]
         turns = list(messages[len(system) :])
-        dropped = 0
-        while True:
-            prompt = build_prompt(
-                self.header.chat_template, system + turns, bos_token=self.bos_text, eos_token=self.eos_text
-            )
-            starts_with_bos = bool(self.bos_text) and prompt.text.startswith(self.bos_text)
-            tokens = self.tokenize(prompt.text, add_bos=self.add_bos and not starts_with_bos)
-            if len(tokens) + room <= self.n_ctx or len(turns) <= 1:
-                break
-            turns.pop(0)
-            dropped += 1
+        variables = {"enable_thinking": enable_thinking} if enable_thinking is not None else None
+        budget = min(MAX_OUTPUT // 2, self.n_ctx * CHARS_PER_TOKEN_MAX)
+        first = len(turns) - 1
+        used = sum(len(m.content) + TURN_OVERHEAD_CHARS for m in system + turns[first:])
+        while first > 0 and used + len(turns[first - 1].content) + TURN_OVERHEAD_CHARS <= budget:
+            first -= 1
+            used += len(turns[first].content) + TURN_OVERHEAD_CHARS
+        rendered: dict[int, tuple[RenderedPrompt, list[int]]] = {}
+
+        def attempt(drop: int) -> tuple[RenderedPrompt, list[int]]:
+            if drop not in rendered:
+                prompt = build_prompt(
+                    self.header.chat_template,
+                    system + turns[drop:],
+                    bos_token=self.bos_text,
+                    eos_token=self.eos_text,
+                    variables=variables,
+                )
+                has_bos = bool(self.bos_text) and prompt.text.startswith(self.bos_text)
+                rendered[drop] = prompt, self.tokenize(prompt.text, add_bos=self.add_bos and not has_bos)
+            return rendered[drop]
+
+        def fits(drop: int) -> bool:
+            return len(attempt(drop)[1]) + room <= self.n_ctx
+
+        low, high = first, max(len(turns) - 1, first)  # the answer is in [low, high]; high if none fits
+        if not fits(low):
+            low += 1
+            while low < high:
+                middle = (low + high) // 2
+                if fits(middle):
+                    high = middle
+                else:
+                    low = middle + 1
+        dropped = low
+        prompt, tokens = attempt(dropped)
         notices = [prompt.notice] if prompt.notice else []
         if len(tokens) + 1 > self.n_ctx:
             raise AppError(
@@ -235,7 +309,7 @@ class LlamaSession:
                 f"The conversation was longer than the context: the oldest {dropped} "
                 f"message(s) were left out of this reply."
             )
-        return tokens, prompt.stop, dropped, notices
+        return tokens, prompt, dropped, notices
 
     # --- one reply ---------------------------------------------------------------------------------
     def generate(
@@ -245,14 +319,22 @@ class LlamaSession:
         started = time.perf_counter()
         max_tokens = request.max_tokens if request.max_tokens is not None else self.n_ctx
         stops, dropped, notices = request.stop, 0, list[str]()
+        stop_tokens: frozenset[int] = frozenset()
+        splitter: ThinkSplitter | HarmonySplitter | None = None  # chats only: raw prompts are plain text
         if request.prompt_tokens:
             tokens = list(request.prompt_tokens)
         elif request.prompt is not None:
             tokens = self.tokenize(request.prompt, add_bos=self.add_bos)
         else:
             room = max(MIN_REPLY_ROOM, min(max_tokens, self.n_ctx // 4))
-            tokens, template_stops, dropped, notices = self._chat_tokens(request.messages, room)
-            stops = stops + template_stops
+            chat = self.chat_prompt(request.messages, room, request.enable_thinking)
+            tokens, prompt, dropped, notices = chat
+            stops = stops + prompt.stop
+            if prompt.notice is None:  # the model's own format: its end-of-turn marker ends the reply
+                stops, stop_tokens = stops + self.turn_end_stops, self.turn_end_tokens
+            splitter = splitter_for(self.reasoning_format, prompt.text)
+        # harmony's channel markers are control tokens: they must reach the splitter as text
+        special = splitter is not None and self.reasoning_format is ReasoningFormat.HARMONY
         for notice in notices:
             emit(Notice(request.request_id, notice))
         if not tokens:
@@ -275,6 +357,11 @@ class LlamaSession:
         del self.cached[keep:]
 
         pos = keep
+        pieces = PieceBatcher(request.request_id, emit, PIECE_INTERVAL_S)
+
+        def emit_text(text: str, n_out: int) -> None:
+            for reasoning, part in splitter.feed(text) if splitter else [(False, text)]:
+                pieces.add(part, n_out, reasoning)
 
         def stats(finish: str, n_out: int, prompt_done: float, first: float | None = None) -> ReplyStats:
             now = time.perf_counter()
@@ -291,6 +378,7 @@ class LlamaSession:
                 tokens_per_s=n_out / gen_s if n_out and gen_s > 0 else 0.0,
                 trimmed_messages=dropped,
                 notices=tuple(notices),
+                reasoning_ms=pieces.reasoning_ms(),
             )
 
         while pos < len(tokens):
@@ -305,7 +393,6 @@ class LlamaSession:
         sampler = TokenSampler(ll, self.ctx, self.n_vocab, request.sampling)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         matcher = StopMatcher(stops)
-        pieces = PieceBatcher(request.request_id, emit, PIECE_INTERVAL_S)
         vocab, is_eog, sample = self.vocab, ll.llama_vocab_is_eog, sampler.sample
         # One token at a time from here: only its id and position change between decodes.
         ctx, batch, decode = self.ctx, self.batch, ll.llama_decode
@@ -319,13 +406,13 @@ class LlamaSession:
                 if pos >= self.n_ctx:
                     break  # the context is full: "length"
                 token = sample()
-                if not request.ignore_eos and is_eog(vocab, token):
+                if not request.ignore_eos and (is_eog(vocab, token) or token in stop_tokens):
                     finish = "stop"
                     break
                 n_out += 1
-                text, hit_stop = matcher.feed(decoder.decode(self._piece(token)))
+                text, hit_stop = matcher.feed(decoder.decode(self._piece(token, special)))
                 if text:
-                    pieces.add(text, n_out)
+                    emit_text(text, n_out)
                 if hit_stop:
                     finish = "stop"
                     break
@@ -340,6 +427,8 @@ class LlamaSession:
         if finish != "stopped":  # a stopped reply generates nothing more, not even the held-back tail
             tail = matcher.feed(decoder.decode(b"", final=True))[0] + matcher.flush()
             if tail:
-                pieces.add(tail, n_out)
+                emit_text(tail, n_out)
+            for reasoning, part in splitter.flush() if splitter else []:
+                pieces.add(part, n_out, reasoning)
         pieces.flush(n_out)  # text of tokens generated before the stop was seen
         return stats(finish, n_out, prompt_done, pieces.first_at)

@@ -20,7 +20,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from types import FrameType
 from typing import Any
@@ -238,7 +238,7 @@ def _alternating(messages: Sequence[ChatMessage]) -> list[ChatMessage]:
     merged: list[ChatMessage] = []
     for message in messages:
         if merged and merged[-1].role == message.role:
-            merged[-1] = ChatMessage(message.role, f"{merged[-1].content}\n\n{message.content}")
+            merged[-1] = replace(message, content=f"{merged[-1].content}\n\n{message.content}")
         elif message.role == "assistant" and not any(m.role == "user" for m in merged):
             continue  # trimming can leave a reply first; "roles must alternate" templates refuse it
         else:
@@ -253,7 +253,7 @@ def _system_in_first_user(messages: Sequence[ChatMessage]) -> list[ChatMessage]:
     rest = [m for m in messages if m.role != "system"]
     for i, message in enumerate(rest):
         if message.role == "user":
-            rest[i] = ChatMessage("user", f"{system}\n{message.content}")
+            rest[i] = replace(message, content=f"{system}\n{message.content}")
             return rest
     return [ChatMessage("user", system), *rest]
 
@@ -267,6 +267,10 @@ def chat_shapes(messages: Sequence[ChatMessage]) -> list[list[ChatMessage]]:
     if any(m.role == "system" for m in messages):
         shapes.append(_alternating(_system_in_first_user(alternating)))
     return shapes
+
+
+def _message_dict(message: ChatMessage) -> dict[str, Any]:
+    return {"role": message.role, "content": message.content, "reasoning_content": message.reasoning or None}
 
 
 def render_chat(
@@ -284,7 +288,7 @@ def render_chat(
         try:
             return render_template(
                 template,
-                [{"role": m.role, "content": m.content} for m in shape],
+                [_message_dict(m) for m in shape],
                 bos_token=bos_token,
                 eos_token=eos_token,
                 variables=variables,
