@@ -301,3 +301,42 @@ def test_versions_round_trip_through_json_and_version_1_files_still_import() -> 
         b'{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}'
     )
     assert [m.content for m in store.messages(store.restore(old))] == ["a", "b"]
+
+
+def test_reasoning_is_stored_apart_migrated_into_old_databases_exported_and_imported() -> None:
+    from app.chat.export import from_json, to_json, to_markdown
+    from app.chat.store import _MIGRATIONS
+
+    path = _db()
+    with sqlite3.connect(path) as db:  # a version 2 database (before reasoning)
+        db.executescript(_MIGRATIONS[0] + _MIGRATIONS[1])
+        db.execute("INSERT INTO conversations (id, title, created_at, updated_at) VALUES (1, 'v2', 0, 0)")
+        db.execute(
+            "INSERT INTO messages (conversation_id, role, content, created_at, updated_at)"
+            " VALUES (1, 'user', 'hi', 0, 0)"
+        )
+        db.execute("PRAGMA user_version = 2")
+    db.close()
+    store = ChatStore(path)
+    assert [(m.content, m.reasoning) for m in store.messages(1)] == [("hi", "")]
+    assert store.conversation(1).thinking is None
+    reply = store.start_reply(1)
+    store.checkpoint_reply(reply, "", "Let me think")
+    assert store.messages(1)[-1].reasoning == "Let me think"  # a crash mid-thought keeps the thought
+    store.finish_reply(
+        reply, "Hello!", "complete", {"reasoning_ms": 12_300}, reasoning="Let me think. Greet."
+    )
+    store.set_thinking(1, False)
+    store.close()
+
+    again = ChatStore(path)
+    assert (again.messages(1)[-1].reasoning, again.messages(1)[-1].content) == (
+        "Let me think. Greet.",
+        "Hello!",
+    )
+    saved = again.export(1)
+    restored = again.restore(from_json(to_json(saved)))
+    assert again.messages(restored)[-1].reasoning == "Let me think. Greet."
+    assert again.conversation(restored).thinking is False
+    markdown = to_markdown(saved)
+    assert "> *Thought for 12 s*\n>\n> Let me think. Greet.\n\nHello!" in markdown

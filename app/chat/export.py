@@ -10,7 +10,9 @@ from app.chat.store import ROLES, STATES, Conversation, ConversationExport, Mess
 from app.errors import AppError, ErrorKind
 
 FORMAT = "hubside-conversation"
-VERSION = 2  # 2: messages carry "parent" (index of the message they follow) and "active" (versions)
+# 2: messages carry "parent" (index of the message they follow) and "active" (versions)
+# 3: messages carry "reasoning" (a reasoning model's thinking), the chat its "thinking" switch
+VERSION = 3
 MAX_IMPORT_BYTES = 64 * 1024 * 1024
 SPEAKERS = {"user": "You", "assistant": "Assistant", "system": "System"}  # how roles are shown
 
@@ -28,10 +30,12 @@ def to_json(saved: ConversationExport) -> str:
             "model_path": c.model_path,
             "created_at": c.created_at,
             "updated_at": c.updated_at,
+            "thinking": c.thinking,
             "messages": [
                 {
                     "role": m.role,
                     "content": m.content,
+                    "reasoning": m.reasoning,
                     "state": m.state,
                     "stats": m.stats,
                     "created_at": m.created_at,
@@ -53,8 +57,25 @@ def to_markdown(saved: ConversationExport) -> str:
         parts.append(f"*System prompt:* {c.system_prompt}\n")
     for m in active_path(saved.messages):
         note = f" ({m.state})" if m.state not in ("complete", "streaming") else ""
-        parts.append(f"## {SPEAKERS.get(m.role, m.role)}{note}\n\n{m.content.strip()}\n")
+        thought = _quoted_reasoning(m.reasoning, m.stats)
+        parts.append(f"## {SPEAKERS.get(m.role, m.role)}{note}\n\n{thought}{m.content.strip()}\n")
     return "\n".join(parts)
+
+
+def thought_label(reasoning_ms: float) -> str:
+    """'Thought for 12 s' (the time between the first reasoning text and the answer)."""
+    seconds = reasoning_ms / 1000
+    return f"Thought for {seconds:.1f} s" if seconds < 10 else f"Thought for {seconds:.0f} s"
+
+
+def _quoted_reasoning(reasoning: str, stats: dict[str, Any]) -> str:
+    if not reasoning.strip():
+        return ""
+    label = (
+        thought_label(_number(stats.get("reasoning_ms"), 0.0)) if stats.get("reasoning_ms") else "Thoughts"
+    )
+    quoted = "\n".join(f"> {line}" if line else ">" for line in reasoning.strip().splitlines())
+    return f"> *{label}*\n>\n{quoted}\n\n"
 
 
 def _bad(problem: str) -> AppError:
@@ -106,6 +127,7 @@ def from_json(data: bytes | str) -> ConversationExport:
                 conversation_id=0,
                 role=entry["role"],
                 content=_text(entry.get("content", ""), "a message's content"),
+                reasoning=_text(entry.get("reasoning", ""), "a message's reasoning"),
                 state="interrupted" if state == "streaming" else state,
                 stats=stats if isinstance(stats, dict) else {},
                 created_at=created,
@@ -122,5 +144,6 @@ def from_json(data: bytes | str) -> ConversationExport:
         pinned=False,
         created_at=_number(raw.get("created_at"), now),
         updated_at=_number(raw.get("updated_at"), now),
+        thinking=thinking if isinstance(thinking := raw.get("thinking"), bool) else None,
     )
     return ConversationExport(conversation, tuple(messages))

@@ -25,7 +25,7 @@ from app.storage import open_database
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 ROLES = ("system", "user", "assistant")
 STATES = ("complete", "streaming", "stopped", "interrupted", "error")
 
@@ -64,8 +64,15 @@ UPDATE messages SET parent_id = (
 CREATE INDEX messages_by_parent ON messages(parent_id);
 """
 
+# A reasoning model's thinking is kept apart from its answer; a chat may switch a template's thinking on or
+# off (NULL: the template's default).
+_V2_TO_V3 = """
+ALTER TABLE messages ADD COLUMN reasoning TEXT NOT NULL DEFAULT '';
+ALTER TABLE conversations ADD COLUMN thinking INTEGER;
+"""
+
 # user_version N -> the SQL that brings a version-N database to N+1 (0 is an empty file).
-_MIGRATIONS: dict[int, str] = {0: _SCHEMA_V1, 1: _V1_TO_V2}
+_MIGRATIONS: dict[int, str] = {0: _SCHEMA_V1, 1: _V1_TO_V2, 2: _V2_TO_V3}
 END = -1  # add_message's default parent: the last message of the conversation as shown
 
 
@@ -88,6 +95,7 @@ class Conversation:
     pinned: bool
     created_at: float
     updated_at: float
+    thinking: bool | None = None  # the template's thinking switch for this chat (None: its default)
 
 
 @dataclass(frozen=True)
@@ -104,6 +112,7 @@ class Message:
     active: bool = True
     version: int = 1  # 1-based place among the versions at this point of the chat (set by active_path)
     versions: int = 1
+    reasoning: str = ""  # a reasoning model's thinking before this reply
 
 
 @dataclass(frozen=True)
@@ -266,21 +275,32 @@ class ChatStore:
                 (message_id, row["conversation_id"], row["parent_id"]),
             )
 
-    def checkpoint_reply(self, message_id: int, content: str) -> None:
+    def checkpoint_reply(self, message_id: int, content: str, reasoning: str = "") -> None:
         self._write(
-            "UPDATE messages SET content = ?, updated_at = ? WHERE id = ? AND state = 'streaming'",
-            (content, self.clock(), message_id),
+            "UPDATE messages SET content = ?, reasoning = ?, updated_at = ?"
+            " WHERE id = ? AND state = 'streaming'",
+            (content, reasoning, self.clock(), message_id),
         )
 
     def finish_reply(
-        self, message_id: int, content: str, state: str, stats: dict[str, Any] | None = None
+        self,
+        message_id: int,
+        content: str,
+        state: str,
+        stats: dict[str, Any] | None = None,
+        reasoning: str = "",
     ) -> None:
         if state not in STATES or state == "streaming":
             raise ValueError(f"not a final state: {state}")
         self._write(
-            "UPDATE messages SET content = ?, state = ?, stats_json = ?, updated_at = ? WHERE id = ?",
-            (content, state, json.dumps(stats or {}), self.clock(), message_id),
+            "UPDATE messages SET content = ?, reasoning = ?, state = ?, stats_json = ?, updated_at = ?"
+            " WHERE id = ?",
+            (content, reasoning, state, json.dumps(stats or {}), self.clock(), message_id),
         )
+
+    def set_thinking(self, conversation_id: int, thinking: bool | None) -> None:
+        value = None if thinking is None else int(thinking)
+        self._write("UPDATE conversations SET thinking = ? WHERE id = ?", (value, conversation_id))
 
     def rename_conversation(self, conversation_id: int, title: str) -> None:
         self._write("UPDATE conversations SET title = ? WHERE id = ?", (title.strip(), conversation_id))
@@ -327,18 +347,26 @@ class ChatStore:
             self.db.execute("BEGIN IMMEDIATE")
             cursor = self.db.execute(
                 "INSERT INTO conversations (title, system_prompt, model_path, pinned, created_at,"
-                " updated_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (c.title, c.system_prompt, c.model_path, int(c.pinned), c.created_at, c.updated_at),
+                " updated_at, thinking) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    c.title,
+                    c.system_prompt,
+                    c.model_path,
+                    int(c.pinned),
+                    c.created_at,
+                    c.updated_at,
+                    None if c.thinking is None else int(c.thinking),
+                ),
             )
             new_id = int(cursor.lastrowid or 0)
             new_ids: dict[int, int] = {}
             for m in sorted(saved.messages, key=lambda m: m.id):
                 cursor = self.db.execute(
                     "INSERT INTO messages (conversation_id, role, content, state, stats_json, parent_id,"
-                    " active, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " active, created_at, updated_at, reasoning) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (new_id, m.role, m.content, m.state, json.dumps(m.stats),
                      None if m.parent_id is None else new_ids.get(m.parent_id), int(m.active),
-                     m.created_at, m.updated_at),
+                     m.created_at, m.updated_at, m.reasoning),
                 )  # fmt: skip
                 new_ids[m.id] = int(cursor.lastrowid or 0)
         return new_id
@@ -387,6 +415,7 @@ def _conversation(row: sqlite3.Row) -> Conversation:
         pinned=bool(row["pinned"]),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        thinking=None if row["thinking"] is None else bool(row["thinking"]),
     )
 
 
@@ -402,4 +431,5 @@ def _message(row: sqlite3.Row) -> Message:
         updated_at=row["updated_at"],
         parent_id=row["parent_id"],
         active=bool(row["active"]),
+        reasoning=row["reasoning"],
     )
