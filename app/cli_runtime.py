@@ -11,7 +11,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
 
@@ -92,19 +92,30 @@ def _ctrl_c_stops(engine: Engine) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _stream(engine: Engine, request: GenerateRequest, echo: bool) -> tuple[str, ReplyStats]:
+@dataclass
+class _Reply:
+    text: str
+    reasoning: str
+    stats: ReplyStats
+
+
+def _stream(engine: Engine, request: GenerateRequest, echo: bool) -> _Reply:
+    """Stream a reply; echoed, the answer goes to stdout and the thinking to stderr (scripts get only
+    the answer)."""
     pieces: list[str] = []
+    thoughts: list[str] = []
     with _ctrl_c_stops(engine):
         for event in engine.generate(request):
             if isinstance(event, Piece):
-                pieces.append(event.text)
+                (thoughts if event.reasoning else pieces).append(event.text)
                 if echo:
-                    sys.stdout.write(event.text)
-                    sys.stdout.flush()
+                    out = sys.stderr if event.reasoning else sys.stdout
+                    out.write(event.text)
+                    out.flush()
             elif isinstance(event, Notice):
                 print(f"hubside: note: {event.text}", file=sys.stderr)
             elif isinstance(event, Finished):
-                return "".join(pieces), event.stats
+                return _Reply("".join(pieces), "".join(thoughts).strip(), event.stats)
     raise AppError(ErrorKind.INTERNAL, "The engine ended the reply without finishing it.")
 
 
@@ -120,18 +131,21 @@ def run_command(args: argparse.Namespace, paths: AppPaths) -> int:
             request = GenerateRequest(
                 engine.new_request_id(), tuple(history), sampling=sampling, max_tokens=args.max_tokens
             )
-            text, stats = _stream(engine, request, echo=not args.json)
+            reply = _stream(engine, request, echo=not args.json)
             if args.json:
-                print(json.dumps(_summary(text, stats, model)))
+                print(json.dumps(_summary(reply, model)))
             else:
                 print()
             return 0
         return _interactive(engine, model, history, sampling, args.max_tokens)
 
 
-def _summary(text: str, stats: ReplyStats, model: LoadedModel) -> dict[str, object]:
+def _summary(reply: _Reply, model: LoadedModel) -> dict[str, object]:
+    stats = reply.stats
     return {
-        "text": text,
+        "text": reply.text,
+        "reasoning": reply.reasoning,
+        "reasoning_ms": round(stats.reasoning_ms, 2),
         "finish_reason": stats.finish_reason,
         "prompt_tokens": stats.prompt_tokens,
         "completion_tokens": stats.completion_tokens,
@@ -171,11 +185,12 @@ def _interactive(
             engine.new_request_id(), (*history, question), sampling=sampling, max_tokens=max_tokens
         )
         try:
-            text, stats = _stream(engine, request, echo=True)
+            reply = _stream(engine, request, echo=True)
         except KeyboardInterrupt:  # Ctrl-C before the reply began streaming: forget the question
             print(file=sys.stderr)
             continue
-        history += [question, ChatMessage("assistant", text)]
+        stats = reply.stats
+        history += [question, ChatMessage("assistant", reply.text, reply.reasoning)]
         print(
             f"\n[{stats.completion_tokens} tokens, {stats.tokens_per_s:.1f} tok/s, {stats.finish_reason}]",
             file=sys.stderr,

@@ -11,6 +11,7 @@ from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
+from app.chat.store import SCHEMA_VERSION
 from app.paths import AppPaths
 from app.settings import SettingsStore
 from app.ui.crash import CrashDialog, CrashReporter
@@ -206,7 +207,9 @@ def test_the_self_test_passes_here(tiny_model: Path, capsys: pytest.CaptureFixtu
 
     assert run_self_test(tiny_model) == 0
     out = capsys.readouterr().out
-    assert out.strip().endswith("self-test passed") and "8 tokens" in out and "schema 2" in out
+    assert (
+        out.strip().endswith("self-test passed") and "8 tokens" in out and f"schema {SCHEMA_VERSION}" in out
+    )
 
 
 def test_desktop_integration_installs_for_the_user(tmp_path: Path) -> None:

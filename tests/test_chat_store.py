@@ -339,4 +339,4 @@ def test_reasoning_is_stored_apart_migrated_into_old_databases_exported_and_impo
     assert again.messages(restored)[-1].reasoning == "Let me think. Greet."
     assert again.conversation(restored).thinking is False
     markdown = to_markdown(saved)
-    assert "> *Thought for 12 s*\n>\n> Let me think. Greet.\n\nHello!" in markdown
+    assert "> *Thought for 12 s (4 words)*\n>\n> Let me think. Greet.\n\nHello!" in markdown

@@ -94,7 +94,7 @@ def test_stop_keeps_what_was_shown_and_nothing_more(qtbot: QtBot, open_window, s
     _load(qtbot, window, smollm2_path, context=2048)
     chat = window.chat
     _ask(qtbot, window, "Write a very long story about a dragon.")
-    qtbot.waitUntil(lambda: len("".join(chat.reply_parts)) > 20, timeout=REPLY_TIMEOUT_MS)
+    qtbot.waitUntil(lambda: len(chat.reply.text) > 20, timeout=REPLY_TIMEOUT_MS)
     reply_id = chat.reply_id
     qtbot.mouseClick(chat.stop_button, Qt.MouseButton.LeftButton)
     shown = chat.transcript.toPlainText()

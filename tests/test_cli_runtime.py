@@ -47,6 +47,22 @@ def test_run_json_answers_once(smollm2_path: Path) -> None:
     ):
         assert reply[key] > 0, key
     assert reply["finish_reason"] in ("stop", "length")
+    assert reply["reasoning"] == ""  # SmolLM2 does not think
+
+
+def test_run_json_gives_reasoning_apart_from_the_text(tiny_model_factory: TinyModelFactory) -> None:
+    template = (
+        ROOT / "tests" / "chat_templates" / "deepseek-ai-DeepSeek-R1-Distill-Llama-8B.jinja"
+    ).read_text()
+    model = tiny_model_factory(chat_template=template)  # its prompt opens the thinking block
+    result = hubside("run", str(model), "--prompt", "Hi", "--max-tokens", "8", "--ctx", "256", "--json")
+    assert result.returncode == 0, result.stderr
+    reply = json.loads(result.stdout)
+    assert reply["reasoning"] and reply["text"] == ""  # cut at 8 tokens while still thinking
+    assert reply["reasoning_ms"] > 0 and reply["completion_tokens"] == 8
+    plain = hubside("run", str(model), "--prompt", "Hi", "--max-tokens", "8", "--ctx", "256")
+    assert plain.returncode == 0 and plain.stdout.strip() == ""  # the thinking goes to stderr
+    assert plain.stderr.strip()
 
 
 def test_run_streams_plain_text(tiny_model: Path) -> None:

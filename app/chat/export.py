@@ -62,20 +62,28 @@ def to_markdown(saved: ConversationExport) -> str:
     return "\n".join(parts)
 
 
-def thought_label(reasoning_ms: float) -> str:
-    """'Thought for 12 s' (the time between the first reasoning text and the answer)."""
+def thought_label(reasoning: str, reasoning_ms: float | None) -> str:
+    """'Thought for 12 s (340 words)': the time from the first reasoning text to the answer, and its
+    length."""
+    words = len(reasoning.split())
+    length = f"{words} word{'s' if words != 1 else ''}"
+    if not reasoning_ms:
+        return f"Thoughts ({length})"
     seconds = reasoning_ms / 1000
-    return f"Thought for {seconds:.1f} s" if seconds < 10 else f"Thought for {seconds:.0f} s"
+    took = f"{seconds:.1f}" if seconds < 10 else f"{seconds:.0f}"
+    return f"Thought for {took} s ({length})"
+
+
+def quoted(text: str) -> str:
+    """Markdown text as a block quote."""
+    return "\n".join(f"> {line}" if line else ">" for line in text.strip().splitlines())
 
 
 def _quoted_reasoning(reasoning: str, stats: dict[str, Any]) -> str:
     if not reasoning.strip():
         return ""
-    label = (
-        thought_label(_number(stats.get("reasoning_ms"), 0.0)) if stats.get("reasoning_ms") else "Thoughts"
-    )
-    quoted = "\n".join(f"> {line}" if line else ">" for line in reasoning.strip().splitlines())
-    return f"> *{label}*\n>\n{quoted}\n\n"
+    label = thought_label(reasoning, _number(stats.get("reasoning_ms"), 0.0))
+    return f"> *{label}*\n>\n{quoted(reasoning)}\n\n"
 
 
 def _bad(problem: str) -> AppError:

@@ -229,6 +229,7 @@ class ChatStore:
         content: str,
         state: str = "complete",
         parent_id: int | None = END,
+        reasoning: str = "",
     ) -> int:
         """Add a message after `parent_id` (None: as a first message; END: after the last one shown). It
         becomes the active version there; the versions beside it stay, inactive."""
@@ -244,8 +245,8 @@ class ChatStore:
             )
             cursor = self.db.execute(
                 "INSERT INTO messages (conversation_id, role, content, state, parent_id, active, created_at,"
-                " updated_at) VALUES (?, ?, ?, ?, ?, 1, ?, ?)",
-                (conversation_id, role, content, state, parent_id, now, now),
+                " updated_at, reasoning) VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?)",
+                (conversation_id, role, content, state, parent_id, now, now, reasoning),
             )
             self.db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id))
         return int(cursor.lastrowid or 0)

@@ -62,7 +62,13 @@ def to_html(run: SavedRun, charts: dict[str, bytes]) -> str:
     blocks = []
     for c in columns:
         turns = "".join(
-            f"<p><b>Prompt:</b> {esc(t['prompt'])}</p><pre>{esc(t['text'])}</pre>"
+            f"<p><b>Prompt:</b> {esc(t['prompt'])}</p>"
+            + (
+                f"<details><summary>Thinking</summary><pre>{esc(t['reasoning'])}</pre></details>"
+                if t.get("reasoning")
+                else ""
+            )
+            + f"<pre>{esc(t['text'])}</pre>"
             + (f"<p><b>Failed:</b> {esc(t['error'])}</p>" if t.get("error") else "")
             for t in c["turns"]
         )

@@ -50,6 +50,8 @@ class Column:
     params: LoadParams
     messages: list[ChatMessage] = field(default_factory=list)
     text: str = ""
+    reasoning: str = ""  # a reasoning model's thinking, apart from its answer
+    reasoning_ms: float = 0.0
     name: str = ""
     quant: str = ""
     load_ms: float = 0.0
@@ -74,6 +76,7 @@ class Column:
             "completion_tokens": self.completion_tokens,
             "peak_memory_bytes": self.peak_memory_bytes,
             "finish_reason": self.finish_reason,
+            "reasoning_ms": round(self.reasoning_ms, 1),
         }
 
 
@@ -146,6 +149,7 @@ class Comparison:
         for column in self.columns:
             column.messages.append(ChatMessage("user", prompt))
             column.text, column.error, column.state, column.tokens_over_time = "", "", "waiting", []
+            column.reasoning, column.reasoning_ms = "", 0.0
         if self.settings.mode == PARALLEL:
             self.check_parallel()
             threads = [
@@ -163,7 +167,13 @@ class Comparison:
                 self._answer(index, listener)
         for column, turns in zip(self.columns, self.turns, strict=True):
             turns.append(
-                {"prompt": prompt, "text": column.text, "error": column.error, "metrics": column.metrics()}
+                {
+                    "prompt": prompt,
+                    "text": column.text,
+                    "reasoning": column.reasoning,
+                    "error": column.error,
+                    "metrics": column.metrics(),
+                }
             )
         return self.columns
 
@@ -197,7 +207,10 @@ class Comparison:
             started = time.perf_counter()
             for event in engine.generate(request):
                 if isinstance(event, Piece):
-                    column.text += event.text
+                    if event.reasoning:
+                        column.reasoning += event.text
+                    else:
+                        column.text += event.text
                     column.tokens_over_time.append(((time.perf_counter() - started) * 1000, event.tokens))
                     listener(index, column)
                 elif isinstance(event, Notice):
@@ -210,13 +223,13 @@ class Comparison:
                         stats.prompt_tokens,
                         stats.completion_tokens,
                     )
-                    column.finish_reason = stats.finish_reason
+                    column.finish_reason, column.reasoning_ms = stats.finish_reason, stats.reasoning_ms
                     elapsed = (time.perf_counter() - started) * 1000  # the last tokens may have shown no text
                     column.tokens_over_time.append((elapsed, stats.completion_tokens))
                 if self.stopping.is_set():
                     engine.stop(request.request_id)
             column.peak_memory_bytes = engine.stats().peak_rss_bytes
-            column.messages.append(ChatMessage("assistant", column.text))
+            column.messages.append(ChatMessage("assistant", column.text, column.reasoning.strip()))
             column.state = "done"
         except Exception as exc:  # this column failed (a bad file, a crash); the others go on
             error = to_app_error(exc)

@@ -81,6 +81,7 @@ class LoadedModel:
     flash_attn: bool
     has_chat_template: bool
     load_ms: float
+    thinking_switch: bool = False  # the template takes `enable_thinking` (Qwen3 and others)
 
 
 @dataclass(frozen=True)

@@ -195,6 +195,7 @@ class LlamaSession:
             flash_attn=params.flash_attn,
             has_chat_template=header.chat_template is not None,
             load_ms=load_ms,
+            thinking_switch="enable_thinking" in (header.chat_template or ""),
         )
 
     def close(self) -> None:

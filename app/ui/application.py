@@ -125,7 +125,7 @@ def build_window(paths: AppPaths, engine: Engine | None = None) -> tuple[MainWin
     def open_as_chat(title: str, system: str, messages: list[ChatMessage]) -> None:
         conversation = chat_store.create_conversation(title, system)
         for message in messages:
-            chat_store.add_message(conversation, message.role, message.content)
+            chat_store.add_message(conversation, message.role, message.content, reasoning=message.reasoning)
         window.show_conversation(conversation)
 
     compare = ComparePage(paths, comparisons, open_as_chat)

@@ -17,6 +17,7 @@ from PySide6.QtCore import (
     QModelIndex,
     QPersistentModelIndex,
     QPoint,
+    QSignalBlocker,
     Qt,
     QTimer,
     Signal,
@@ -47,6 +48,7 @@ from PySide6.QtWidgets import (
 
 from app.chat.export import MAX_IMPORT_BYTES, from_json, to_json, to_markdown
 from app.chat.markdown import code_blocks
+from app.chat.reply import ReplyDraft
 from app.chat.store import END, ChatStore, Conversation, ConversationExport, Message
 from app.errors import AppError, to_app_error
 from app.library.scan import LibraryEntry
@@ -147,7 +149,7 @@ class ChatPage(QWidget):
         self.conversation_id: int | None = None
         self.request_id: int | None = None
         self.reply_id: int | None = None
-        self.reply_parts: list[str] = []
+        self.reply = ReplyDraft()  # the streaming reply's answer and reasoning
         self.reply_preset = ""
         self.editing: Message | None = None  # the message being edited, resent as a new version
         self.closed = False
@@ -242,10 +244,17 @@ class ChatPage(QWidget):
         self.stop_button = named(QPushButton("Stop"), "stopButton")
         self.stop_button.setAccessibleName("Stop the reply")
         self.stop_button.clicked.connect(self.stop)
+        self.thinking_switch = named(QCheckBox("Think"), "thinkingSwitch")
+        self.thinking_switch.setAccessibleName("Let the model think before it answers")
+        self.thinking_switch.setToolTip("This model's template can switch its thinking on or off, per chat")
+        self.thinking_switch.setChecked(True)
+        self.thinking_switch.hide()  # shown for models whose template takes the switch
+        self.thinking_switch.toggled.connect(self._save_thinking)
         self.context_meter = named(QLabel(""), "contextMeter")
         self.context_meter.setToolTip("Tokens the conversation takes in the model's context")
         meter = QHBoxLayout()
         meter.addWidget(self.notice, 1)
+        meter.addWidget(self.thinking_switch)
         meter.addWidget(QLabel("Preset"))
         meter.addWidget(self.preset)
         meter.addWidget(self.sampling_toggle)
@@ -479,6 +488,7 @@ class ChatPage(QWidget):
         self.banner.hide()
         self.load_button.setEnabled(True)
         self.reload_button.setEnabled(True)
+        self.thinking_switch.setVisible(model.thinking_switch)
         summary = f"{model.name} · {model.quant} · context {model.n_ctx} · loaded in {model.load_ms:.0f} ms"
         self.model_status.setText(summary)
         self.model_changed.emit(summary)
@@ -634,6 +644,9 @@ class ChatPage(QWidget):
             return
         if action == "copy":
             QApplication.clipboard().setText(message.content)
+        elif action == "thoughts":
+            self.transcript.toggle_thoughts(message_id)
+            self._render()
         elif action == "copycode":
             blocks = code_blocks(message.content)
             if number < len(blocks):
@@ -679,6 +692,17 @@ class ChatPage(QWidget):
             self.store.resume_reply(message.id)
             self._start_reply(message.id)
 
+    def _thinking(self) -> bool | None:
+        """The template's thinking switch for this reply (None: the model has none, or the default)."""
+        if self.model is None or not self.model.thinking_switch:
+            return None
+        return self.thinking_switch.isChecked()
+
+    @Slot(bool)
+    def _save_thinking(self, on: bool) -> None:
+        if self.conversation_id is not None:
+            self.store.set_thinking(self.conversation_id, on)
+
     @Slot()
     def _save_system_prompt(self) -> None:
         if self.conversation_id is not None:
@@ -687,7 +711,10 @@ class ChatPage(QWidget):
     def open_conversation(self, conversation_id: int) -> None:
         self.conversation_id = conversation_id
         self.editing = None
-        self.system_prompt.setText(self.store.conversation(conversation_id).system_prompt)
+        conversation = self.store.conversation(conversation_id)
+        self.system_prompt.setText(conversation.system_prompt)
+        with QSignalBlocker(self.thinking_switch):  # showing the chat's switch is not changing it
+            self.thinking_switch.setChecked(conversation.thinking is not False)
         self.notice.clear()
         self._render()
 
@@ -702,6 +729,8 @@ class ChatPage(QWidget):
             self.conversation_id = self.store.create_conversation(
                 title, self.system_prompt.text(), str(self.model.path if self.model else "")
             )
+            if (thinking := self._thinking()) is not None:
+                self.store.set_thinking(self.conversation_id, thinking)
         parent = self.editing.parent_id if self.editing is not None else END
         self.editing = None
         # Saved before anything is generated.
@@ -722,11 +751,15 @@ class ChatPage(QWidget):
         has text already is continued: it goes to the model as the start of its answer."""
         assert self.conversation_id is not None
         shown = self.store.messages(self.conversation_id)
-        history = [ChatMessage(m.role, m.content) for m in shown if m.content.strip() and m.state != "error"]
+        history = [
+            ChatMessage(m.role, m.content, m.reasoning)
+            for m in shown
+            if m.content.strip() and m.state != "error"
+        ]
         system = self.system_prompt.text().strip()
         messages = ([ChatMessage("system", system)] if system else []) + history
         self.reply_id = reply_id
-        self.reply_parts = [shown[-1].content] if shown[-1].content else []
+        self.reply = ReplyDraft.resumed(shown[-1].content, shown[-1].reasoning)
         self.last_checkpoint = time.monotonic()
         self.request_id = self.bridge.engine.new_request_id()
         self.notice.clear()
@@ -737,23 +770,24 @@ class ChatPage(QWidget):
                 tuple(messages),
                 sampling=self.sampling(),
                 max_tokens=self.max_tokens.value() or None,
+                enable_thinking=self._thinking(),
             )
         )
         self.conversations.refresh()
         self._select_current()
         self._set_busy(True)
         self.transcript.begin_reply(shown[:-1])
-        if self.reply_parts:
-            self.transcript.update_reply("".join(self.reply_parts))
+        if self.reply.text or self.reply.reasoning_text:
+            self._render()
 
-    @Slot(int, str)
-    def _on_chunk(self, request_id: int, text: str) -> None:
+    @Slot(int, str, bool)
+    def _on_chunk(self, request_id: int, text: str, reasoning: bool) -> None:
         if request_id != self.request_id or self.reply_id is None:
             return  # a reply the user already stopped: nothing more is shown
-        self.reply_parts.append(text)
         now = time.monotonic()
+        self.reply.add(text, reasoning, now)
         if now - self.last_checkpoint >= CHECKPOINT_INTERVAL_S:
-            self.store.checkpoint_reply(self.reply_id, "".join(self.reply_parts))
+            self.store.checkpoint_reply(self.reply_id, self.reply.text, self.reply.reasoning_text)
             self.last_checkpoint = now
         if not self.render_timer.isActive():
             self.render_timer.start()
@@ -788,16 +822,19 @@ class ChatPage(QWidget):
         self._finish_reply("stopped", {})  # what is on screen is the reply; nothing more is added
 
     def _finish_reply(self, state: str, stats: dict[str, Any]) -> None:
-        text = "".join(self.reply_parts)
         self.render_timer.stop()
         if self.reply_id is not None and self.conversation_id is not None:
-            self.store.finish_reply(self.reply_id, text, state, stats)
+            reasoning = self.reply.reasoning_text.strip()
+            if reasoning and "reasoning_ms" not in stats and self.reply.thinking_since is not None:
+                until = self.reply.thinking_until or time.monotonic()  # stopped while thinking
+                stats = {**stats, "reasoning_ms": round((until - self.reply.thinking_since) * 1000)}
+            self.store.finish_reply(self.reply_id, self.reply.text, state, stats, reasoning)
             shown = self.store.messages(self.conversation_id)
             if shown and shown[-1].id == self.reply_id:
                 self.transcript.end_reply(shown[-1])
         self.request_id = None
         self.reply_id = None
-        self.reply_parts = []
+        self.reply = ReplyDraft()
         self.conversations.refresh()
         self._select_current()
         self._set_busy(False)
@@ -816,7 +853,9 @@ class ChatPage(QWidget):
     @Slot()
     def _render(self) -> None:
         if self.reply_id is not None:  # only the streaming reply is redrawn
-            self.transcript.update_reply("".join(self.reply_parts))
+            reply = self.reply
+            label = reply.label(time.monotonic())
+            self.transcript.update_reply(reply.text, reply.reasoning_text, label, reply.thinking())
         elif self.conversation_id is None:
             self.transcript.show_markdown(EMPTY_HINT)
         else:
@@ -843,4 +882,5 @@ def _stats_dict(stats: ReplyStats, model: LoadedModel | None, preset: str) -> di
         "ttft_ms": round(stats.ttft_ms, 1),
         "tokens_per_s": round(stats.tokens_per_s, 1),
         "prompt_tokens_per_s": round(stats.prompt_tokens_per_s, 1),
+        **({"reasoning_ms": round(stats.reasoning_ms)} if stats.reasoning_ms else {}),
     }

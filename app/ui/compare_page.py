@@ -37,6 +37,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.chat.export import thought_label
 from app.compare.elo import leaderboard
 from app.compare.report import to_html, to_json
 from app.compare.runner import FAIR, MAX_MODELS, MIN_MODELS, PARALLEL, Column, CompareSettings, Comparison
@@ -69,12 +70,17 @@ class ColumnView(QFrame):
         self.numbers = named(QLabel(""), f"columnNumbers{number}")
         self.numbers.setTextFormat(Qt.TextFormat.PlainText)
         self.numbers.setWordWrap(True)
+        self.thinking_label = named(QLabel(""), f"columnThinkingLabel{number}")
+        self.thinking = named(SafeMarkdownView(), f"columnThinking{number}")  # apart from the answer
+        self.thinking.setMaximumHeight(120)
         self.text = named(SafeMarkdownView(), f"columnText{number}")
         self.chat_button = named(QPushButton("Open as chat"), f"openAsChat{number}")
         self.chat_button.clicked.connect(lambda: open_as_chat(number))
         layout = QVBoxLayout(self)
         layout.addWidget(self.title)
         layout.addWidget(self.numbers)
+        layout.addWidget(self.thinking_label)
+        layout.addWidget(self.thinking)
         layout.addWidget(self.text, 1)
         layout.addWidget(self.chat_button)
 
@@ -95,6 +101,14 @@ class ColumnView(QFrame):
             )
         else:
             self.numbers.setText(column.state + "…")
+        reasoning = column.reasoning.strip()
+        self.thinking_label.setVisible(bool(reasoning))
+        self.thinking.setVisible(bool(reasoning))
+        if reasoning:
+            thinking_now = column.state == "answering" and not column.text
+            label = "Thinking…" if thinking_now else thought_label(reasoning, column.reasoning_ms)
+            self.thinking_label.setText(label)
+            self.thinking.show_markdown(reasoning)
         self.text.show_markdown(column.text or "")
         self.chat_button.setEnabled(column.state == "done")
 

@@ -22,7 +22,7 @@ class _EngineWorker(QObject):
     loaded = Signal(object)  # LoadedModel
     failed = Signal(str, str)  # ErrorKind value, message for the user
     notice = Signal(int, str)
-    chunk = Signal(int, str)  # request id, text
+    chunk = Signal(int, str, bool)  # request id, text, is reasoning
     finished = Signal(int, object)  # request id, ReplyStats
 
     def __init__(self, engine: Engine) -> None:
@@ -45,25 +45,32 @@ class _EngineWorker(QObject):
     @Slot(object)
     def generate(self, request: GenerateRequest) -> None:
         pending: list[str] = []
+        reasoning = False  # the channel of the pending text: a chunk never mixes reasoning and answer
         last = 0.0
+
+        def send() -> None:
+            if pending:
+                self.chunk.emit(request.request_id, "".join(pending), reasoning)
+                pending.clear()
+
         try:
             for event in self.engine.generate(request):
                 if isinstance(event, Piece):
+                    if event.reasoning != reasoning:
+                        send()
+                        reasoning = event.reasoning
                     pending.append(event.text)
                     now = time.perf_counter()
                     if now - last >= CHUNK_INTERVAL_S:
-                        self.chunk.emit(request.request_id, "".join(pending))
-                        pending.clear()
+                        send()
                         last = now
                 elif isinstance(event, Notice):
                     self.notice.emit(request.request_id, event.text)
                 elif isinstance(event, Finished):
-                    if pending:
-                        self.chunk.emit(request.request_id, "".join(pending))
+                    send()
                     self.finished.emit(request.request_id, event.stats)
         except Exception as exc:
-            if pending:
-                self.chunk.emit(request.request_id, "".join(pending))
+            send()
             self._fail(exc)
 
     @Slot()
@@ -82,7 +89,7 @@ class EngineBridge(QObject):
     loaded = Signal(object)
     failed = Signal(str, str)
     notice = Signal(int, str)
-    chunk = Signal(int, str)
+    chunk = Signal(int, str, bool)
     finished = Signal(int, object)
 
     _load = Signal(object)

@@ -14,7 +14,7 @@ from PySide6.QtCore import QUrl, Signal, Slot
 from PySide6.QtGui import QDesktopServices, QPalette, QTextCursor, QTextDocumentFragment
 from PySide6.QtWidgets import QTextBrowser, QWidget
 
-from app.chat.export import SPEAKERS
+from app.chat.export import SPEAKERS, quoted, thought_label
 from app.chat.markdown import with_code_links
 from app.chat.store import Message
 from app.ui.highlight import CodeHighlighter
@@ -29,7 +29,8 @@ STATE_NOTES = {
 _SEPARATOR = "\n---\n\n"
 
 
-ACTIONS = ("copy", "edit", "delete", "regenerate", "continue", "previous", "next", "copycode")
+ACTIONS = ("copy", "edit", "delete", "regenerate", "continue", "previous", "next", "copycode", "thoughts")
+LIVE_REASONING_CHARS = 4_000  # of a reasoning block that is still streaming, only its end is redrawn
 PREVIOUS_ARROW, NEXT_ARROW = (
     "\N{SINGLE LEFT-POINTING ANGLE QUOTATION MARK}",
     "\N{SINGLE RIGHT-POINTING ANGLE QUOTATION MARK}",
@@ -37,9 +38,27 @@ PREVIOUS_ARROW, NEXT_ARROW = (
 _CONTINUABLE = ("stopped", "interrupted")  # and replies cut at max tokens (finish reason "length")
 
 
-def message_markdown(role: str, content: str, note: str = "", footer: str = "") -> str:
+def message_markdown(role: str, content: str, note: str = "", footer: str = "", thinking: str = "") -> str:
     header = f"**{SPEAKERS.get(role, role)}**" + (f" · *{note}*" if note else "")
-    return f"{header}\n\n{content.strip() or '…'}{footer}\n"
+    body = content.strip() or ("" if thinking else "…")
+    return f"{header}\n\n{thinking}{body}{footer}\n"
+
+
+def thinking_markdown(reasoning: str, label: str, toggle: str = "", expanded: bool = True) -> str:
+    """A reply's reasoning apart from its answer: a label (with Show/Hide once saved) and, when expanded,
+    the reasoning as a quote."""
+    if not reasoning.strip():
+        return ""
+    head = f"*{label}*" + (f" · {toggle}" if toggle else "")
+    return f"{head}\n\n" + (f"{quoted(reasoning)}\n\n" if expanded else "")
+
+
+def live_thinking_markdown(reasoning: str, label: str, thinking_now: bool) -> str:
+    """While a reply streams: the reasoning as it grows (its end only), collapsed once the answer starts."""
+    if not thinking_now:
+        return thinking_markdown(reasoning, label, expanded=False)
+    tail = reasoning if len(reasoning) <= LIVE_REASONING_CHARS else "…" + reasoning[-LIVE_REASONING_CHARS:]
+    return thinking_markdown(tail, label)
 
 
 def _link(label: str, action: str, message_id: int, number: int = 0) -> str:
@@ -72,10 +91,13 @@ def message_footer(message: Message, last: bool) -> str:
     return "".join(f"\n\n{line}" for line in lines)
 
 
-def saved_message_markdown(message: Message, last: bool) -> str:
+def saved_message_markdown(message: Message, last: bool, expanded: bool = False) -> str:
     content = with_code_links(message.content, lambda n: _link("Copy code", "copycode", message.id, n))
+    label = thought_label(message.reasoning, message.stats.get("reasoning_ms"))
+    toggle = _link("Hide" if expanded else "Show", "thoughts", message.id)
+    thinking = thinking_markdown(message.reasoning, label, toggle, expanded)
     return message_markdown(
-        message.role, content, STATE_NOTES.get(message.state, ""), message_footer(message, last)
+        message.role, content, STATE_NOTES.get(message.state, ""), message_footer(message, last), thinking
     )
 
 
@@ -94,8 +116,8 @@ def stats_line(stats: dict[str, Any]) -> str:
     return " · ".join(parts).replace("*", "\\*").replace("_", "\\_")
 
 
-def transcript_markdown(messages: list[Message]) -> str:
-    return _SEPARATOR.join(saved_message_markdown(m, m is messages[-1]) for m in messages)
+def transcript_markdown(messages: list[Message], expanded: frozenset[int] = frozenset()) -> str:
+    return _SEPARATOR.join(saved_message_markdown(m, m is messages[-1], m.id in expanded) for m in messages)
 
 
 class Transcript(SafeMarkdownView):
@@ -111,6 +133,7 @@ class Transcript(SafeMarkdownView):
         self.highlighter = CodeHighlighter(self.document(), dark)
         self._live_start: int | None = None  # where the streaming reply begins in the document
         self._live_plain = 0  # characters of the reply appended as plain text (past the limit)
+        self.expanded_thoughts: set[int] = set()  # replies whose reasoning the user opened
 
     def show_markdown(self, markdown: str) -> None:
         with self._keeping_the_end_in_view():
@@ -118,26 +141,37 @@ class Transcript(SafeMarkdownView):
         self._live_start = None
 
     def show_messages(self, messages: list[Message]) -> None:
-        self.show_markdown(transcript_markdown(messages))
+        self.show_markdown(transcript_markdown(messages, frozenset(self.expanded_thoughts)))
+
+    def toggle_thoughts(self, message_id: int) -> None:
+        """Show or hide a saved reply's reasoning (the page redraws the conversation)."""
+        self.expanded_thoughts ^= {message_id}
 
     def begin_reply(self, messages: list[Message]) -> None:
         """Show the conversation and an empty reply after it, which `update_reply` then fills."""
         # A placeholder paragraph after the separator (a rule at the very end would not be drawn); the
         # reply replaces it.
-        self.show_markdown(transcript_markdown(messages) + (_SEPARATOR if messages else "") + "…\n")
+        expanded = frozenset(self.expanded_thoughts)
+        self.show_markdown(transcript_markdown(messages, expanded) + (_SEPARATOR if messages else "") + "…\n")
         self._live_start = self.document().lastBlock().position()
         self._live_plain = 0
         self.update_reply("")
 
-    def update_reply(self, text: str) -> None:
+    def update_reply(
+        self, text: str, reasoning: str = "", label: str = "", thinking_now: bool = False
+    ) -> None:
         """Redraw the streaming reply (its part of the document only)."""
-        self._replace_reply(message_markdown("assistant", text, "writing…"), text)
+        thinking = live_thinking_markdown(reasoning, label, thinking_now) if reasoning else ""
+        note = "thinking…" if thinking_now else "writing…"
+        self._replace_reply(message_markdown("assistant", text, note, thinking=thinking), text)
 
     def end_reply(self, message: Message) -> None:
         """The reply is saved and final: one last redraw of its own part, now with its numbers and actions
         (never of the whole conversation)."""
         self._replace_reply(
-            saved_message_markdown(message, last=True), message.content, message_footer(message, True)
+            saved_message_markdown(message, True, message.id in self.expanded_thoughts),
+            message.content,
+            message_footer(message, True),
         )
         self._live_start = None
 
