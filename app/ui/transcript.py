@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtCore import QUrl, Signal, Slot
-from PySide6.QtGui import QDesktopServices, QPalette, QTextCursor, QTextDocumentFragment
+from PySide6.QtGui import QDesktopServices, QPalette, QTextBlockFormat, QTextCursor, QTextDocumentFragment
 from PySide6.QtWidgets import QTextBrowser, QWidget
 
 from app.chat.export import SPEAKERS, quoted, thought_label
@@ -184,6 +184,10 @@ class Transcript(SafeMarkdownView):
                 cursor.setPosition(self._live_start)
                 cursor.movePosition(QTextCursor.MoveOperation.End, QTextCursor.MoveMode.KeepAnchor)
                 if len(text) <= LIVEMARKDOWN_LIMIT:
+                    # Removing the old reply merges its first and last blocks; the last may be a quote
+                    # (live thinking), whose indent must not carry over to the new first line.
+                    cursor.removeSelectedText()
+                    cursor.setBlockFormat(QTextBlockFormat())
                     cursor.insertFragment(QTextDocumentFragment.fromMarkdown(markdown, MARKDOWN))
                     return
                 cursor.insertFragment(QTextDocumentFragment.fromMarkdown("**Assistant**\n", MARKDOWN))
