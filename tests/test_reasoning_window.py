@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from PySide6.QtCore import Qt
 from pytestqt.qtbot import QtBot
 
 from app.compare.runner import FAIR, CompareSettings, Comparison
 from app.paths import AppPaths
 from app.runtime.protocol import LoadParams, SamplingParams
-from app.ui.application import build_window
 from app.ui.compare_page import ColumnView
 from app.ui.main_window import MainWindow
 from tests.conftest import TinyModelFactory
@@ -22,16 +19,6 @@ from tests.template_corpus import CORPUS
 TIMEOUT_MS = 60_000
 R1 = (CORPUS / "deepseek-ai-DeepSeek-R1-Distill-Llama-8B.jinja").read_text()  # opens the thinking block
 QWEN3 = (CORPUS / "Qwen-Qwen3-0.6B.jinja").read_text()  # takes enable_thinking
-
-
-@pytest.fixture
-def window(qtbot: QtBot) -> Iterator[MainWindow]:
-    window, services = build_window(AppPaths.from_env().ensure())
-    qtbot.addWidget(window)
-    window.show()
-    yield window
-    window.close()
-    services.close()
 
 
 def _load(qtbot: QtBot, window: MainWindow, model: Path) -> None:
