@@ -114,10 +114,20 @@ def test_list_repo_tree_recursive_and_paths_info(tiny_repo: HubStub, tiny_model:
     ]
 
 
+def _plain_http_for_lfs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """huggingface_hub takes the Xet protocol where the redirect names it; the stand-in serves the CDN's
+    plain HTTP only (what Hubside's own downloader uses)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+
+
 def test_hf_hub_download_of_a_real_model_through_the_cdn_redirect(
-    hub: HubStub, smollm2_path: Path, tmp_path: Path
+    hub: HubStub, smollm2_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from huggingface_hub import hf_hub_download
+
+    _plain_http_for_lfs(monkeypatch)
 
     repo = "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF"
     hub.add_repo(repo, {smollm2_path.name: smollm2_path})
@@ -153,8 +163,14 @@ def test_typed_errors(tiny_repo: HubStub, tmp_path: Path) -> None:
         RevisionNotFoundError,
     )
 
+    # As the Hub: a stranger can't tell a missing repo from a private one (401, no error code) ...
+    stranger = requests.get(f"{tiny_repo.endpoint}/api/models/nobody/nothing")
+    assert stranger.status_code == 401 and "X-Error-Code" not in stranger.headers
+    # ... a signed-in user can
     with pytest.raises(RepositoryNotFoundError):
-        _api().model_info("nobody/nothing")
+        from huggingface_hub import HfApi
+
+        HfApi(endpoint=tiny_repo.endpoint, token="hf_any").model_info("nobody/nothing")
     with pytest.raises(RevisionNotFoundError):
         _api().model_info("acme/Tiny-GGUF", revision="0" * 40)
     with pytest.raises(EntryNotFoundError):
@@ -162,12 +178,14 @@ def test_typed_errors(tiny_repo: HubStub, tmp_path: Path) -> None:
 
 
 def test_gated_repo_needs_a_token_and_the_token_never_reaches_the_cdn(
-    hub: HubStub, tiny_model: Path, tmp_path: Path
+    hub: HubStub, tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import GatedRepoError
 
     from app.errors import ErrorKind, to_app_error
+
+    _plain_http_for_lfs(monkeypatch)
 
     hub.add_repo("meta/Gated-GGUF", {"g.gguf": tiny_model}, gated="manual")
     with pytest.raises(GatedRepoError) as raised:
@@ -209,7 +227,8 @@ def test_range_if_range_and_416(blob: tuple[HubStub, bytes, str]) -> None:
     _hub, data, url = blob
     full = requests.get(url)
     etag = full.headers["ETag"]
-    assert full.content == data and etag == f'"{hashlib.sha256(data).hexdigest()}"'
+    assert full.content == data
+    assert etag != f'"{hashlib.sha256(data).hexdigest()}"'  # the CDN's own validator (the Xet hash)
     part = requests.get(url, headers={"Range": "bytes=100-", "If-Range": etag})
     assert part.status_code == 206
     assert part.headers["Content-Range"] == f"bytes 100-{len(data) - 1}/{len(data)}"
@@ -305,3 +324,65 @@ def test_runnable_by_hand(tmp_path: Path, tiny_model: Path) -> None:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+# --- strict to the real Hub (HUB_NOTES.md): a client that relies on more fails here as it would there ------
+
+
+def test_listing_rows_carry_only_the_hubs_fields_unless_expanded(tiny_repo: HubStub) -> None:
+    from tests.hubstub.repos import LISTING_FIELDS
+
+    url = f"{tiny_repo.endpoint}/api/models"
+    plain = requests.get(url, params={"filter": "gguf"}).json()
+    assert set(plain[0]) == set(LISTING_FIELDS)  # no lastModified, gated, author, gguf, siblings
+    expanded = requests.get(url, params={"filter": "gguf", "expand[]": ["lastModified", "gated"]}).json()
+    assert expanded == [
+        {
+            "_id": plain[0]["_id"],
+            "id": "acme/Tiny-GGUF",
+            "lastModified": "2026-10-01T00:00:00.000Z",
+            "gated": False,
+        }
+    ]
+    for bad in ({"expand[]": "lastmodified"}, {"expand[]": "gated", "full": "true"}, {"sort": "name"}):
+        assert requests.get(url, params=bad).status_code == 400, bad
+
+
+def test_no_architecture_tags_the_architecture_is_in_model_info(hub: HubStub, tiny_model: Path) -> None:
+    hub.add_repo("acme/Tiny-GGUF", {"tiny-Q8_0.gguf": tiny_model})
+    url = f"{hub.endpoint}/api/models"
+    architecture = requests.get(f"{url}/acme/Tiny-GGUF").json()["gguf"]["architecture"]
+    assert architecture and architecture not in requests.get(url).json()[0]["tags"]
+    assert requests.get(url, params={"filter": ["gguf", architecture]}).json() == []
+
+
+def test_gated_is_401_without_a_token_and_403_with_one_that_lacks_access(hub: HubStub) -> None:
+    hub.add_repo("meta/Gated-GGUF", {"README.md": b"card"}, gated="manual")
+    url = f"{hub.endpoint}/meta/Gated-GGUF/resolve/main/README.md"
+    stranger = requests.get(url, allow_redirects=False)
+    signed_in = requests.get(url, headers={"Authorization": "Bearer hf_other"}, allow_redirects=False)
+    assert (stranger.status_code, stranger.headers["X-Error-Code"]) == (401, "GatedRepo")
+    assert (signed_in.status_code, signed_in.headers["X-Error-Code"]) == (403, "GatedRepo")
+
+
+def test_small_files_redirect_relatively_and_lfs_files_to_the_cdn_with_xet_headers(
+    tiny_repo: HubStub, tiny_model: Path
+) -> None:
+    small = requests.get(f"{tiny_repo.endpoint}/acme/Tiny-GGUF/resolve/main/README.md", allow_redirects=False)
+    assert small.status_code == 307 and small.headers["Location"].startswith("/api/resolve-cache/models/")
+    assert requests.get(tiny_repo.endpoint + small.headers["Location"]).content == README
+    lfs = requests.head(f"{tiny_repo.endpoint}/acme/Tiny-GGUF/resolve/main/tiny-Q8_0.gguf")
+    assert lfs.status_code == 302 and lfs.headers["Location"].startswith(tiny_repo.cdn_endpoint)
+    assert lfs.headers["X-Xet-Hash"] and 'rel="xet-auth"' in lfs.headers["Link"]
+    cdn = requests.head(lfs.headers["Location"])
+    assert cdn.headers["ETag"] == f'"{lfs.headers["X-Xet-Hash"]}"'
+    assert cdn.headers["ETag"] != lfs.headers["X-Linked-Etag"]  # not the sha256
+
+
+def test_rate_limit_header_without_retry_after_and_agent_harnesses(hub: HubStub) -> None:
+    hub.fail_with("/api/models", 429, rate_limit_reset=55)
+    limited = requests.get(f"{hub.endpoint}/api/models")
+    assert limited.status_code == 429 and "Retry-After" not in limited.headers
+    assert limited.headers["RateLimit"] == '"api";r=0;t=55'
+    harnesses = requests.get(f"{hub.endpoint}/api/agent-harnesses").json()
+    assert harnesses == {"standardEnvVars": [], "harnesses": {}}

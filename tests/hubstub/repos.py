@@ -15,6 +15,11 @@ LFS_SUFFIXES = (".gguf", ".bin", ".safetensors", ".pt", ".onnx", ".part00")
 LFS_MIN_SIZE = 10 * 1024 * 1024
 META_FILE = ".hub.json"  # per-repo metadata in a served folder; never served as a file
 _EPOCH = "2025-01-01T00:00:00.000Z"
+# A listing row without `expand`, as the real Hub sends it (2026).
+LISTING_FIELDS = (
+    "_id", "id", "likes", "trendingScore", "private", "downloads", "tags", "pipeline_tag", "library_name",
+    "createdAt", "modelId",
+)  # fmt: skip
 
 
 def _git_blob_oid(data: bytes) -> str:
@@ -77,6 +82,11 @@ class StubFile:
             return _git_blob_oid(self.lfs_pointer)
         return _git_blob_oid(self.read(0, self.size))
 
+    @cached_property
+    def xet_hash(self) -> str:
+        """The Xet storage hash, which the CDN sends as its ETag: not the sha256 (a stand-in value)."""
+        return hashlib.sha256(b"xet:" + self.sha256.encode()).hexdigest()
+
     def tree_entry(self) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "type": "file",
@@ -90,6 +100,7 @@ class StubFile:
                 "size": self.size,
                 "pointerSize": len(self.lfs_pointer),
             }
+            entry["xetHash"] = self.xet_hash
         return entry
 
     def sibling(self, blobs: bool) -> dict[str, Any]:
@@ -126,6 +137,7 @@ class StubRepo:
         return hashlib.sha1(f"{self.repo_id}\n{listing}".encode(), usedforsecurity=False).hexdigest()
 
     def tags(self) -> list[str]:
+        """As the Hub tags a GGUF repo: never with its architecture (that is only model info's `gguf`)."""
         tags = list(self.meta.get("tags", []))
         if any(p.endswith(".gguf") for p in self.files) and "gguf" not in tags:
             tags.insert(0, "gguf")
@@ -155,8 +167,13 @@ class StubRepo:
         return _gguf_summary(models[0]) if models else None
 
     def summary(self) -> dict[str, Any]:
-        """A row of `/api/models` (the fields the Hub returns without `expand`)."""
-        return {
+        """A row of `/api/models` without `expand`: exactly the fields the Hub returns, no more."""
+        info = self.info(blobs=False)
+        return {key: info[key] for key in LISTING_FIELDS}
+
+    def info(self, blobs: bool) -> dict[str, Any]:
+        """`/api/models/{repo}` at this repo's only commit."""
+        info: dict[str, Any] = {
             "_id": self.sha[:24],
             "id": self.repo_id,
             "author": self.author,
@@ -171,19 +188,13 @@ class StubRepo:
             "pipeline_tag": self.meta.get("pipeline_tag", "text-generation"),
             "library_name": self.meta.get("library_name", "gguf"),
             "modelId": self.repo_id,
+            "sha": self.sha,
+            "disabled": False,
+            "cardData": self.meta.get("cardData", {}),
+            "siblings": [f.sibling(blobs) for _, f in sorted(self.files.items())],
+            "spaces": [],
+            "usedStorage": sum(f.size for f in self.files.values()),
         }
-
-    def info(self, blobs: bool) -> dict[str, Any]:
-        """`/api/models/{repo}` at this repo's only commit."""
-        info = self.summary()
-        info.update(
-            sha=self.sha,
-            disabled=False,
-            cardData=self.meta.get("cardData", {}),
-            siblings=[f.sibling(blobs) for _, f in sorted(self.files.items())],
-            spaces=[],
-            usedStorage=sum(f.size for f in self.files.values()),
-        )
         if self.gguf is not None:
             info["gguf"] = self.gguf
         return info

@@ -38,9 +38,21 @@ _ROUTES = {
     "tree": re.compile(rf"^/api/models/{_REPO}/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?$"),
     "paths_info": re.compile(rf"^/api/models/{_REPO}/paths-info/(?P<rev>[^/]+)$"),
     "resolve": re.compile(rf"^/{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)$"),
+    "resolve_cache": re.compile(rf"^/api/resolve-cache/models/{_REPO}/(?P<rev>[0-9a-f]{{40}})/(?P<path>.+)$"),
 }
 _CDN_ROUTE = re.compile(r"^/cdn-lfs/(?P<repo>[^/]+/[^/]+)/(?P<commit>[0-9a-f]{40})/(?P<path>.+)$")
 _SORT_KEYS = ("downloads", "likes", "lastModified", "createdAt", "trendingScore")
+# The keys `expand[]` takes for models (huggingface_hub 2.4's ExpandModelProperty_T); any other is a 400.
+EXPAND_KEYS = frozenset(
+    (
+        "author baseModels cardData childrenModelCount config createdAt disabled downloads downloadsAllTime "
+        "evalResults gated gguf inference inferenceProviderMapping lastModified library_name likes mask_token "
+        "model-index pipeline_tag private resourceGroup safetensors sha siblings spaces tags transformersInfo "
+        "trendingScore usedStorage widgetData"
+    ).split()
+)
+# What `/api/agent-harnesses` gives (huggingface_hub 2.4 asks it to tell whether an AI agent runs it).
+AGENT_HARNESSES = {"standardEnvVars": [], "harnesses": {}}
 _PARAM_SUFFIX = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}
 
 
@@ -86,7 +98,6 @@ class HubStub:
         self.tokens: set[str] = set()  # tokens that open gated repos
         self.page_size = HUB_PAGE_SIZE
         self.cdn_url_ttl = 3600.0  # seconds a signed CDN URL stays valid
-        self.lfs_redirect_min_size = 0  # LFS files at least this big are served by the CDN
         self.bytes_per_second: float | None = None  # a slow network, for demos and screenshots
         self._secret = secrets.token_bytes(16)
         self._stopping = threading.Event()
@@ -135,7 +146,6 @@ class HubStub:
         self.tokens.clear()
         self.page_size = HUB_PAGE_SIZE
         self.cdn_url_ttl = 3600.0
-        self.lfs_redirect_min_size = 0
 
     # --- content and faults ----------------------------------------------------------------------
     def add_repo(self, repo_id: str, files: Mapping[str, bytes | Path | int], **meta: Any) -> StubRepo:
@@ -154,10 +164,20 @@ class HubStub:
     def add_fault(self, fault: Fault) -> Fault:
         return self.faults.add(fault)
 
-    def fail_with(self, path: str, *statuses: int, retry_after: str | None = None) -> None:
-        """Answer the next requests for `path` with these statuses, one each, then normally."""
+    def fail_with(
+        self, path: str, *statuses: int, retry_after: str | None = None, rate_limit_reset: int | None = None
+    ) -> None:
+        """Answer the next requests for `path` with these statuses, one each, then normally.
+        `rate_limit_reset`: the Hub's `RateLimit: "api";r=0;t=N` header (seconds until the window resets),
+        which the real Hub sends with a 429 where Retry-After may be absent."""
+        headers = {}
+        if rate_limit_reset is not None:
+            headers = {
+                "RateLimit": f'"api";r=0;t={rate_limit_reset}',
+                "RateLimit-Policy": '"fixed window";"api";q=500;w=300',
+            }
         for status in statuses:
-            self.faults.add(Fault(path=path, status=status, retry_after=retry_after))
+            self.faults.add(Fault(path=path, status=status, retry_after=retry_after, headers=dict(headers)))
 
     # --- request handling ------------------------------------------------------------------------
     def handle(self, request: _Handler, role: str) -> None:
@@ -192,9 +212,9 @@ class HubStub:
         groups = {k: unquote(v) for k, v in (match.groupdict() if match else {}).items() if v}
         repo = self.repos.get(groups.get("repo", ""))
         file = None
-        if route == "resolve" and repo is not None and repo.files.get(groups.get("path", "")):
-            file = repo.files[groups["path"]]
-        serving_bytes = file is not None and not self._redirects(file)
+        if route in ("resolve", "resolve_cache") and repo is not None:
+            file = repo.files.get(groups.get("path", ""))
+        serving_bytes = file is not None and route == "resolve_cache"
         fault = self.faults.take(unquote(raw_path), request.command, serving_bytes)
         if fault is not None and fault.delay_seconds:
             time.sleep(fault.delay_seconds)
@@ -202,11 +222,17 @@ class HubStub:
             return self._send_answer(request, self._fault_answer(fault))
 
         base = f"http://{request.headers.get('Host', '127.0.0.1')}"
+        commit = repo.sha if repo is not None else ""
         answer: Answer
         if route == "models" and request.command in ("GET", "HEAD"):
             answer = self._list_models(query, base)
+        elif raw_path.rstrip("/") == "/api/agent-harnesses":
+            answer = _json(AGENT_HARNESSES)
         elif route is None or route == "models":
             answer = _error(404, "NotFound", f"No route for {request.command} {raw_path}")
+        elif repo is None and not request.headers.get("Authorization"):
+            # The Hub does not tell a missing repo from a private one to a stranger: 401, no error code.
+            answer = _json({"error": "Invalid username or password."}, 401)
         elif repo is None:
             answer = _error(404, "RepoNotFound", "Repository not found")
         elif groups.get("rev", "main") not in ("main", repo.sha):
@@ -218,18 +244,23 @@ class HubStub:
         elif route == "paths_info":
             answer = self._paths_info(repo, query.get("paths", []))
         elif repo.gated and not self._authorized(request):
+            without_token = not request.headers.get("Authorization")
             answer = _error(
-                401,
+                401 if without_token else 403,
                 "GatedRepo",
                 f"Access to model {repo.repo_id} is restricted. You must have access to it and be "
-                "authenticated to access it. Please log in.",
+                + ("authenticated to access it. Please log in." if without_token else "granted access."),
             )
         elif file is None:
-            answer = _error(404, "EntryNotFound", "Entry not found", {"X-Repo-Commit": repo.sha})
+            answer = _error(404, "EntryNotFound", "Entry not found", {"X-Repo-Commit": commit})
         elif self._redirects(file):
             answer = Answer(302, headers=self._redirect_headers(repo, file))
+        elif route == "resolve":
+            # A small file: a relative redirect to the commit's cached copy, as the Hub does.
+            location = f"/api/resolve-cache/models/{repo.repo_id}/{commit}/{quote(file.path)}"
+            answer = Answer(307, headers={"Location": location, "X-Repo-Commit": commit})
         else:
-            headers = {"X-Repo-Commit": repo.sha}
+            headers = {"X-Repo-Commit": commit}
             return self._send_file(request, file, f'"{file.git_oid}"', headers, fault)
         return self._send_answer(request, answer)
 
@@ -252,14 +283,14 @@ class HubStub:
         if not hmac.compare_digest(signature, expected) or float(expires) < time.time():
             message = b"AccessDenied: Request has expired or the signature does not match"
             return self._send_answer(request, Answer(403, message, None, "text/plain"))
-        return self._send_file(request, file, f'"{file.sha256}"', {}, fault)
+        return self._send_file(request, file, f'"{file.xet_hash}"', {}, fault)  # the CDN's own validator
 
     def _authorized(self, request: _Handler) -> bool:
         auth = request.headers.get("Authorization", "")
         return auth.startswith("Bearer ") and auth[7:] in self.tokens
 
     def _redirects(self, file: StubFile) -> bool:
-        return file.is_lfs and file.size >= self.lfs_redirect_min_size
+        return file.is_lfs  # LFS files are always served by the CDN
 
     def _signature(self, raw_path: str, expires: str) -> str:
         return hmac.new(self._secret, f"{raw_path}|{expires}".encode(), hashlib.sha256).hexdigest()
@@ -274,6 +305,9 @@ class HubStub:
             "X-Linked-Etag": f'"{file.sha256}"',
             "X-Linked-Size": str(file.size),
             "ETag": f'"{file.git_oid}"',
+            "X-Xet-Hash": file.xet_hash,
+            "Link": f'<{self.endpoint}/api/models/{repo.repo_id}/xet-read-token/{repo.sha}>; rel="xet-auth", '
+            f'<{self.cdn_endpoint}/reconstruction/{file.xet_hash}>; rel="xet-reconstruction-info"',
         }
 
     @staticmethod
@@ -306,14 +340,20 @@ class HubStub:
             high = _parse_param_count(bounds.get("max", "1000T"))
             repos = [r for r in repos if r.gguf and low <= int(r.gguf.get("total", -1)) <= high]
         sort = (query.get("sort") or [""])[-1]
-        if sort in _SORT_KEYS:
-            repos.sort(key=lambda r: r.summary()[sort], reverse=True)
-        expand = query.get("expand", []) or query.get("expand[]", [])
-        full = _truthy(query.get("full"))
+        if sort and sort not in _SORT_KEYS:
+            return _error(400, "BadRequest", f"Invalid sort key: {sort}")
+        if sort:
+            repos.sort(key=lambda r: r.info(blobs=False)[sort], reverse=True)
+        expand = query.get("expand[]", []) + query.get("expand", [])
+        unknown = [key for key in expand if key not in EXPAND_KEYS]
+        if unknown:
+            return _error(400, "BadRequest", f'"expand" must be one of the allowed values, not {unknown[0]}')
+        if expand and ("full" in query or "cardData" in query):
+            return _error(400, "BadRequest", '"expand" cannot be combined with "full" or "cardData"')
 
         def row(repo: StubRepo) -> dict[str, Any]:
             if not expand:
-                return repo.info(blobs=False) if full else repo.summary()
+                return repo.summary()
             info = repo.info(blobs=False)
             return {"_id": info["_id"], "id": repo.repo_id} | {k: info[k] for k in expand if k in info}
 
