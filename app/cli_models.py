@@ -89,20 +89,24 @@ def pull_command(args: argparse.Namespace, paths: AppPaths) -> int:
     total = job.total_bytes
     started = time.monotonic()
     last = 0.0
+    shown = False  # a progress line is on stderr (an error then starts on a line of its own)
 
     def progress(done: int) -> None:
-        nonlocal last
+        nonlocal last, shown
         now = time.monotonic()
-        if now - last >= PROGRESS_INTERVAL_S or done == total:
-            last = now
+        if done and (now - last >= PROGRESS_INTERVAL_S or done == total):  # nothing before the first byte
+            last, shown = now, True
             speed = done / max(now - started, 1e-3)
             print(f"\r{variant.label}: {gb(done)} / {gb(total)} ({100 * done / max(total, 1):.0f}%)  "
                   f"{gb(speed)}/s   ", end="", file=sys.stderr, flush=True)  # fmt: skip
 
-    with requests.Session() as session:
-        transfer = Transfer(session, token, stall_s=float(settings.download_stall_seconds))
-        targets = fetch_job(models_dir, job, transfer, progress)
-    print(file=sys.stderr)
+    try:
+        with requests.Session() as session:
+            transfer = Transfer(session, token, stall_s=float(settings.download_stall_seconds))
+            targets = fetch_job(models_dir, job, transfer, progress)
+    finally:
+        if shown:
+            print(file=sys.stderr)
     if args.json:
         result = {"repo": details.id, "revision": details.sha, "variant": variant.label, "size": total}
         print(json.dumps(result | {"path": str(targets[0]), "files": [str(t) for t in targets]}))

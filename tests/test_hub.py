@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -87,7 +88,7 @@ def test_search_sorts_filters_and_pages_lazily(hub: HubStub) -> None:
             likes=200 - n,
             gated="auto" if n % 10 == 0 else False,
             gguf={"total": n * 10**8, "architecture": "llama" if n % 2 else "qwen2"},
-            tags=["llama" if n % 2 else "qwen2"],
+            lastModified=f"2026-{1 + n % 12:02d}-15T10:00:00.000Z",
         )
     hub.add_repo("someone/not-gguf", {"model.safetensors": b"x"})
     pages = _client().search(SearchQuery(sort="downloads"))
@@ -99,16 +100,21 @@ def test_search_sorts_filters_and_pages_lazily(hub: HubStub) -> None:
     listing = [r for r in hub.log.matching("/api/models") if r.method == "GET"]
     assert len(listing) == 3  # 120 rows in pages of 50, each asked for when needed
     assert all(r.query.get("filter") == ["gguf"] for r in listing)
+    # The listing asks for what the list shows (the Hub sends no lastModified or gated unless expanded)
+    assert {m.updated[:10] for m in seen} == {f"2026-{month:02d}-15" for month in range(1, 13)}
+    assert {m.id for m in seen if m.gated} == {f"maker{n % 3}/model-{n:03d}-GGUF" for n in range(0, 120, 10)}
+    assert "gguf" not in listing[0].query["expand[]"]  # every row's chat template: never for a listing
 
     def ids(query: SearchQuery) -> set[str]:
         return {m.id for m in _client().search(query).next(500)}
 
     assert ids(SearchQuery(text="model-00")) == {f"maker{n % 3}/model-{n:03d}-GGUF" for n in range(10)}
     assert len(ids(SearchQuery(gated=True))) == 12 and len(ids(SearchQuery(gated=False))) == 108
-    assert len(ids(SearchQuery(architecture="qwen2"))) == 60
+    hub.log.clear()
     assert ids(SearchQuery(min_params=10**9, max_params=12 * 10**8)) == {
         f"maker{n % 3}/model-{n:03d}-GGUF" for n in (10, 11, 12)
     }
+    assert hub.log.matching("/api/models")[0].query["num_parameters"] == ["min:1B,max:1.2B"]
     likes = _client().search(SearchQuery(sort="likes")).next(3)
     assert [m.likes for m in likes] == [200, 199, 198]
 
@@ -319,13 +325,22 @@ def test_cli_search_and_show(hub: HubStub, smollm2_path: Path, capsys: pytest.Ca
     out = capsys.readouterr().out
     assert "won't fit" in out and "needs at least" in out  # no header to read: weights and margin only
 
-    assert main(["show", "nobody/nothing"]) == 1
-    assert capsys.readouterr().err.strip() == (
-        "hubside: There is no model called nobody/nothing on the Hub (or it is private: add your token)."
-    )
-    hub.add_fault(Fault(path="/api/models", status=429, retry_after="60", times=None))
+    assert main(["show", "nobody/nothing"]) == 1  # without a token the Hub answers 401, no error code
+    assert capsys.readouterr().err.splitlines() == [
+        "hubside: nobody/nothing: not found, or private: sign in (Hub token… on the Discover page, or "
+        "HF_TOKEN)."
+    ]
+    hub.add_repo("meta/gated-GGUF", {"m-Q4_0.gguf": 10}, gated="manual")
+    assert main(["pull", "meta/gated-GGUF:Q4_0"]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "hubside: m-Q4_0.gguf: the Hub refused the download. If the model is gated, accept its license on "
+        "the Hub, then add your token."
+    ]
+    hub.fail_with("/api/models", 429, rate_limit_reset=55)  # no Retry-After: only the Hub's RateLimit
     assert main(["search", "anything-new"]) == 1
-    assert "The Hub is limiting requests; try again for 60 s." in capsys.readouterr().err
+    assert capsys.readouterr().err.splitlines() == [
+        "hubside: The Hub is limiting requests; try again in 55 s."
+    ]
 
 
 def test_the_token_comes_from_hf_token_or_the_keyring(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -371,3 +386,27 @@ def test_the_token_comes_from_hf_token_or_the_keyring(monkeypatch: pytest.Monkey
         keyring.set_keyring(previous)
     settings_text = AppPaths.from_env().ensure().settings_file
     assert not settings_text.exists() or "hf_abc" not in settings_text.read_text()
+
+
+def test_the_architecture_filter_finds_repos_by_their_gguf_architecture(hub: HubStub) -> None:
+    """GGUF repos are not tagged with their architecture (the real Hub's tags don't name it): the filter asks
+    model info's gguf for each row of a page, in parallel, and remembers it."""
+    hub.page_size = 50
+    for n in range(100):
+        hub.add_repo(
+            f"q/m{n:03d}-GGUF", {"m-Q4_0.gguf": 10}, gguf={"architecture": "qwen3" if n % 4 else "gemma3"}
+        )
+    client = _client()
+    hub.log.clear()
+    started = time.perf_counter()
+    found = client.search(SearchQuery(architecture="gemma3", sort="downloads")).next(20)
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    assert {m.id for m in found} == {f"q/m{n:03d}-GGUF" for n in range(0, 80, 4)}
+    assert all(m.architecture == "gemma3" for m in found)
+    infos = [r for r in hub.log.matching("/api/models/q/") if r.method == "GET"]
+    listings = [r for r in hub.log.matching("/api/models") if r.path == "/api/models"]
+    assert all(r.query["expand[]"] == ["gguf"] for r in infos)  # the architecture only, not the files
+    print(f"architecture filter: {len(listings)} listings + {len(infos)} model infos, {elapsed_ms:.0f} ms")
+    hub.log.clear()
+    again = client.search(SearchQuery(architecture="gemma3", sort="downloads")).next(20)
+    assert again == found and not hub.log.matching("/api/models/q/")  # cached per repo

@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -41,6 +43,10 @@ HEADER_FIRST_READ = 2 * 1024 * 1024  # most headers fit; a big tokenizer needs a
 HEADER_MAX_READ = 64 * 1024 * 1024
 MAX_CARD_BYTES = 5 * 1024 * 1024
 REACHABLE_TIMEOUT_S = 5.0
+# A listing row has only a few fields unless asked; these are the ones the Discover list shows. Never `gguf`
+# here: it carries every row's chat template (pages ~15x larger).
+LISTING_EXPAND = ("downloads", "likes", "lastModified", "createdAt", "gated")
+ARCHITECTURE_WORKERS = 8  # model-info requests in flight at once while filtering a page by architecture
 
 
 @dataclass(frozen=True)
@@ -49,26 +55,31 @@ class SearchQuery:
     sort: str = "trending"
     min_params: int | None = None
     max_params: int | None = None
-    architecture: str = ""  # a tag, e.g. "llama"
+    architecture: str = ""  # GGUF's general.architecture, e.g. "llama" (model info's gguf, never a tag)
     gated: bool | None = None  # None: both
 
     def hub_params(self) -> dict[str, Any]:
         """The query of `GET /api/models`."""
-        filters = ["gguf"] + ([self.architecture.strip().lower()] if self.architecture.strip() else [])
         params: dict[str, Any] = {
-            "filter": filters,
+            "filter": ["gguf"],
             "sort": SORTS.get(self.sort, "trendingScore"),
             "limit": PAGE_SIZE,
+            "expand[]": list(LISTING_EXPAND),
         }
         if self.text.strip():
             params["search"] = self.text.strip()
         if self.gated is not None:
             params["gated"] = "true" if self.gated else "false"
-        bounds = [f"min:{self.min_params}"] if self.min_params else []
-        bounds += [f"max:{self.max_params}"] if self.max_params else []
+        bounds = [f"min:{_billions(self.min_params)}"] if self.min_params else []
+        bounds += [f"max:{_billions(self.max_params)}"] if self.max_params else []
         if bounds:
             params["num_parameters"] = ",".join(bounds)
         return params
+
+
+def _billions(count: int) -> str:
+    """A parameter count as the Hub's num_parameters takes it: 6000000000 -> "6B", 1500000000 -> "1.5B"."""
+    return f"{count / 1e9:g}B"
 
 
 @dataclass(frozen=True)
@@ -141,6 +152,15 @@ def hub_error(exc: BaseException, repo: str = "") -> AppError:
             "add your token (Hub token… on the Discover page, or HF_TOKEN).",
             str(exc),
         )
+    status = getattr(getattr(exc, "response", None), "status_code", 0)
+    if isinstance(exc, hub_errors.HfHubHTTPError) and status == 401:
+        # The Hub answers a missing repo and a private one alike to a stranger (401, no error code)
+        return AppError(
+            ErrorKind.NOT_FOUND,
+            f"{repo or 'That model'}: not found, or private: sign in (Hub token… on the Discover page, or "
+            "HF_TOKEN).",
+            str(exc),
+        )
     if isinstance(exc, hub_errors.RepositoryNotFoundError):
         return AppError(
             ErrorKind.NOT_FOUND,
@@ -150,10 +170,9 @@ def hub_error(exc: BaseException, repo: str = "") -> AppError:
     if isinstance(exc, hub_errors.RevisionNotFoundError | hub_errors.EntryNotFoundError):
         return AppError(ErrorKind.NOT_FOUND, "That file or version is not on the Hub (any more).", str(exc))
     if isinstance(exc, hub_errors.HfHubHTTPError):
-        status = exc.response.status_code if exc.response is not None else 0
         if status == 429:
-            wait = exc.response.headers.get("Retry-After", "") if exc.response is not None else ""
-            after = f" for {wait} s" if wait.isdigit() else ""
+            wait = retry_after_s(exc.response) if exc.response is not None else None
+            after = f" in {wait} s" if wait is not None else " later"
             return AppError(ErrorKind.HUB, f"The Hub is limiting requests; try again{after}.", str(exc))
         return AppError(ErrorKind.HUB, f"The Hub answered with an error (HTTP {status}).", str(exc))
     if isinstance(exc, hub_errors.OfflineModeIsEnabled | httpx2.TransportError | OSError):
@@ -253,7 +272,7 @@ class SearchPages:
         response = get_session().get(
             url, params=params, headers=self.client.auth_headers(), timeout=TIMEOUT_S
         )
-        wait = _retry_after(response)
+        wait = retry_after_s(response) if response.status_code in (429, 503) else None
         if wait is not None and wait <= MAX_RETRY_AFTER_S:  # a short wait is worth it, once
             time.sleep(wait)
             response = get_session().get(
@@ -263,11 +282,22 @@ class SearchPages:
         rows = response.json()
         if not isinstance(rows, list):
             raise ValueError(f"a listing that is not a list: {type(rows).__name__}")
+        infos = []
         for row in rows:
             info = ModelInfo(**row)  # type: ignore[no-untyped-call]  # huggingface_hub's own parser
             if info.id not in self._seen:
                 self._seen.add(info.id)
-                self._buffer.append(self.client.summary(info))
+                infos.append(info)
+        wanted = self.query.architecture.strip().lower()
+        if wanted:  # GGUF repos are not tagged with it: ask each row's model info (cached per repo)
+            with ThreadPoolExecutor(ARCHITECTURE_WORKERS, thread_name_prefix="hub-arch") as pool:
+                facts = list(pool.map(self.client.facts, [str(info.id) for info in infos]))
+            infos = [
+                i
+                for i, f in zip(infos, facts, strict=True)
+                if str(f.get("architecture") or "").lower() == wanted
+            ]
+        self._buffer.extend(self.client.summary(info) for info in infos)
         following = response.links.get("next", {}).get("url")
         self._next_url = following if following and following not in self._visited else None  # no loops
 
@@ -275,9 +305,14 @@ class SearchPages:
         return "search:" + json.dumps(self.query.hub_params(), sort_keys=True)
 
 
-def _retry_after(response: Any) -> int | None:
-    value = response.headers.get("Retry-After", "")
-    return int(value) if response.status_code in (429, 503) and value.isdigit() else None
+def retry_after_s(response: Any) -> int | None:
+    """Seconds to wait: Retry-After, else the `t` of the Hub's `RateLimit: "api";r=0;t=55` (often the only
+    one a 429 carries); None when neither says."""
+    value = response.headers.get("Retry-After", "").strip()
+    if value.isdigit():
+        return int(value)
+    match = re.search(r"(?:^|;)\s*t=(\d+)", response.headers.get("RateLimit", ""))
+    return int(match.group(1)) if match else None
 
 
 class HubClient:
@@ -337,6 +372,29 @@ class HubClient:
                 gated=bool(info.gated),
             )
         )
+
+    def facts(self, repo: str) -> dict[str, Any]:
+        """A repo's parameters and architecture (model info's gguf), cached; {} when the Hub can't say."""
+        known = self.cache.get(f"facts:{repo}")
+        if isinstance(known, dict):
+            return known
+        from huggingface_hub import get_session, hf_raise_for_status
+
+        url = f"{self.api.endpoint}/api/models/{repo}"
+        try:
+            response = get_session().get(
+                url, params={"expand[]": "gguf"}, headers=self.auth_headers(), timeout=TIMEOUT_S
+            )
+            hf_raise_for_status(response)
+            gguf = response.json().get("gguf")
+        except Exception as exc:  # one row the Hub won't describe is left out of the filter, not the page
+            log.info("no architecture for %s: %s", repo, hub_error(exc, repo).user_message)
+            return {}
+        gguf = gguf if isinstance(gguf, dict) else {}
+        arch = gguf.get("architecture")
+        found = {"parameters": _int(gguf.get("total")), "architecture": str(arch).lower() if arch else None}
+        self.cache.put(f"facts:{repo}", found)
+        return found
 
     def with_known_facts(self, row: ModelSummary) -> ModelSummary:
         """Parameters and architecture, which listings lack, from the repo's details seen before."""
