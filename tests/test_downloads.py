@@ -59,7 +59,9 @@ def test_twenty_dropped_connections_resume_and_verify(hub: HubStub, served: Remo
     assert seen == sorted(seen) and seen[-1] == SMOL_SIZE  # progress never went back
     ranged = [r for r in hub.log.all() if r.server == "cdn" and "range" in r.headers]
     assert len(ranged) >= 20  # each drop resumed with a Range request
-    assert all("if-range" in r.headers for r in ranged)
+    # If-Range carries the CDN's own validator (its ETag is the Xet hash, not the sha256 the Hub links)
+    xet_hash = hub.repos.get(REPO).files[NAME].xet_hash  # type: ignore[union-attr]
+    assert all(r.headers["if-range"] == f'"{xet_hash}"' for r in ranged)
     assert not target.with_name(NAME + ".part").exists()
 
 
@@ -98,6 +100,53 @@ def test_a_file_changed_between_attempts_or_a_flipped_byte_is_never_a_model(
     assert [e.quant for e in scan([Root(_models(), "hubside")])] == ["Q4_1"]
 
 
+def test_a_changed_validator_restarts_even_where_the_server_ignores_if_range(
+    hub: HubStub, served: RemoteFile
+) -> None:
+    hub.add_fault(Fault(path=NAME, drop_after=2_000_000, times=1))
+    # the next answer: a 206 of another version (another ETag), though If-Range named the old one
+    hub.add_fault(Fault(path=NAME, other_version=True, ignore_if_range=True, times=1))
+    target = target_for(_models(), REPO, NAME)
+    target.parent.mkdir(parents=True)
+    with requests.Session() as session:
+        download(_transfer(session), served, target)
+    assert hashlib.sha256(target.read_bytes()).hexdigest() == SMOL_SHA  # restarted, never appended
+    cdn = [r for r in hub.log.all() if r.server == "cdn"]
+    assert len(cdn) == 3 and "if-range" in cdn[1].headers  # the 206 of another version was dropped ...
+    assert cdn[2].status == 200 and "range" not in cdn[2].headers  # ... and the file fetched from byte 0
+
+
+def test_a_small_gguf_kept_in_git_comes_through_the_relative_307_verified_by_its_blob_id(
+    hub: HubStub, tiny_model: Path
+) -> None:
+    from app.downloads.jobs import job_files
+    from app.hub.client import HubClient
+
+    hub.add_repo("acme/Tiny-GGUF", {"tiny-Q8_0.gguf": tiny_model}, in_git=("tiny-Q8_0.gguf",))
+    client = HubClient(AppPaths.from_env().ensure().cache_dir / "hub")
+    details = client.details("acme/Tiny-GGUF").value
+    (file,) = job_files(details, details.variants[0], hub.endpoint)
+    data = tiny_model.read_bytes()
+    blob_id = hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+    assert (file.remote.sha256, file.remote.git_blob) == ("", blob_id)  # no lfs.sha256: its blob id
+    hub.add_fault(Fault(path="tiny-Q8_0.gguf", drop_after=len(data) // 2, times=1))
+    target = target_for(_models(), "acme/Tiny-GGUF", file.path)
+    target.parent.mkdir(parents=True)
+    with requests.Session() as session:
+        download(_transfer(session), file.remote, target)
+    assert target.read_bytes() == data
+    resolves = hub.log.matching("/resolve/")
+    cached = hub.log.matching("/api/resolve-cache/")
+    assert {r.status for r in resolves} == {307} and not hub.log.matching("/cdn-lfs/")
+    assert [r.status for r in cached] == [200, 206] and "range" in cached[-1].headers
+
+    hub.add_fault(Fault(path="tiny-Q8_0.gguf", flip_byte=100, times=1))  # a damaged copy is refused
+    target.unlink()
+    with requests.Session() as session, pytest.raises(ChecksumMismatch):
+        download(_transfer(session), file.remote, target)
+    assert not target.exists()
+
+
 def test_a_stall_is_detected_and_resumed(hub: HubStub, served: RemoteFile) -> None:
     hub.add_fault(Fault(path=NAME, stall_after=1_000_000, stall_seconds=30, times=1))
     target = target_for(_models(), REPO, NAME)
@@ -130,6 +179,12 @@ def test_429_retry_after_is_honoured(hub: HubStub, served: RemoteFile) -> None:
     with requests.Session() as session:
         download(_transfer(session, waits), served, target)
     assert waits == [7.0, 120.0]  # as asked, and capped
+    hub.fail_with(NAME, 429, rate_limit_reset=9)  # the Hub's RateLimit header, no Retry-After
+    target.unlink()
+    waits.clear()
+    with requests.Session() as session:
+        download(_transfer(session, waits), served, target)
+    assert waits == [9.0]
 
 
 def test_the_token_goes_to_the_hub_only(hub: HubStub, served: RemoteFile) -> None:

@@ -48,7 +48,8 @@ CREATE TABLE IF NOT EXISTS jobs (
 class RemoteFile:
     url: str  # {endpoint}/{repo}/resolve/{commit}/{path}
     size: int
-    sha256: str
+    sha256: str  # the LFS sha256; "" for a file kept in git, which its blob id verifies
+    git_blob: str = ""  # sha1 of b"blob <size>\0" + content: only where there is no sha256
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,10 @@ def _job(row: sqlite3.Row) -> Job:
         repo=row["repo"],
         revision=row["revision"],
         label=row["label"],
-        files=tuple(JobFile(f["path"], RemoteFile(f["url"], f["size"], f["sha256"])) for f in files),
+        files=tuple(
+            JobFile(f["path"], RemoteFile(f["url"], f["size"], f["sha256"], f.get("git_blob", "")))
+            for f in files
+        ),
         state=row["state"],
         error=row["error"],
         done_bytes=row["done_bytes"],
@@ -138,11 +142,12 @@ def with_state(job: Job, state: str, error: str = "") -> Job:
 
 
 def job_files(details: ModelDetails, variant: Variant, endpoint: str) -> tuple[JobFile, ...]:
-    """The variant's files (and its vision projector) at the details' commit, each with size and sha256."""
+    """The variant's files (and its vision projector) at the details' commit, each with its size and its
+    sha256 (LFS) or, for a small file kept in git, its git blob id."""
     from huggingface_hub import hf_hub_url
 
     files = [*variant.files, *([variant.projector] if variant.projector else [])]
-    missing = [f.path for f in files if not f.sha256]
+    missing = [f.path for f in files if not f.sha256 and not f.blob_id]
     if missing:
         raise AppError(
             ErrorKind.HUB, f"The Hub gave no checksum for {missing[0]}; Hubside will not download it."
@@ -154,6 +159,7 @@ def job_files(details: ModelDetails, variant: Variant, endpoint: str) -> tuple[J
                 hf_hub_url(details.id, f.path, revision=details.sha, endpoint=endpoint),
                 f.size,
                 f.sha256 or "",
+                "" if f.sha256 else f.blob_id or "",
             ),
         )
         for f in files

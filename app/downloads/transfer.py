@@ -29,6 +29,7 @@ import urllib3
 
 from app.downloads.jobs import RemoteFile
 from app.errors import AppError, ErrorKind
+from app.hub.client import retry_after_s
 
 log = logging.getLogger(__name__)
 
@@ -76,14 +77,22 @@ class Transfer:
         return {}
 
 
-class _Part:
-    """The `.part` file and the hash of what it holds, kept in step."""
+def _new_hasher(remote: RemoteFile) -> hashlib._Hash:
+    """sha256 for an LFS file; a file kept in git has its blob id: sha1 of a header and the content."""
+    if remote.sha256:
+        return hashlib.sha256()
+    return hashlib.sha1(b"blob %d\0" % remote.size, usedforsecurity=False)
 
-    def __init__(self, path: Path, size: int) -> None:
+
+class _Part:
+    """The `.part` file and the hash of what it holds (sha256, or the git blob id), kept in step."""
+
+    def __init__(self, path: Path, remote: RemoteFile) -> None:
         self.path = path
-        self.hasher = hashlib.sha256()
+        self.remote = remote
+        self.hasher = _new_hasher(remote)
         self.offset = 0
-        if path.exists() and path.stat().st_size <= size:  # a resume: re-hash what is on disk
+        if path.exists() and path.stat().st_size <= remote.size:  # a resume: re-hash what is on disk
             with path.open("rb") as f:
                 while block := f.read(CHUNK * 4):
                     self.hasher.update(block)
@@ -95,7 +104,7 @@ class _Part:
         if self.path.exists():
             with self.path.open("r+b") as f:
                 f.truncate(0)
-        self.hasher, self.offset = hashlib.sha256(), 0
+        self.hasher, self.offset = _new_hasher(self.remote), 0
 
 
 def download(
@@ -106,7 +115,7 @@ def download(
     should_stop: Callable[[], bool] = lambda: False,
 ) -> None:
     """Fetch `remote` into `target` (via `target.part`); raises Stopped, ChecksumMismatch or AppError."""
-    part = _Part(target.with_name(target.name + ".part"), remote.size)
+    part = _Part(target.with_name(target.name + ".part"), remote)
     hub_host = urlsplit(remote.url).netloc
     progress(part.offset)
     failures = 0
@@ -123,7 +132,14 @@ def download(
                     raise _Retry(f"HTTP {response.status_code}", response)
                 if response.status_code >= 400:
                     raise _http_error(response, target.name)
-                etag = response.headers.get("ETag") or etag
+                validator = response.headers.get("ETag")  # the final host's own (a CDN's: the Xet hash)
+                if response.status_code == 206 and etag and validator and validator != etag:
+                    # another version than the bytes we hold, though If-Range was sent: never append
+                    log.info("%s: the file changed (%s, was %s): restarting", target.name, validator, etag)
+                    part.restart()
+                    etag = validator
+                    raise _Retry("the file changed since the last attempt")
+                etag = validator or etag
                 start = _start_of(response)
                 if start != part.offset:  # a 200 to a ranged request, or another range: start over
                     log.info(
@@ -271,9 +287,9 @@ def _failed(transfer: Transfer, failures: int, reason: str, response: requests.R
             reason,
         )
     wait = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (failures - 1)) * random.uniform(0.5, 1.0)
-    retry_after = response.headers.get("Retry-After", "") if response is not None else ""
-    if retry_after.isdigit():
-        wait = min(float(retry_after), RETRY_AFTER_CAP_S)
+    asked = retry_after_s(response) if response is not None else None  # Retry-After, or RateLimit's t
+    if asked is not None:
+        wait = min(float(asked), RETRY_AFTER_CAP_S)
     log.info("download attempt failed (%s); retrying in %.1f s", reason, wait)
     transfer.sleep(wait)
     return failures
@@ -294,9 +310,10 @@ def _http_error(response: requests.Response, name: str) -> AppError:
 
 def _verify(part: _Part, target: Path, remote: RemoteFile) -> None:
     digest = part.hasher.hexdigest()
-    if part.offset != remote.size or digest != remote.sha256:
+    expected, kind = (remote.sha256, "sha256") if remote.sha256 else (remote.git_blob, "git blob")
+    if part.offset != remote.size or not expected or digest != expected:
         part.path.unlink(missing_ok=True)
         raise ChecksumMismatch(
-            target.name, f"size {part.offset} vs {remote.size}, sha256 {digest} vs {remote.sha256}"
+            target.name, f"size {part.offset} vs {remote.size}, {kind} {digest} vs {expected}"
         )
     os.replace(part.path, target)

@@ -428,7 +428,10 @@ class HubClient:
             size = _int(sibling.size)
             if size is None and lfs is not None:
                 size = _int(getattr(lfs, "size", None))
-            files.append(RepoFile(str(sibling.rfilename), size or 0, sha256))
+            blob_id = getattr(sibling, "blob_id", None)
+            files.append(
+                RepoFile(str(sibling.rfilename), size or 0, sha256, str(blob_id) if blob_id else None)
+            )
         template = gguf.get("chat_template")
         return ModelDetails(
             id=str(info.id),

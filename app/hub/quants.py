@@ -34,6 +34,7 @@ class RepoFile:
     path: str
     size: int
     sha256: str | None = None  # LFS files only
+    blob_id: str | None = None  # the git blob id (siblings' blobId): what verifies a file kept in git
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ class Fault:
     stall_after: int | None = None  # send this many body bytes, then send nothing
     stall_seconds: float = 120.0
     ignore_range: bool = False  # answer 200 with the whole file to a ranged request
+    ignore_if_range: bool = False  # answer the Range even when If-Range names another version
     wrong_content_range: bool = False  # a 206 whose Content-Range starts one byte late
     flip_byte: int | None = None  # XOR this file offset with 0xFF
     other_version: bool = False  # serve changed content under another ETag
@@ -54,6 +55,7 @@ class Fault:
             self.drop_after is not None
             or self.stall_after is not None
             or self.ignore_range
+            or self.ignore_if_range
             or self.wrong_content_range
             or self.flip_byte is not None
             or self.other_version

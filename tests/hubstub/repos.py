@@ -32,6 +32,7 @@ class StubFile:
     source: Path | None = None  # on disk, read lazily
     data: bytes | None = None  # in memory
     listed_size: int | None = None  # listing only: a file of this many zero bytes (a 40 GB quant, say)
+    in_git: bool = False  # kept in git even though LFS would be usual (a small GGUF): no lfs, no CDN
 
     @property
     def size(self) -> int:
@@ -55,7 +56,7 @@ class StubFile:
 
     @property
     def is_lfs(self) -> bool:
-        return self.path.lower().endswith(LFS_SUFFIXES) or self.size >= LFS_MIN_SIZE
+        return not self.in_git and (self.path.lower().endswith(LFS_SUFFIXES) or self.size >= LFS_MIN_SIZE)
 
     @cached_property
     def sha256(self) -> str:

@@ -44,13 +44,14 @@ _CDN_ROUTE = re.compile(r"^/cdn-lfs/(?P<repo>[^/]+/[^/]+)/(?P<commit>[0-9a-f]{40
 _SORT_KEYS = ("downloads", "likes", "lastModified", "createdAt", "trendingScore")
 # The keys `expand[]` takes for models (huggingface_hub 2.4's ExpandModelProperty_T); any other is a 400.
 EXPAND_KEYS = frozenset(
-    (
-        "author baseModels cardData childrenModelCount config createdAt disabled downloads downloadsAllTime "
-        "evalResults gated gguf inference inferenceProviderMapping lastModified library_name likes mask_token "
-        "model-index pipeline_tag private resourceGroup safetensors sha siblings spaces tags transformersInfo "
-        "trendingScore usedStorage widgetData"
-    ).split()
-)
+    {
+        "author", "baseModels", "cardData", "childrenModelCount", "config", "createdAt", "disabled",
+        "downloads", "downloadsAllTime", "evalResults", "gated", "gguf", "inference",
+        "inferenceProviderMapping", "lastModified", "library_name", "likes", "mask_token", "model-index",
+        "pipeline_tag", "private", "resourceGroup", "safetensors", "sha", "siblings", "spaces", "tags",
+        "transformersInfo", "trendingScore", "usedStorage", "widgetData",
+    }
+)  # fmt: skip
 # What `/api/agent-harnesses` gives (huggingface_hub 2.4 asks it to tell whether an AI agent runs it).
 AGENT_HARNESSES = {"standardEnvVars": [], "harnesses": {}}
 _PARAM_SUFFIX = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}
@@ -148,9 +149,11 @@ class HubStub:
         self.cdn_url_ttl = 3600.0
 
     # --- content and faults ----------------------------------------------------------------------
-    def add_repo(self, repo_id: str, files: Mapping[str, bytes | Path | int], **meta: Any) -> StubRepo:
+    def add_repo(
+        self, repo_id: str, files: Mapping[str, bytes | Path | int], in_git: tuple[str, ...] = (), **meta: Any
+    ) -> StubRepo:
         """Serve a repo with these files (bytes, a path on disk, or a size: listed, content all zeros) and
-        metadata (downloads, gated...)."""
+        metadata (downloads, gated...); `in_git`: paths kept in git rather than LFS (no sha256)."""
         stub_files = {
             path: StubFile(path, source=content)
             if isinstance(content, Path)
@@ -159,6 +162,8 @@ class HubStub:
             else StubFile(path, data=content)
             for path, content in files.items()
         }
+        for path in in_git:
+            stub_files[path].in_git = True
         return self.repos.add(StubRepo(repo_id, stub_files, meta))
 
     def add_fault(self, fault: Fault) -> Fault:
@@ -426,7 +431,7 @@ class HubStub:
             etag = f'"{hashlib.sha256(b"other:" + etag.encode()).hexdigest()}"'
         range_header = None if fault.ignore_range else request.headers.get("Range")
         if_range = request.headers.get("If-Range")
-        if range_header and if_range and if_range.strip() != etag:
+        if range_header and if_range and if_range.strip() != etag and not fault.ignore_if_range:
             range_header = None  # the client's copy is of another version: send the whole file
         start, end = 0, size - 1
         status = 200
