@@ -55,11 +55,24 @@ def test_search_results_and_lazy_paging_of_10000_repos(
 
 
 def test_filters_and_debounced_search(qtbot: QtBot, hub: HubStub, discover: DiscoverPage) -> None:
-    hub.add_repo("a/llama-small-GGUF", {"m-Q4_0.gguf": 10}, tags=["llama"], gguf={"total": 10**9})
-    hub.add_repo("b/qwen-big-GGUF", {"m-Q4_0.gguf": 10}, tags=["qwen2"], gguf={"total": 7 * 10**10})
+    # As on the real Hub: no architecture tags (model info's gguf has it), no lastModified or gated unexpanded
+    hub.add_repo(
+        "a/llama-small-GGUF",
+        {"m-Q4_0.gguf": 10},
+        gguf={"total": 10**9, "architecture": "llama"},
+        lastModified="2026-11-20T08:00:00.000Z",
+    )
+    hub.add_repo("b/qwen-big-GGUF", {"m-Q4_0.gguf": 10}, gguf={"total": 7 * 10**10, "architecture": "qwen2"})
     hub.add_repo("c/gated-GGUF", {"m-Q4_0.gguf": 10}, gated="manual", gguf={"total": 10**9})
     _search(qtbot, discover, "")
     assert discover.results.rowCount() == 3
+    shown = {
+        discover.results.index(r, 0).data(): discover.results.index(r, 4).data()
+        for r in range(discover.results.rowCount())
+    }
+    assert shown["a/llama-small-GGUF"] == "2026-11-20"  # the Updated column
+    tooltips = [discover.results.index(r, 0).data(Qt.ItemDataRole.ToolTipRole) for r in range(3)]
+    assert "c/gated-GGUF (gated: accept its license on the Hub)" in tooltips
     qtbot.keyClicks(discover.search_box, "qwen")  # typed: one search after the typing stops
     qtbot.waitUntil(lambda: discover.results.rowCount() == 1, timeout=WAIT_MS)
     searches = [r for r in hub.log.matching("/api/models") if r.query.get("search")]

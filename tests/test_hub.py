@@ -410,3 +410,18 @@ def test_the_architecture_filter_finds_repos_by_their_gguf_architecture(hub: Hub
     hub.log.clear()
     again = client.search(SearchQuery(architecture="gemma3", sort="downloads")).next(20)
     assert again == found and not hub.log.matching("/api/models/q/")  # cached per repo
+
+
+def test_nothing_of_ours_asks_huggingface_hubs_agent_harnesses(
+    hub: HubStub, smollm2_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """huggingface_hub 2.4 asks /api/agent-harnesses only to decide on progress bars and CLI output
+    (utils/_detect_agent.py via _terminal and cli/_output): our search, details, header and pull never do."""
+    from app.cli import main
+
+    hub.add_repo("bartowski/SmolLM2-135M-Instruct-GGUF", {"SmolLM2-Q4_1.gguf": smollm2_path})
+    assert main(["search", "smol"]) == 0
+    assert main(["show", "bartowski/SmolLM2-135M-Instruct-GGUF"]) == 0
+    assert main(["pull", "bartowski/SmolLM2-135M-Instruct-GGUF:Q4_1"]) == 0
+    capsys.readouterr()
+    assert hub.log.matching("/resolve/") and not hub.log.matching("/api/agent-harnesses")
