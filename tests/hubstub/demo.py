@@ -38,13 +38,13 @@ def build(root: Path) -> None:
         "# SmolLM2 135M Instruct\n\nA **tiny chat model** that runs anywhere. Try it in the Chat page.\n\n"
         "```bash\nhubside run SmolLM2-135M-Instruct-Q4_1.gguf\n```\n\n"
         "[Model page](https://huggingface.co/HuggingFaceTB/SmolLM2-135M-Instruct)\n",
-        downloads=182_000, likes=310, tags=["llama"], cardData={"license": "apache-2.0"},
+        downloads=182_000, likes=310, tags=["gguf", "conversational"], cardData={"license": "apache-2.0"},
         lastModified="2025-06-01T10:00:00.000Z", trendingScore=90,
     )  # fmt: skip
     _repo(
         root, "google/gemma-3-270m-GGUF", {"gemma-3-270m-Q4_K_M.gguf": gemma},
         "# Gemma 3 270M\n\nA small **base** model from Google: it continues text; not tuned for chat.\n",
-        downloads=95_000, likes=540, tags=["gemma3"], cardData={"license": "gemma"},
+        downloads=95_000, likes=540, tags=["gguf"], cardData={"license": "gemma"},
         lastModified="2025-08-14T10:00:00.000Z", trendingScore=120,
     )  # fmt: skip
     quants = {"Q2_K": 3.2, "Q3_K_M": 4.0, "Q4_K_M": 4.9, "UD-Q4_K_XL": 5.0, "Q5_K_M": 5.7, "Q6_K": 6.6,
@@ -59,13 +59,13 @@ def build(root: Path) -> None:
         root, "demo/Llama-3.1-8B-Instruct-GGUF", {},
         "# Llama 3.1 8B Instruct (listing only)\n\nEvery common quant, a sharded BF16 and a vision "
         "projector, to show the variants table. These files are listed, not downloadable.\n",
-        downloads=1_200_000, likes=2_100, tags=["llama"], listed_files=listed,
+        downloads=1_200_000, likes=2_100, tags=["gguf", "conversational"], listed_files=listed,
         gguf={"total": 8_030_261_248, "architecture": "llama", "context_length": 131072},
         cardData={"license": "llama3.1"}, trendingScore=300,
     )  # fmt: skip
     _repo(
         root, "demo/gated-model-GGUF", {}, "# A gated model\n\nAccept the license on the Hub to see this.\n",
-        gated="manual", downloads=5_000, tags=["llama"], listed_files={"gated-Q4_K_M.gguf": 4 * GB},
+        gated="manual", downloads=5_000, tags=["gguf"], listed_files={"gated-Q4_K_M.gguf": 4 * GB},
         gguf={"total": 7 * GB, "architecture": "llama"},
     )  # fmt: skip
 
