@@ -27,12 +27,12 @@ STARTERS = (
         "bartowski/SmolLM2-1.7B-Instruct-GGUF", "SmolLM2 1.7B: small, quick, for any machine", 1_060_000_000
     ),
     Starter("bartowski/Llama-3.2-3B-Instruct-GGUF", "Llama 3.2 3B: a good all-rounder", 2_020_000_000),
-    Starter("bartowski/Qwen2.5-7B-Instruct-GGUF", "Qwen2.5 7B: strong at code and languages", 4_680_000_000),
-    Starter("bartowski/gemma-2-9b-it-GGUF", "Gemma 2 9B: careful writing", 5_760_000_000),
+    Starter("bartowski/Qwen_Qwen3-8B-GGUF", "Qwen3 8B: strong at code and languages, thinks", 5_030_000_000),
+    Starter("bartowski/google_gemma-3-12b-it-GGUF", "Gemma 3 12B: careful writing", 7_300_000_000),
     Starter(
-        "bartowski/Mistral-Small-24B-Instruct-2501-GGUF",
-        "Mistral Small 24B: for 24 GB and up",
-        14_300_000_000,
+        "bartowski/mistralai_Mistral-Small-3.2-24B-Instruct-2506-GGUF",
+        "Mistral Small 3.2 24B: for 24 GB and up",
+        14_330_000_000,
     ),
 )
 
