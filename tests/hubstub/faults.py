@@ -116,6 +116,12 @@ class RequestLog:
         with self._changed:
             self._in_flight += 1
 
+    def end_unlogged(self) -> None:
+        """A request that ended without an entry (begun before a reset)."""
+        with self._changed:
+            self._in_flight -= 1
+            self._changed.notify_all()
+
     def append(self, entry: LoggedRequest) -> None:
         with self._changed:
             self._entries.append(entry)

@@ -102,6 +102,7 @@ class HubStub:
         self.bytes_per_second: float | None = None  # a slow network, for demos and screenshots
         self._secret = secrets.token_bytes(16)
         self._stopping = threading.Event()
+        self._generation = 0  # bumped by reset(): a request begun before it is not logged after it
         self._hub = _Server((host, port), self, "hub")
         self._cdn = _Server((host, 0), self, "cdn")
         self._threads: list[threading.Thread] = []
@@ -141,6 +142,7 @@ class HubStub:
 
     def reset(self) -> None:
         """Forget every repo, fault, logged request and token (one stand-in serves a whole test run)."""
+        self._generation += 1
         self.repos.clear()
         self.faults.clear()
         self.log.clear()
@@ -196,6 +198,7 @@ class HubStub:
         sent = 0
         status = 0
         self.log.begin()
+        generation = self._generation
         try:
             if role == "cdn":
                 status, sent = self._handle_cdn(request, raw_path, query)
@@ -205,7 +208,10 @@ class HubStub:
             request.close_connection = True
         finally:
             headers = {k.lower(): v for k, v in request.headers.items()}
-            self.log.append(LoggedRequest(role, request.command, path, query, headers, status, sent))
+            if generation == self._generation:
+                self.log.append(LoggedRequest(role, request.command, path, query, headers, status, sent))
+            else:  # a stall from an earlier test ended late: not this test's request
+                self.log.end_unlogged()
 
     def _handle_hub(self, request: _Handler, raw_path: str, query: dict[str, list[str]]) -> tuple[int, int]:
         route, match = None, None
