@@ -162,21 +162,42 @@ def test_exceptions_in_a_slot_and_a_thread_open_the_crash_dialog(qtbot: QtBot, w
         reporter.uninstall()
 
 
-def test_the_welcome_suggests_models_that_fit(qtbot: QtBot, window: MainWindow) -> None:
+def test_the_welcome_suggests_models_that_fit(qtbot: QtBot, window: MainWindow, hub: HubStub) -> None:
+    """From the Hub when it answers (off the GUI thread); the built-in list when it never has."""
+    from app.hub.client import HubClient
     from app.hub.starters import STARTERS, suggestions
+    from app.ui.background import Background
 
+    hub.add_repo(
+        "bartowski/SmolLM2-135M-Instruct-GGUF",
+        {"m-Q4_K_M.gguf": 10},
+        tags=["gguf", "conversational"],
+        gguf={"total": 135_000_000, "architecture": "llama"},
+    )
+    background = Background()
+    cache = AppPaths.from_env().ensure().hub_cache_dir
     shown: list[str] = []
-    dialog = WelcomeDialog(shown.append, lambda: None, window)
+    dialog = WelcomeDialog(shown.append, lambda: None, background, lambda: HubClient(cache), window)
     qtbot.addWidget(dialog)
-    assert 1 <= len(dialog.suggested) <= 3  # this machine has room for some
-    assert [s.repo for s in suggestions(31 * 10**8)] == [STARTERS[0].repo, STARTERS[1].repo]
-    assert suggestions(10**9) == []
+    qtbot.waitUntil(lambda: dialog.source != "", timeout=10_000)
+    assert dialog.source == "hub" and dialog.suggested == ["bartowski/SmolLM2-135M-Instruct-GGUF"]
+    assert "Most downloaded" in dialog.note.text()
     from PySide6.QtWidgets import QPushButton
 
     button = dialog.findChild(QPushButton, f"starter-{dialog.suggested[0]}")
     assert button is not None
     button.click()
     assert shown == [dialog.suggested[0]]
+
+    offline = HubClient(cache.parent / "never-answered", endpoint="http://127.0.0.1:9")
+    first_run_offline = WelcomeDialog(shown.append, lambda: None, background, lambda: offline, window)
+    qtbot.addWidget(first_run_offline)
+    qtbot.waitUntil(lambda: first_run_offline.source != "", timeout=10_000)
+    assert first_run_offline.source == "built-in" and 1 <= len(first_run_offline.suggested) <= 3
+    assert set(first_run_offline.suggested) <= {s.repo for s in STARTERS}
+    assert [s.repo for s in suggestions(31 * 10**8)] == [STARTERS[0].repo, STARTERS[1].repo]
+    assert suggestions(10**9) == []
+    background.close()
 
 
 def test_a_model_that_crashed_the_engine_is_not_loaded_again_without_asking(

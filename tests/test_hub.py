@@ -425,3 +425,58 @@ def test_nothing_of_ours_asks_huggingface_hubs_agent_harnesses(
     assert main(["pull", "bartowski/SmolLM2-135M-Instruct-GGUF:Q4_1"]) == 0
     capsys.readouterr()
     assert hub.log.matching("/resolve/") and not hub.log.matching("/api/agent-harnesses")
+
+
+def _quantized(hub: HubStub, repo: str, billions: float, downloads: int, chat: bool = True) -> None:
+    tags = ["gguf", "text-generation", "endpoints_compatible", "region:us"] + (
+        ["conversational"] if chat else []
+    )
+    hub.add_repo(
+        repo,
+        {"m-Q4_K_M.gguf": 10},
+        tags=tags,
+        downloads=downloads,
+        gguf={"total": int(billions * GB), "architecture": "llama"},
+    )
+
+
+def test_the_welcome_suggests_the_most_downloaded_chat_models_that_fit(hub: HubStub) -> None:
+    from app.hub.starters import Q4_K_M_BITS, QUANTIZERS, STARTERS, hub_suggestions
+
+    _quantized(hub, "bartowski/Qwen_Qwen3-8B-GGUF", 8.2, 900_000)
+    _quantized(hub, "unsloth/Qwen3-8B-GGUF", 8.2, 800_000)  # the same model: suggested once
+    _quantized(hub, "lmstudio-community/gemma-3-12b-it-GGUF", 11.8, 500_000)
+    _quantized(hub, "ggml-org/SmolLM3-3B-GGUF", 3.1, 100_000)
+    _quantized(hub, "ggml-org/gemma-3-1b-it-GGUF", 1.0, 50_000)  # fourth: one too many
+    _quantized(hub, "bartowski/Big-Base-7B-GGUF", 7.0, 9_000_000, chat=False)  # no chat template
+    _quantized(hub, "unsloth/Llama-3.3-70B-Instruct-GGUF", 70.6, 2_000_000)  # too big for 16 GiB
+    _quantized(hub, "someone/Popular-8B-GGUF", 8.0, 5_000_000)  # not a quantizer we know
+    client = _client()
+    hub.log.clear()
+    found = hub_suggestions(client, 16 * GIB)
+    assert found.source == "hub"
+    assert [s.repo for s in found.starters] == [
+        "bartowski/Qwen_Qwen3-8B-GGUF",
+        "lmstudio-community/gemma-3-12b-it-GGUF",
+        "ggml-org/SmolLM3-3B-GGUF",
+    ]
+    assert found.starters[0].label == "Qwen_Qwen3-8B (8.2B parameters, 900,000 downloads last month)"
+    assert found.starters[0].q4_bytes == int(8.2 * GB * Q4_K_M_BITS / 8)
+    listings = [r for r in hub.log.all() if r.path == "/api/models"]
+    assert sorted(r.query["author"][0] for r in listings) == sorted(QUANTIZERS)
+    for listing in listings:  # asked as the real Hub takes it: the size bound, chat repos, by downloads
+        assert listing.status == 200 and listing.query["filter"] == ["gguf", "conversational"]
+        assert listing.query["sort"] == ["downloads"] and listing.query["num_parameters"] == [
+            "max:26.5B"
+        ]  # (16 - 1) GiB at 4.85 bits
+    assert all(s.fits(16 * GIB) for s in found.starters)
+
+    offline = HubClient(client.cache.root, endpoint="http://127.0.0.1:9")  # nothing listens on port 9
+    saved = hub_suggestions(offline, 16 * GIB)
+    assert saved.source == "saved" and saved.starters == found.starters
+    fewer = hub_suggestions(offline, 4 * GIB)  # less memory: the smaller ones saved
+    assert [s.repo for s in fewer.starters] == ["ggml-org/SmolLM3-3B-GGUF", "ggml-org/gemma-3-1b-it-GGUF"]
+    never = HubClient(client.cache.root.parent / "fresh-cache", endpoint="http://127.0.0.1:9")
+    built_in = hub_suggestions(never, 16 * GIB)
+    assert built_in.source == "built-in" and {s.repo for s in built_in.starters} <= {s.repo for s in STARTERS}
+    assert built_in.starters

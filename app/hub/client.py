@@ -57,17 +57,21 @@ class SearchQuery:
     max_params: int | None = None
     architecture: str = ""  # GGUF's general.architecture, e.g. "llama" (model info's gguf, never a tag)
     gated: bool | None = None  # None: both
+    author: str = ""  # one user's or organization's repos
+    tags: tuple[str, ...] = ()  # more tags every row must carry, e.g. "conversational" (has a chat template)
 
     def hub_params(self) -> dict[str, Any]:
         """The query of `GET /api/models`."""
         params: dict[str, Any] = {
-            "filter": ["gguf"],
+            "filter": ["gguf", *self.tags],
             "sort": SORTS.get(self.sort, "trendingScore"),
             "limit": PAGE_SIZE,
             "expand[]": list(LISTING_EXPAND),
         }
         if self.text.strip():
             params["search"] = self.text.strip()
+        if self.author:
+            params["author"] = self.author
         if self.gated is not None:
             params["gated"] = "true" if self.gated else "false"
         bounds = [f"min:{_billions(self.min_params)}"] if self.min_params else []

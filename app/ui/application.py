@@ -101,7 +101,10 @@ def build_window(paths: AppPaths, engine: Engine | None = None) -> tuple[MainWin
             details.id, details.sha, variant.label, job_files(details, variant, client.api.endpoint)
         )
 
-    discover = DiscoverPage(lambda: HubClient(paths.hub_cache_dir, token_source=token), background, download)
+    def hub_client() -> HubClient:
+        return HubClient(paths.hub_cache_dir, token_source=token)
+
+    discover = DiscoverPage(hub_client, background, download)
 
     def add_folder(folder: str) -> None:
         if folder not in settings.extra_model_dirs:
@@ -153,7 +156,7 @@ def build_window(paths: AppPaths, engine: Engine | None = None) -> tuple[MainWin
     def welcome() -> None:
         settings.welcomed = True
         save()
-        WelcomeDialog(window.show_in_discover, chat.choose_model_file, window).open()
+        WelcomeDialog(window.show_in_discover, chat.choose_model_file, background, hub_client, window).open()
 
     window.welcome = welcome
     apply_theme(settings.theme)

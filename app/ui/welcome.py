@@ -1,27 +1,43 @@
-"""The first-run welcome: this machine's memory, CPU and GPU, and two or three starter models that fit
-(shown in Discover), or a GGUF file already on disk."""
+"""The first-run welcome: this machine's memory, CPU and GPU, and the three most downloaded chat models that
+fit it, as the Hub says (shown in Discover), or a GGUF file already on disk."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QDialog, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from app.hub.starters import cpu_name, suggestions
+from app.errors import AppError
+from app.hub.client import HubClient
+from app.hub.starters import Suggestions, cpu_name, hub_suggestions, suggestions
 from app.runtime.memory import free_ram, free_vram, gb, gpu_name
+from app.ui.background import Background
 from app.ui.widgets import named
+
+SOURCE_NOTES = {
+    "hub": "Most downloaded this month on the Hugging Face Hub, among those that fit:",
+    "saved": "The Hub cannot be reached; its suggestions from last time, among those that fit:",
+    "built-in": "The Hub cannot be reached; well-known models that fit, to download when it can:",
+}
 
 
 class WelcomeDialog(QDialog):
     def __init__(
-        self, show_model: Callable[[str], None], open_file: Callable[[], None], parent: QWidget | None = None
+        self,
+        show_model: Callable[[str], None],
+        open_file: Callable[[], None],
+        background: Background,
+        hub: Callable[[], HubClient] | None,
+        parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
         self.setObjectName("welcomeDialog")
         self.setWindowTitle("Welcome to Hubside")
+        self.show_model = show_model
         ram, vram = free_ram(), free_vram()
-        title = QLabel("<h2>Welcome to Hubside</h2>")
+        self.free = max(ram, vram or 0)
         facts = named(QLabel(), "welcomeMachine")
         facts.setTextFormat(Qt.TextFormat.PlainText)
         facts.setText(
@@ -30,25 +46,16 @@ class WelcomeDialog(QDialog):
             + (f" ({gb(vram)} free)" if vram is not None else "")
         )
         facts.setWordWrap(True)
+        self.note = named(QLabel("Asking the Hugging Face Hub which models are popular…"), "welcomeSource")
+        self.note.setWordWrap(True)
+        self.picks = QVBoxLayout()
+        self.suggested: list[str] = []
+        self.source = ""  # where the suggestions came from, once they are shown
         layout = QVBoxLayout(self)
-        layout.addWidget(title)
+        layout.addWidget(QLabel("<h2>Welcome to Hubside</h2>"))
         layout.addWidget(facts)
-        layout.addWidget(QLabel("Models that fit it, to download from the Hugging Face Hub:"))
-        picks = suggestions(max(ram, vram or 0))
-        self.suggested = [p.repo for p in picks]
-        for pick in picks:
-            row = QHBoxLayout()
-            label = QLabel(f"{pick.label} (about {gb(pick.q4_bytes)})")
-            label.setTextFormat(Qt.TextFormat.PlainText)
-            button = named(QPushButton("Show in Discover"), f"starter-{pick.repo}")
-            button.clicked.connect(lambda _=False, repo=pick.repo: self._choose(lambda: show_model(repo)))
-            row.addWidget(label, 1)
-            row.addWidget(button)
-            layout.addLayout(row)
-        if not picks:
-            layout.addWidget(
-                QLabel("This machine has little free memory: try the smallest models in Discover.")
-            )
+        layout.addWidget(self.note)
+        layout.addLayout(self.picks)
         buttons = QHBoxLayout()
         open_button = named(QPushButton("Open a GGUF file I have…"), "welcomeOpenFile")
         open_button.clicked.connect(lambda: self._choose(open_file))
@@ -58,6 +65,35 @@ class WelcomeDialog(QDialog):
         buttons.addStretch(1)
         buttons.addWidget(close)
         layout.addLayout(buttons)
+        if hub is None:
+            self._show(Suggestions(suggestions(self.free), "built-in"), None)
+        else:
+            background.run(lambda: hub_suggestions(hub(), self.free), self._show)
+
+    def _show(self, found: Any, error: AppError | None) -> None:
+        if not isinstance(found, Suggestions) or error is not None:  # an answer that made no sense
+            found = Suggestions(suggestions(self.free), "built-in")
+        self.source = found.source
+        self.note.setText(SOURCE_NOTES[found.source])
+        self.suggested = [p.repo for p in found.starters]
+        for pick in found.starters:
+            row = QHBoxLayout()
+            label = QLabel(f"{pick.label}, about {gb(pick.q4_bytes)} (Q4_K_M)")
+            label.setTextFormat(Qt.TextFormat.PlainText)
+            button = named(QPushButton("Show in Discover"), f"starter-{pick.repo}")
+            button.clicked.connect(
+                lambda _=False, repo=pick.repo: self._choose(lambda: self.show_model(repo))
+            )
+            row.addWidget(label, 1)
+            row.addWidget(button)
+            self.picks.addLayout(row)
+        if not found.starters:
+            self.picks.addWidget(
+                QLabel("This machine has little free memory: try the smallest models in Discover.")
+            )
+
+    def _show_in_discover(self, repo: str) -> None:
+        self._choose(lambda: self.show_model(repo))
 
     def _choose(self, then: Callable[[], None]) -> None:
         self.accept()
