@@ -1,0 +1,108 @@
+"""The search results: a table that asks for the next page as it scrolls to the end, and a status line."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from PySide6.QtCore import QModelIndex, Qt, Signal, Slot
+from PySide6.QtWidgets import QAbstractItemView, QLabel, QTableView, QVBoxLayout, QWidget
+
+from app.hub.client import ModelDetails, ModelSummary
+from app.hub.describe import results_status, short_count
+from app.ui.discover.columns import fit_columns
+from app.ui.table_model import ModelIndex, RowsModel
+from app.ui.widgets import named
+
+RESULT_WIDTHS = (0, 12, 11, 7, 11, 11, 13)
+
+
+class ResultsModel(RowsModel):
+    """Search results, fetched a page at a time as the view scrolls to the end (Qt's fetchMore)."""
+
+    COLUMNS = ("Model", "Author", "Downloads", "Likes", "Updated", "Parameters", "Architecture")
+    rows: list[ModelSummary]
+
+    def __init__(self, request_more: Callable[[], None]) -> None:
+        super().__init__()
+        self.more_wanted = False  # the search has more pages
+        self.loading = False
+        self.request_more = request_more
+
+    def reset(self, rows: list[ModelSummary], more: bool) -> None:
+        self.more_wanted, self.loading = more, False
+        self.show(rows)
+
+    def append(self, rows: list[ModelSummary], more: bool) -> None:
+        self.loading, self.more_wanted = False, more
+        if rows:
+            self.beginInsertRows(QModelIndex(), len(self.rows), len(self.rows) + len(rows) - 1)
+            self.rows.extend(rows)
+            self.endInsertRows()
+
+    def learn(self, details: ModelDetails) -> None:
+        """Fill in what the listing did not say (parameters, architecture) once a repo's details are in."""
+        for number, row in enumerate(self.rows):
+            if row.id == details.id:
+                self.rows[number] = replace(
+                    row, parameters=details.parameters, architecture=details.architecture
+                )
+                self.dataChanged.emit(self.index(number, 5), self.index(number, 6))
+
+    def cell(self, row: ModelSummary, column: int, role: int) -> Any:
+        if role == Qt.ItemDataRole.DisplayRole:
+            return (
+                row.id,
+                row.author,
+                f"{row.downloads:,}",
+                f"{row.likes:,}",
+                row.updated[:10],
+                short_count(row.parameters),
+                row.architecture or "",
+            )[column]
+        if role == Qt.ItemDataRole.UserRole:
+            return row.id
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return f"{row.id} (gated: accept its license on the Hub)" if row.gated else row.id
+        return None
+
+    def canFetchMore(self, parent: ModelIndex) -> bool:
+        return not parent.isValid() and self.more_wanted and not self.loading
+
+    def fetchMore(self, parent: ModelIndex) -> None:
+        if self.canFetchMore(parent):
+            self.loading = True
+            self.request_more()
+
+
+class ResultsList(QWidget):
+    more_requested = Signal()  # the view reached the end and the search has more pages
+    model_chosen = Signal(str)  # a repo id
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.results = ResultsModel(self.more_requested.emit)
+        self.results_view = named(QTableView(), "discoverResults")
+        self.results_view.setAccessibleName("Search results")
+        self.results_view.setModel(self.results)
+        self.results_view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.results_view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.results_view.verticalHeader().hide()
+        self.results_view.setWordWrap(False)
+        fit_columns(self.results_view, RESULT_WIDTHS)
+        self.results_view.selectionModel().currentRowChanged.connect(self._row_chosen)
+        self.status = named(QLabel(""), "discoverStatus")
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.results_view, 1)
+        layout.addWidget(self.status)
+
+    def show_count(self) -> None:
+        self.status.setText(results_status(len(self.results.rows), self.results.more_wanted))
+
+    @Slot(QModelIndex, QModelIndex)
+    def _row_chosen(self, current: QModelIndex, previous: QModelIndex) -> None:
+        repo = current.data(Qt.ItemDataRole.UserRole)
+        if repo:
+            self.model_chosen.emit(str(repo))
