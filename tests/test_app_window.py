@@ -50,8 +50,8 @@ def test_every_setting_persists_and_takes_effect(qtbot: QtBot, window: MainWindo
     assert (saved["flash_attention"], saved["max_parallel_downloads"], saved["theme"]) == (False, 3, "dark")
     assert (new_models / "me" / "m-GGUF" / "m-Q4_0.gguf").exists() and not old_models.exists()  # moved
     chat = window.chat  # in effect now, without a restart
-    assert (chat.threads.value(), chat.gpu_layers.value(), chat.flash_attention.isChecked()) == (1, 12, False)
-    assert chat.default_context == 4096
+    assert (chat.model_bar.threads.value(), chat.model_bar.gpu_layers.value(), chat.model_bar.flash_attention.isChecked()) == (1, 12, False)
+    assert chat.model_bar.default_context == 4096
     from app.ui.downloads_page import DownloadsPage
 
     downloads = window.pages["downloads"]
@@ -60,7 +60,7 @@ def test_every_setting_persists_and_takes_effect(qtbot: QtBot, window: MainWindo
     assert QApplication.palette().window().color().lightness() < 128  # dark
     dialog.show_values(type(window.settings)())  # Reset to defaults, then OK
     assert dialog.save(move_files=False)
-    assert SettingsStore(paths.settings_file).load().theme == "system" and chat.threads.value() == 0
+    assert SettingsStore(paths.settings_file).load().theme == "system" and chat.model_bar.threads.value() == 0
     assert "hf_" not in paths.settings_file.read_text()
 
 

@@ -41,8 +41,8 @@ def open_window(qtbot: QtBot) -> Iterator[callable]:  # type: ignore[valid-type]
 def _load(qtbot: QtBot, window: MainWindow, model: Path, context: int = 0) -> None:
     chat = window.chat
     chat.add_model_path(model)
-    chat.context.setValue(context)
-    qtbot.mouseClick(chat.load_button, Qt.MouseButton.LeftButton)
+    chat.model_bar.context.setValue(context)
+    qtbot.mouseClick(chat.model_bar.load_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: chat.model is not None, timeout=LOAD_TIMEOUT_MS)
 
 
@@ -59,7 +59,7 @@ def test_chat_is_saved_and_back_after_a_restart(qtbot: QtBot, open_window, tiny_
     _ask(qtbot, window, "Hello there")
     assert chat.chat_input.toPlainText() == ""
     qtbot.waitUntil(lambda: chat.request_id is None, timeout=REPLY_TIMEOUT_MS)
-    assert chat.send_button.isEnabled() and not chat.stop_button.isEnabled()
+    assert chat.composer.send_button.isEnabled() and not chat.composer.stop_button.isEnabled()
     text = chat.transcript.toPlainText()
     assert "tok/s" in text and "first token" in text  # the reply's numbers, under it
     assert "You" in text and "Hello there" in text and "Assistant" in text
@@ -76,16 +76,16 @@ def test_chat_is_saved_and_back_after_a_restart(qtbot: QtBot, open_window, tiny_
     window.close()
 
     again = open_window()
-    assert again.chat.conversations.rowCount() == 1
-    index = again.chat.conversations.index(0, 0)
+    assert again.chat.sidebar.conversations.rowCount() == 1
+    index = again.chat.sidebar.conversations.index(0, 0)
     assert index.data() == "Hello there"
     qtbot.mouseClick(
-        again.chat.conversation_list.viewport(),
+        again.chat.sidebar.conversation_list.viewport(),
         Qt.MouseButton.LeftButton,
-        pos=again.chat.conversation_list.visualRect(index).center(),
+        pos=again.chat.sidebar.conversation_list.visualRect(index).center(),
     )
     assert "Hello there" in again.chat.transcript.toPlainText()
-    assert again.chat.model_picker.currentData() == str(tiny_model)  # the model file is remembered
+    assert again.chat.model_bar.picker.currentData() == str(tiny_model)  # the model file is remembered
 
 
 @pytest.mark.real_model
@@ -96,7 +96,7 @@ def test_stop_keeps_what_was_shown_and_nothing_more(qtbot: QtBot, open_window, s
     _ask(qtbot, window, "Write a very long story about a dragon.")
     qtbot.waitUntil(lambda: len(chat.reply.text) > 20, timeout=REPLY_TIMEOUT_MS)
     reply_id = chat.reply_id
-    qtbot.mouseClick(chat.stop_button, Qt.MouseButton.LeftButton)
+    qtbot.mouseClick(chat.composer.stop_button, Qt.MouseButton.LeftButton)
     shown = chat.transcript.toPlainText()
     qtbot.wait(500)  # chunks still on their way must not change anything
     assert chat.transcript.toPlainText() == shown
@@ -130,7 +130,7 @@ def test_an_engine_crash_shows_a_banner_and_keeps_the_chat(
     assert messages[1].state == "interrupted"
     qtbot.mouseClick(chat.reload_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: chat.model is not None and not chat.banner.isVisible(), timeout=LOAD_TIMEOUT_MS)
-    assert chat.send_button.isEnabled()
+    assert chat.composer.send_button.isEnabled()
 
 
 def test_a_bad_model_file_is_a_banner_not_a_crash(qtbot: QtBot, open_window, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -139,10 +139,10 @@ def test_a_bad_model_file_is_a_banner_not_a_crash(qtbot: QtBot, open_window, tmp
     window = open_window()
     chat = window.chat
     chat.add_model_path(bad)
-    qtbot.mouseClick(chat.load_button, Qt.MouseButton.LeftButton)
+    qtbot.mouseClick(chat.model_bar.load_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: chat.banner.isVisible(), timeout=LOAD_TIMEOUT_MS)
     assert "broken.gguf is not a usable GGUF model" in chat.banner_text.text()
-    assert chat.model is None and chat.load_button.isEnabled()
+    assert chat.model is None and chat.model_bar.load_button.isEnabled()
 
 
 def test_model_output_loads_nothing_and_opens_only_clicked_web_links(qtbot: QtBot, open_window) -> None:  # type: ignore[no-untyped-def]
@@ -167,7 +167,7 @@ def test_the_conversation_list_model_is_a_well_behaved_qt_model(qtmodeltester, o
     window = open_window()
     _seed(window, "One", "a")
     _seed(window, "Two", "b")
-    qtmodeltester.check(window.chat.conversations)
+    qtmodeltester.check(window.chat.sidebar.conversations)
 
 
 def test_ctrl_n_starts_a_new_chat(qtbot: QtBot, open_window) -> None:  # type: ignore[no-untyped-def]
@@ -175,7 +175,7 @@ def test_ctrl_n_starts_a_new_chat(qtbot: QtBot, open_window) -> None:  # type: i
     chat = window.chat
     conversation = chat.store.create_conversation("Earlier")
     chat.store.add_message(conversation, "user", "an earlier question")
-    chat.conversations.refresh()
+    chat.sidebar.conversations.refresh()
     chat.open_conversation(conversation)
     assert "an earlier question" in chat.transcript.toPlainText()
     with qtbot.waitActive(window):
@@ -191,7 +191,7 @@ def _seed(window: MainWindow, title: str, question: str) -> int:
     store.add_message(conversation, "user", question)
     reply = store.start_reply(conversation)
     store.finish_reply(reply, f"An answer about {title}.", "complete", {"tokens_per_s": 42.0, "ttft_ms": 120})
-    window.chat.conversations.refresh()
+    window.chat.sidebar.conversations.refresh()
     return conversation
 
 
@@ -203,27 +203,27 @@ def test_manage_conversations(qtbot: QtBot, open_window, tmp_path: Path) -> None
     chat.open_conversation(rome)
     assert "42.0 tok/s" in chat.transcript.toPlainText()
 
-    chat.rename_conversation(eggs, "Soft-boiled eggs")
-    chat.set_pinned(eggs, True)
-    assert chat.conversations.index(0, 0).data() == "📌 Soft-boiled eggs"
+    chat.sidebar.rename(eggs, "Soft-boiled eggs")
+    chat.sidebar.set_pinned(eggs, True)
+    assert chat.sidebar.conversations.index(0, 0).data() == "📌 Soft-boiled eggs"
 
-    qtbot.keyClicks(chat.search, "founded")  # searches message text, debounced
-    qtbot.waitUntil(lambda: chat.conversations.rowCount() == 1)
-    assert chat.conversations.index(0, 0).data() == "Rome"
-    chat.search.clear()
-    qtbot.waitUntil(lambda: chat.conversations.rowCount() == 2)
+    qtbot.keyClicks(chat.sidebar.search, "founded")  # searches message text, debounced
+    qtbot.waitUntil(lambda: chat.sidebar.conversations.rowCount() == 1)
+    assert chat.sidebar.conversations.index(0, 0).data() == "Rome"
+    chat.sidebar.search.clear()
+    qtbot.waitUntil(lambda: chat.sidebar.conversations.rowCount() == 2)
 
     chat.delete_conversation(rome)
-    assert chat.conversations.rowCount() == 1 and chat.undo_bar.isVisible()
-    qtbot.mouseClick(chat.undo_button, Qt.MouseButton.LeftButton)
-    assert chat.conversations.rowCount() == 2 and not chat.undo_bar.isVisible()
+    assert chat.sidebar.conversations.rowCount() == 1 and chat.sidebar.undo_bar.isVisible()
+    qtbot.mouseClick(chat.sidebar.undo_button, Qt.MouseButton.LeftButton)
+    assert chat.sidebar.conversations.rowCount() == 2 and not chat.sidebar.undo_bar.isVisible()
     assert "When was Rome founded?" in chat.transcript.toPlainText()
 
     chat.export_conversation(eggs, tmp_path / "eggs.md")
     chat.export_conversation(eggs, tmp_path / "eggs.json")
     assert (tmp_path / "eggs.md").read_text().startswith("# Soft-boiled eggs")
     chat.import_conversation(tmp_path / "eggs.json")
-    assert chat.conversations.rowCount() == 3
+    assert chat.sidebar.conversations.rowCount() == 3
     assert "How long do I boil an egg?" in chat.transcript.toPlainText()
 
     (tmp_path / "bad.json").write_text("{oops")
@@ -249,7 +249,7 @@ def test_ctrl_f_goes_to_search(qtbot: QtBot, open_window) -> None:  # type: igno
     with qtbot.waitActive(window):
         window.activateWindow()
     qtbot.keyClick(window.chat.chat_input, Qt.Key.Key_F, Qt.KeyboardModifier.ControlModifier)
-    assert window.chat.search.hasFocus()
+    assert window.chat.sidebar.search.hasFocus()
 
 
 def test_copy_and_delete_a_message_from_its_links(qtbot: QtBot, open_window) -> None:  # type: ignore[no-untyped-def]
@@ -274,13 +274,13 @@ def test_copy_and_delete_a_message_from_its_links(qtbot: QtBot, open_window) -> 
 def test_load_settings_presets_and_context_meter(qtbot: QtBot, open_window, tiny_model: Path) -> None:  # type: ignore[no-untyped-def]
     window = open_window()
     chat = window.chat
-    chat.threads.setValue(1)
-    chat.flash_attention.setChecked(False)
+    chat.model_bar.threads.setValue(1)
+    chat.model_bar.flash_attention.setChecked(False)
     _load(qtbot, window, tiny_model, context=256)
     assert chat.model is not None
     assert (chat.model.n_threads, chat.model.flash_attn, chat.model.n_gpu_layers) == (1, False, 0)
     assert chat.settings.flash_attention is False  # remembered
-    chat.preset.setCurrentText("Precise")
+    chat.sampling_panel.preset.setCurrentText("Precise")
     _ask(qtbot, window, "Hi")
     qtbot.waitUntil(lambda: chat.request_id is None, timeout=REPLY_TIMEOUT_MS)
     meter = chat.context_meter.text()
@@ -322,16 +322,16 @@ def test_regenerate_edit_and_switch_versions(qtbot: QtBot, open_window, smollm2_
     window = open_window()
     _load(qtbot, window, smollm2_path, context=1024)
     chat = window.chat
-    chat.max_tokens.setValue(24)
+    chat.sampling_panel.max_tokens.setValue(24)
     chat.system_prompt.setText("You are a helpful assistant.")
-    chat.temperature.setValue(0.0)  # greedy: SmolLM2 knows this one
+    chat.sampling_panel.temperature.setValue(0.0)  # greedy: SmolLM2 knows this one
     _ask(qtbot, window, "What is the capital of France?")
     qtbot.waitUntil(lambda: chat.request_id is None, timeout=REPLY_TIMEOUT_MS)
     assert "Paris" in chat.store.messages(chat.conversation_id)[-1].content  # type: ignore[arg-type]
     assert "Paris" in chat.transcript.toPlainText()
 
     chat.new_chat()
-    chat.preset.setCurrentText("Creative")
+    chat.sampling_panel.preset.setCurrentText("Creative")
     _ask(qtbot, window, "Name a colour.")
     qtbot.waitUntil(lambda: chat.request_id is None, timeout=REPLY_TIMEOUT_MS)
     question, first = chat.store.messages(chat.conversation_id)  # type: ignore[arg-type]
@@ -376,8 +376,8 @@ def test_continue_a_reply_cut_at_max_tokens(qtbot: QtBot, open_window, tiny_mode
     window = open_window()
     _load(qtbot, window, tiny_model, context=512)
     chat = window.chat
-    chat.max_tokens.setValue(8)
-    chat.temperature.setValue(
+    chat.sampling_panel.max_tokens.setValue(8)
+    chat.sampling_panel.temperature.setValue(
         0.0
     )  # greedy: the same reply every run (a sampled end token would end it early)
     _ask(qtbot, window, "Tell me everything")
@@ -420,17 +420,17 @@ def test_copy_a_code_block_from_its_button(qtbot: QtBot, open_window) -> None:  
 def test_custom_sampling_values(qtbot: QtBot, open_window, tiny_model: Path) -> None:  # type: ignore[no-untyped-def]
     window = open_window()
     chat = window.chat
-    chat.preset.setCurrentText("Precise")
-    assert chat.temperature.value() == pytest.approx(0.2) and chat.top_k.value() == 20
-    qtbot.mouseClick(chat.sampling_toggle, Qt.MouseButton.LeftButton)
+    chat.sampling_panel.preset.setCurrentText("Precise")
+    assert chat.sampling_panel.temperature.value() == pytest.approx(0.2) and chat.sampling_panel.top_k.value() == 20
+    qtbot.mouseClick(chat.sampling_panel.toggle, Qt.MouseButton.LeftButton)
     assert chat.sampling_panel.isVisible()
-    chat.temperature.setValue(0.0)
-    chat.seed.setValue(7)
-    assert chat.preset.currentText() == "Custom"
-    sampling = chat.sampling()
+    chat.sampling_panel.temperature.setValue(0.0)
+    chat.sampling_panel.seed.setValue(7)
+    assert chat.sampling_panel.preset.currentText() == "Custom"
+    sampling = chat.sampling_panel.sampling()
     assert (sampling.temperature, sampling.top_k, sampling.seed) == (0.0, 20, 7)
     _load(qtbot, window, tiny_model, context=256)
-    chat.max_tokens.setValue(6)
+    chat.sampling_panel.max_tokens.setValue(6)
     replies = []
     for _ in range(2):  # greedy with a fixed seed: the same reply twice
         _ask(qtbot, window, "Hi")

@@ -56,7 +56,7 @@ def test_download_from_discover_to_library_to_chat(
         "Q4_1",
     )
     assert hashlib.sha256(entry.path.read_bytes()).hexdigest() == hub.repos.get(REPO).files[NAME].sha256  # type: ignore[union-attr]
-    assert window.chat.model_picker.findData(str(entry.path)) >= 0  # the chat's picker offers it
+    assert window.chat.model_bar.picker.findData(str(entry.path)) >= 0  # the chat's picker offers it
     models.view.selectRow(0)
     qtbot.mouseClick(models.findChild(QObject, "chatWithButton"), Qt.MouseButton.LeftButton)  # type: ignore[arg-type]
     assert window.stack.currentWidget() is window.chat

@@ -24,8 +24,8 @@ QWEN3 = (CORPUS / "Qwen-Qwen3-0.6B.jinja").read_text()  # takes enable_thinking
 def _load(qtbot: QtBot, window: MainWindow, model: Path) -> None:
     chat = window.chat
     chat.add_model_path(model)
-    chat.context.setValue(512)
-    qtbot.mouseClick(chat.load_button, Qt.MouseButton.LeftButton)
+    chat.model_bar.context.setValue(512)
+    qtbot.mouseClick(chat.model_bar.load_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: chat.model is not None, timeout=TIMEOUT_MS)
 
 
@@ -39,11 +39,11 @@ def test_thinking_is_shown_apart_live_then_collapsed_stored_exported_and_importe
 ) -> None:
     _load(qtbot, window, tiny_model_factory(chat_template=R1))
     chat = window.chat
-    chat.max_tokens.setValue(300)
+    chat.sampling_panel.max_tokens.setValue(300)
     _ask(qtbot, window, "Why is the sky blue?")
     qtbot.waitUntil(lambda: chat.request_id is None or bool(chat.reply.reasoning_text), timeout=TIMEOUT_MS)
     if chat.request_id is not None:  # still streaming: the thought is drawn live, apart from the answer
-        chat._render()
+        chat._render_reply()
         live = chat.transcript.toPlainText()
         assert "Thinking…" in live and "thinking…" in live
         assert chat.reply.reasoning_text.split()[0] in live
@@ -79,7 +79,7 @@ def test_a_chat_can_switch_a_templates_thinking_off(
     chat = window.chat
     assert chat.thinking_switch.isVisible() and chat.thinking_switch.isChecked()
     chat.thinking_switch.setChecked(False)
-    chat.max_tokens.setValue(16)
+    chat.sampling_panel.max_tokens.setValue(16)
     _ask(qtbot, window, "Hi")
     qtbot.waitUntil(lambda: chat.request_id is None, timeout=TIMEOUT_MS)
     assert chat.conversation_id is not None

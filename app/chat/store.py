@@ -395,6 +395,14 @@ class ChatStore:
             raise AppError(ErrorKind.NOT_FOUND, "This conversation no longer exists.")
         return _conversation(row)
 
+    def message(self, message_id: int) -> Message:
+        """One message as stored (a page that keeps the conversation in memory adds it without reading
+        the whole conversation again)."""
+        row = self.db.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
+        if row is None:
+            raise AppError(ErrorKind.NOT_FOUND, "This message no longer exists.")
+        return _message(row)
+
     def messages(self, conversation_id: int) -> list[Message]:
         """The conversation as shown: the active version at each point."""
         return active_path(self.all_messages(conversation_id))

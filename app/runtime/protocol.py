@@ -8,6 +8,11 @@ from pathlib import Path
 from app.runtime.gguf_header import GGUFHeader
 
 DEFAULT_MAX_CONTEXT = 8192
+# A token is rarely more than 16 characters: turns longer than the context by their length alone are left
+# out before any rendering or tokenizing (in the app before they cross the pipe, in the engine before the
+# template renders), so a long chat costs what its sendable part costs.
+CHARS_PER_TOKEN_MAX = 16
+TURN_OVERHEAD_CHARS = 64
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,7 @@ class GenerateRequest:
     ignore_eos: bool = False  # benchmarks generate a fixed number of tokens
     reuse_cache: bool = True  # keep the KV cache of a shared prompt prefix from the previous reply
     enable_thinking: bool | None = None  # the template's switch (Qwen3); None: the template's default
+    omitted_messages: int = 0  # older messages the app left out before sending (counted in the notice)
 
 
 @dataclass(frozen=True)

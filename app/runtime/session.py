@@ -19,6 +19,8 @@ from app.errors import AppError, ErrorKind
 from app.runtime.gguf_header import GGUFHeader
 from app.runtime.memory import physical_cores
 from app.runtime.protocol import (
+    CHARS_PER_TOKEN_MAX,
+    TURN_OVERHEAD_CHARS,
     ChatMessage,
     Event,
     GenerateRequest,
@@ -43,10 +45,8 @@ log = logging.getLogger(__name__)
 _GGML_TYPES = {"f16": 1, "q4_0": 2, "q8_0": 8}
 MIN_REPLY_ROOM = 64  # tokens kept free for the reply when a long chat is trimmed
 PIECE_INTERVAL_S = 0.025
-# Only the newest turns that could fit are rendered: a token is rarely more than 16 characters, and the
-# render cap must never be what decides the format of a long chat.
-CHARS_PER_TOKEN_MAX = 16
-TURN_OVERHEAD_CHARS = 64
+CONTENT_TOKENS_KEPT = 50_000  # messages whose token counts are remembered
+INITIAL_TURN_OVERHEAD = 8  # a role marker, an end-of-turn marker and newlines, until a render measures it
 
 
 def _decode_failed(code: int) -> AppError:
@@ -181,6 +181,8 @@ class LlamaSession:
         self.eos_text = self._token_text(llama_cpp.llama_vocab_eos(self.vocab))
         self.reasoning_format = reasoning_format(header.chat_template)
         self.turn_end_tokens, self.turn_end_stops = self._turn_end()
+        self.content_tokens: dict[str, int] = {}  # a message's text -> its token count
+        self.turn_overhead = INITIAL_TURN_OVERHEAD  # tokens the template adds per turn, as last measured
         self.model = LoadedModel(
             path=params.model_path,
             name=header.name,
@@ -216,6 +218,16 @@ class LlamaSession:
             self.piece_buffer = ctypes.create_string_buffer(-n)
             n = self.ll.llama_token_to_piece(self.vocab, token, self.piece_buffer, -n, 0, special)
         return self.piece_buffer.raw[:n]
+
+    def _content_tokens(self, text: str) -> int:
+        """How many tokens a message's text takes on its own (memoized: a chat's old turns are counted
+        once, not once per reply)."""
+        count = self.content_tokens.get(text)
+        if count is None:
+            if len(self.content_tokens) >= CONTENT_TOKENS_KEPT:
+                self.content_tokens.clear()
+            count = self.content_tokens[text] = len(self.tokenize(text, add_bos=False))
+        return count
 
     def tokenize(self, text: str, add_bos: bool) -> list[int]:
         tokens: list[int] = self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
@@ -254,13 +266,15 @@ class LlamaSession:
         return frozenset(), (line,) if line else ()
 
     def chat_prompt(
-        self, messages: Sequence[ChatMessage], room: int, enable_thinking: bool | None
+        self, messages: Sequence[ChatMessage], room: int, enable_thinking: bool | None, omitted: int = 0
     ) -> tuple[list[int], RenderedPrompt, int, list[str]]:
         """Tokens for the chat, without the oldest turns (never the system prompt or the last message) that
-        do not fit the context with `room` tokens left for the reply.
+        do not fit the context with `room` tokens left for the reply; `omitted`: turns the app left out.
 
-        Turns too long to fit by their length alone are never rendered; of the rest, the fewest to drop is
-        found by a binary search over rendered suffixes (one render when the whole chat fits)."""
+        Turns too long to fit by their length alone are never rendered. The window is chosen from each
+        turn's own token count (memoized) plus what the template adds per turn (learned from the last
+        render), then checked by one render; a second render when the estimate was short. Only when the
+        template's overhead is far from even is the window found by a binary search over rendered suffixes."""
         system = [m for m in messages[:1] if m.role == "system"]
         turns = list(messages[len(system) :])
         variables = {"enable_thinking": enable_thinking} if enable_thinking is not None else None
@@ -270,6 +284,8 @@ class LlamaSession:
         while first > 0 and used + len(turns[first - 1].content) + TURN_OVERHEAD_CHARS <= budget:
             first -= 1
             used += len(turns[first].content) + TURN_OVERHEAD_CHARS
+        system_tokens = sum(self._content_tokens(m.content) for m in system)
+        turn_tokens = [0] * first + [self._content_tokens(m.content) for m in turns[first:]]  # never before
         rendered: dict[int, tuple[RenderedPrompt, list[int]]] = {}
 
         def attempt(drop: int) -> tuple[RenderedPrompt, list[int]]:
@@ -282,23 +298,39 @@ class LlamaSession:
                     variables=variables,
                 )
                 has_bos = bool(self.bos_text) and prompt.text.startswith(self.bos_text)
-                rendered[drop] = prompt, self.tokenize(prompt.text, add_bos=self.add_bos and not has_bos)
+                tokens = self.tokenize(prompt.text, add_bos=self.add_bos and not has_bos)
+                rendered[drop] = prompt, tokens
+                if prompt.notice is None:  # learn what this template adds per turn
+                    content = system_tokens + sum(turn_tokens[drop:])
+                    kept = len(system) + len(turns) - drop
+                    self.turn_overhead = max(1, -(-(len(tokens) - content) // kept))
             return rendered[drop]
 
         def fits(drop: int) -> bool:
             return len(attempt(drop)[1]) + room <= self.n_ctx
 
-        low, high = first, max(len(turns) - 1, first)  # the answer is in [low, high]; high if none fits
+        def estimate() -> int:
+            """The fewest turns to drop, by counts: the template's overhead per turn on each."""
+            limit = self.n_ctx - room - system_tokens - self.turn_overhead * len(system)
+            drop, total = len(turns), 0
+            while drop > first and total + turn_tokens[drop - 1] + self.turn_overhead <= limit:
+                drop -= 1
+                total += turn_tokens[drop] + self.turn_overhead
+            return min(drop, len(turns) - 1)
+
+        low, high = estimate(), max(len(turns) - 1, first)  # the answer is in [low, high]; high if none fits
         if not fits(low):
-            low += 1
-            while low < high:
-                middle = (low + high) // 2
-                if fits(middle):
-                    high = middle
-                else:
-                    low = middle + 1
-        dropped = low
-        prompt, tokens = attempt(dropped)
+            low = max(low + 1, estimate())  # the overhead it just measured
+            if low < high and not fits(low):
+                low += 1
+                while low < high:
+                    middle = (low + high) // 2
+                    if fits(middle):
+                        high = middle
+                    else:
+                        low = middle + 1
+        prompt, tokens = attempt(low)
+        dropped = low + omitted
         notices = [prompt.notice] if prompt.notice else []
         if len(tokens) + 1 > self.n_ctx:
             raise AppError(
@@ -328,7 +360,7 @@ class LlamaSession:
             tokens = self.tokenize(request.prompt, add_bos=self.add_bos)
         else:
             room = max(MIN_REPLY_ROOM, min(max_tokens, self.n_ctx // 4))
-            chat = self.chat_prompt(request.messages, room, request.enable_thinking)
+            chat = self.chat_prompt(request.messages, room, request.enable_thinking, request.omitted_messages)
             tokens, prompt, dropped, notices = chat
             stops = stops + prompt.stop
             if prompt.notice is None:  # the model's own format: its end-of-turn marker ends the reply

@@ -153,7 +153,6 @@ class MainWindow(QMainWindow):
 
     def show_conversation(self, conversation_id: int) -> None:
         self.navigation.setCurrentRow(list(self.pages).index("chat"))
-        self.chat.conversations.refresh()
         self.chat.open_conversation(conversation_id)
 
     def chat_with(self, entry: LibraryEntry) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import QUrl, Signal, Slot
+from PySide6.QtCore import QTimer, QUrl, Signal, Slot
 from PySide6.QtGui import QDesktopServices, QPalette, QTextBlockFormat, QTextCursor, QTextDocumentFragment
 from PySide6.QtWidgets import QTextBrowser, QWidget
 
@@ -21,6 +21,8 @@ from app.ui.highlight import CodeHighlighter
 from app.ui.safe_markdown import ACTION_SCHEME, MARKDOWN, SafeMarkdownView
 
 LIVEMARKDOWN_LIMIT = 20_000  # characters of a streaming reply still redrawn as Markdown (a few ms)
+DRAWN_AT_FIRST = 40  # messages drawn when a conversation opens; older ones come as the user scrolls up
+DRAWN_MORE = 40
 STATE_NOTES = {
     "stopped": "stopped",
     "interrupted": "interrupted: Hubside or the engine stopped during this reply",
@@ -116,11 +118,11 @@ def stats_line(stats: dict[str, Any]) -> str:
     return " · ".join(parts).replace("*", "\\*").replace("_", "\\_")
 
 
-def transcript_markdown(messages: list[Message], expanded: frozenset[int] = frozenset()) -> str:
-    return _SEPARATOR.join(saved_message_markdown(m, m is messages[-1], m.id in expanded) for m in messages)
-
-
 class Transcript(SafeMarkdownView):
+    """The conversation's newest messages (older ones are drawn when the user scrolls up to them). A send
+    appends to the document and a streaming reply redraws only its own part: the cost of a change is the
+    cost of what changed, never of the conversation's length."""
+
     action_requested = Signal(str, int, int)  # one of ACTIONS, message id, code block number
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -131,30 +133,65 @@ class Transcript(SafeMarkdownView):
         self.action_link_clicked.connect(self._action)
         dark = self.palette().color(QPalette.ColorRole.Base).lightness() < 128
         self.highlighter = CodeHighlighter(self.document(), dark)
-        self._live_start: int | None = None  # where the streaming reply begins in the document
+        self.messages: list[Message] = []  # the conversation as shown, all of it
+        self.draw_limit = DRAWN_AT_FIRST  # how many of its newest messages are drawn
+        self._tail_start: int | None = None  # where the last drawn message (or the live reply) begins
+        self._live = False  # a reply is streaming into the tail
         self._live_plain = 0  # characters of the reply appended as plain text (past the limit)
         self.expanded_thoughts: set[int] = set()  # replies whose reasoning the user opened
+        self.rendered = 0  # saved messages turned into Markdown so far (what a long chat must not grow)
+        self.verticalScrollBar().valueChanged.connect(self._scrolled)
+
+    @property
+    def drawn(self) -> int:
+        """How many messages the document holds (the rest wait until the user scrolls up)."""
+        return min(self.draw_limit, len(self.messages))
 
     def show_markdown(self, markdown: str) -> None:
         with self._keeping_the_end_in_view():
             super().show_markdown(markdown)
-        self._live_start = None
+        self.messages, self._tail_start, self._live = [], None, False
 
     def show_messages(self, messages: list[Message]) -> None:
-        self.show_markdown(transcript_markdown(messages, frozenset(self.expanded_thoughts)))
+        """Draw a conversation afresh: its newest messages, a link to the earlier ones."""
+        self.draw_limit = max(DRAWN_AT_FIRST, self.draw_limit if self._same_chat(messages) else 0)
+        self.messages = list(messages)
+        self._draw_window()
 
     def toggle_thoughts(self, message_id: int) -> None:
-        """Show or hide a saved reply's reasoning (the page redraws the conversation)."""
+        """Show or hide a saved reply's reasoning (while a reply streams, from its end on)."""
         self.expanded_thoughts ^= {message_id}
+        if not self._live:
+            bar = self.verticalScrollBar()
+            value = bar.value()
+            self._draw_window()
+            bar.setValue(value)  # where the user was reading
+
+    def show_earlier(self) -> None:
+        """Draw more of the older messages, keeping in view what the user was looking at."""
+        if self._live or self.drawn >= len(self.messages):
+            return
+        bar = self.verticalScrollBar()
+        from_bottom = bar.maximum() - bar.value()
+        self.draw_limit += DRAWN_MORE
+        self._draw_window()
+        bar.setValue(bar.maximum() - from_bottom)
 
     def begin_reply(self, messages: list[Message]) -> None:
-        """Show the conversation and an empty reply after it, which `update_reply` then fills."""
-        # A placeholder paragraph after the separator (a rule at the very end would not be drawn); the
-        # reply replaces it.
-        expanded = frozenset(self.expanded_thoughts)
-        self.show_markdown(transcript_markdown(messages, expanded) + (_SEPARATOR if messages else "") + "…\n")
-        self._live_start = self.document().lastBlock().position()
-        self._live_plain = 0
+        """Show the conversation and an empty reply after it, which `update_reply` then fills. Messages
+        added since the last drawing are appended; nothing drawn before is drawn again but the last one
+        (its Continue link goes)."""
+        if self._tail_start is not None and not self._live and self.messages and self._extends(messages):
+            added = messages[len(self.messages) :]
+            self.messages.extend(added)
+            self.draw_limit += len(added)
+            tail = [self.messages[-len(added) - 1], *added]
+        else:
+            self.show_messages(messages)
+            tail = self.messages[-1:]
+        self._replace_tail("".join(self._saved(m, last=False) + _SEPARATOR for m in tail) + "…\n")
+        self._tail_start = self.document().lastBlock().position()
+        self._live, self._live_plain = True, 0
         self.update_reply("")
 
     def update_reply(
@@ -168,36 +205,75 @@ class Transcript(SafeMarkdownView):
     def end_reply(self, message: Message) -> None:
         """The reply is saved and final: one last redraw of its own part, now with its numbers and actions
         (never of the whole conversation)."""
-        self._replace_reply(
-            saved_message_markdown(message, True, message.id in self.expanded_thoughts),
-            message.content,
-            message_footer(message, True),
-        )
-        self._live_start = None
+        self._replace_reply(self._saved(message, last=True), message.content, message_footer(message, True))
+        self._live = False
+        self.messages.append(message)
+        self.draw_limit += 1
 
-    def _replace_reply(self, markdown: str, text: str, footer: str = "") -> None:
-        if self._live_start is None:
+    # --- drawing ---------------------------------------------------------------------------------
+    def _saved(self, message: Message, last: bool) -> str:
+        self.rendered += 1
+        return saved_message_markdown(message, last, message.id in self.expanded_thoughts)
+
+    def _same_chat(self, messages: list[Message]) -> bool:
+        return bool(messages and self.messages) and messages[0].id == self.messages[0].id
+
+    def _extends(self, messages: list[Message]) -> bool:
+        """Whether `messages` are the drawn conversation with messages added at its end."""
+        old = self.messages
+        return len(messages) >= len(old) and all(a.id == b.id for a, b in zip(old, messages, strict=False))
+
+    def _draw_window(self) -> None:
+        drawn = self.messages[len(self.messages) - self.drawn :]
+        earlier = len(self.messages) - len(drawn)
+        head = ""
+        if earlier:
+            more = _link(f"Show {min(earlier, DRAWN_MORE)} earlier messages", "earlier", 0)
+            head = f"*{earlier} earlier messages* · {more}{_SEPARATOR}"
+        body = head + "".join(self._saved(m, last=False) + _SEPARATOR for m in drawn[:-1])
+        with self._keeping_the_end_in_view():
+            super().show_markdown(body + "…\n")  # a placeholder: the last message replaces it
+        self._tail_start, self._live = self.document().lastBlock().position(), False
+        if drawn:
+            self._replace_tail(self._saved(drawn[-1], last=True))
+
+    def _replace_tail(self, markdown: str) -> None:
+        """Draw `markdown` in place of the document from the last message's start to its end."""
+        if self._tail_start is None:
             return
         with self._keeping_the_end_in_view():
             cursor = QTextCursor(self.document())
-            if len(text) <= LIVEMARKDOWN_LIMIT or not self._live_plain:
-                cursor.setPosition(self._live_start)
-                cursor.movePosition(QTextCursor.MoveOperation.End, QTextCursor.MoveMode.KeepAnchor)
-                if len(text) <= LIVEMARKDOWN_LIMIT:
-                    # Removing the old reply merges its first and last blocks; the last may be a quote
-                    # (live thinking), whose indent must not carry over to the new first line.
-                    cursor.removeSelectedText()
-                    cursor.setBlockFormat(QTextBlockFormat())
-                    cursor.insertFragment(QTextDocumentFragment.fromMarkdown(markdown, MARKDOWN))
-                    return
-                cursor.insertFragment(QTextDocumentFragment.fromMarkdown("**Assistant**\n", MARKDOWN))
-                cursor.insertBlock()
+            cursor.setPosition(self._tail_start)
+            cursor.movePosition(QTextCursor.MoveOperation.End, QTextCursor.MoveMode.KeepAnchor)
+            # Removing the old tail merges its first and last blocks; the last may be a quote (thinking),
+            # whose indent must not carry over to the new first line.
+            cursor.removeSelectedText()
+            cursor.setBlockFormat(QTextBlockFormat())
+            cursor.insertFragment(QTextDocumentFragment.fromMarkdown(markdown, MARKDOWN))
+
+    def _replace_reply(self, markdown: str, text: str, footer: str = "") -> None:
+        if self._tail_start is None:
+            return
+        if len(text) <= LIVEMARKDOWN_LIMIT or not self._live_plain:
+            if len(text) <= LIVEMARKDOWN_LIMIT:
+                self._replace_tail(markdown)
+                return
+            self._replace_tail("**Assistant**\n")
+        with self._keeping_the_end_in_view():
+            cursor = QTextCursor(self.document())
             cursor.movePosition(QTextCursor.MoveOperation.End)
+            if not self._live_plain:
+                cursor.insertBlock()
             cursor.insertText(text[self._live_plain :])
             self._live_plain = len(text)
             if footer:  # a long reply stays plain text; its numbers and links go after it
                 cursor.insertBlock()
                 cursor.insertFragment(QTextDocumentFragment.fromMarkdown(footer.strip(), MARKDOWN))
+
+    @Slot(int)
+    def _scrolled(self, value: int) -> None:
+        if value == self.verticalScrollBar().minimum() and self.drawn < len(self.messages):
+            QTimer.singleShot(0, self.show_earlier)  # not inside the scroll bar's own signal
 
     @Slot()
     def scroll_to_end(self) -> None:
@@ -211,7 +287,9 @@ class Transcript(SafeMarkdownView):
     def _action(self, url: QUrl) -> None:
         action, message_id, number = [*url.path().split("/"), "", ""][:3]
         number = number or "0"
-        if action in ACTIONS and message_id.isdigit() and number.isdigit():
+        if action == "earlier":
+            self.show_earlier()
+        elif action in ACTIONS and message_id.isdigit() and number.isdigit():
             self.action_requested.emit(action, int(message_id), int(number))
 
 

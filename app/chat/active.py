@@ -1,0 +1,154 @@
+"""The conversation on screen and the reply streaming into it, without Qt.
+
+The active path of versions is read once when a conversation opens and then kept in step with every change
+made through here, so a send in a chat of 10,000 messages reads one row, not 10,000. The user's message is
+saved before anything is sent; the reply is saved as it streams (at most CHECKPOINT_INTERVAL_S of text at
+risk) and finalized with its state and numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from app.chat.reply import ReplyDraft
+from app.chat.store import ChatStore, Message
+from app.runtime.protocol import (
+    CHARS_PER_TOKEN_MAX,
+    TURN_OVERHEAD_CHARS,
+    ChatMessage,
+    LoadedModel,
+    ReplyStats,
+)
+
+CHECKPOINT_INTERVAL_S = 1.0
+TITLE_LENGTH = 60
+FINAL_STATES = {"stop": "complete", "length": "complete", "stopped": "stopped"}  # finish reason -> state
+
+
+def sendable_turns(turns: Sequence[ChatMessage], n_ctx: int) -> tuple[list[ChatMessage], int]:
+    """The newest turns that could fit a context of `n_ctx` tokens by their length (the last always), and
+    how many older ones were left out. Only these cross the pipe; the engine picks the exact window."""
+    budget = n_ctx * CHARS_PER_TOKEN_MAX
+    first, used = len(turns), 0
+    while first > 0 and (first == len(turns) or used + len(turns[first - 1].content) <= budget):
+        first -= 1
+        used += len(turns[first].content) + TURN_OVERHEAD_CHARS
+    return list(turns[first:]), first
+
+
+class ActiveChat:
+    def __init__(self, store: ChatStore) -> None:
+        self.store = store
+        self.conversation_id: int | None = None
+        self.shown: list[Message] = []  # the active path, oldest first
+        self.reply_id: int | None = None  # the reply streaming now
+        self.draft = ReplyDraft()
+        self.last_checkpoint = 0.0
+
+    # --- which conversation ------------------------------------------------------------------------
+    def open(self, conversation_id: int | None) -> None:
+        self.conversation_id = conversation_id
+        self.reload()
+
+    def reload(self) -> None:
+        """Read the active path again (after a change of versions, an edit, a delete)."""
+        cid = self.conversation_id
+        self.shown = self.store.messages(cid) if cid is not None else []
+
+    def message(self, message_id: int) -> Message | None:
+        return next((m for m in reversed(self.shown) if m.id == message_id), None)
+
+    # --- changes -----------------------------------------------------------------------------------
+    def add_user_message(
+        self, text: str, system_prompt: str, model_path: str, thinking: bool | None, edited: Message | None
+    ) -> None:
+        """Save the user's message (a new conversation for the first one; a new version of `edited`)."""
+        if self.conversation_id is None:
+            title = " ".join(text.split())[:TITLE_LENGTH]
+            self.conversation_id = self.store.create_conversation(title, system_prompt, model_path)
+            if thinking is not None:
+                self.store.set_thinking(self.conversation_id, thinking)
+        if edited is not None:
+            self.store.add_message(self.conversation_id, "user", text, parent_id=edited.parent_id)
+            self.reload()  # a new version: the path after it changes
+            return
+        parent = self.shown[-1].id if self.shown else None
+        message_id = self.store.add_message(self.conversation_id, "user", text, parent_id=parent)
+        self.shown.append(self.store.message(message_id))
+
+    def start_reply(self, now: float, regenerating: Message | None = None) -> int:
+        """A saved, empty reply after the last message (or a new version of `regenerating`)."""
+        assert self.conversation_id is not None
+        if regenerating is not None:
+            self.reply_id = self.store.start_reply(self.conversation_id, parent_id=regenerating.parent_id)
+            self.reload()
+        else:
+            parent = self.shown[-1].id if self.shown else None
+            self.reply_id = self.store.start_reply(self.conversation_id, parent_id=parent)
+            self.shown.append(self.store.message(self.reply_id))
+        self._begin(now)
+        return self.reply_id
+
+    def continue_reply(self, message: Message, now: float) -> None:
+        """Stream into a reply that was cut, adding to what it has."""
+        self.store.resume_reply(message.id)
+        self.reply_id = message.id
+        self._begin(now)
+
+    def _begin(self, now: float) -> None:
+        last = self.shown[-1]
+        self.draft = ReplyDraft.resumed(last.content, last.reasoning)
+        self.last_checkpoint = now
+
+    def turns(self, system_prompt: str, n_ctx: int) -> tuple[tuple[ChatMessage, ...], int]:
+        """What goes to the model for the reply: the system prompt, then the newest turns before the reply
+        that could fit, then the reply itself if it has text (continued); and how many were left out."""
+        history = [
+            ChatMessage(m.role, m.content, m.reasoning)
+            for m in self.shown
+            if m.content.strip() and m.state != "error"
+        ]
+        sendable, omitted = sendable_turns(history, n_ctx)
+        system = [ChatMessage("system", system_prompt.strip())] if system_prompt.strip() else []
+        return tuple(system + sendable), omitted
+
+    def add_piece(self, text: str, reasoning: bool, now: float) -> None:
+        self.draft.add(text, reasoning, now)
+        if self.reply_id is not None and now - self.last_checkpoint >= CHECKPOINT_INTERVAL_S:
+            self.store.checkpoint_reply(self.reply_id, self.draft.text, self.draft.reasoning_text)
+            self.last_checkpoint = now
+
+    def finish_reply(self, state: str, stats: dict[str, Any], now: float) -> Message | None:
+        """Save the reply as it ends (complete, stopped, interrupted, error); returns it as stored."""
+        if self.reply_id is None:
+            return None
+        reasoning = self.draft.reasoning_text.strip()
+        if reasoning and "reasoning_ms" not in stats and self.draft.thinking_since is not None:
+            until = self.draft.thinking_until or now  # stopped while it thought
+            stats = {**stats, "reasoning_ms": round((until - self.draft.thinking_since) * 1000)}
+        self.store.finish_reply(self.reply_id, self.draft.text, state, stats, reasoning)
+        saved: Message | None = None
+        if self.shown and self.shown[-1].id == self.reply_id:
+            last = self.shown[-1]  # read again, keeping the version numbers the active path gave it
+            saved = replace(self.store.message(self.reply_id), version=last.version, versions=last.versions)
+            self.shown[-1] = saved
+        self.reply_id = None
+        self.draft = ReplyDraft()
+        return saved
+
+
+def stats_dict(stats: ReplyStats, model: LoadedModel | None, preset: str) -> dict[str, Any]:
+    """A reply's numbers as they are stored with it and shown under it."""
+    return {
+        "model": model.name if model else "",
+        "preset": preset,
+        "finish_reason": stats.finish_reason,
+        "prompt_tokens": stats.prompt_tokens,
+        "completion_tokens": stats.completion_tokens,
+        "ttft_ms": round(stats.ttft_ms, 1),
+        "tokens_per_s": round(stats.tokens_per_s, 1),
+        "prompt_tokens_per_s": round(stats.prompt_tokens_per_s, 1),
+        **({"reasoning_ms": round(stats.reasoning_ms)} if stats.reasoning_ms else {}),
+    }

@@ -1,0 +1,105 @@
+"""A conversation of 10,000 messages in the real window: it opens on its newest messages, loads older ones
+as the user scrolls up, and a send or a streaming reply draws only what changed (counted, not timed)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+from pytestqt.qtbot import QtBot
+
+from app.chat.store import ChatStore, Conversation, ConversationExport, Message
+from app.ui.main_window import MainWindow
+from app.ui.transcript import DRAWN_AT_FIRST, DRAWN_MORE
+
+WAIT_MS = 60_000
+
+
+def long_conversation(store: ChatStore, count: int, words: int = 3) -> int:
+    """A saved chat of `count` messages, user and assistant in turn (one transaction)."""
+    now = time.time()
+    messages = tuple(
+        Message(
+            id=n + 1,
+            conversation_id=0,
+            role="user" if n % 2 == 0 else "assistant",
+            content=f"Message {n} " + " ".join(["word"] * words),
+            state="complete",
+            stats={},
+            created_at=now,
+            updated_at=now,
+            parent_id=n or None,
+        )
+        for n in range(count)
+    )
+    return store.restore(ConversationExport(Conversation(0, "Long chat", "", "", False, now, now), messages))
+
+
+def test_a_long_chat_opens_on_its_newest_messages_and_loads_older_ones_on_scroll(
+    qtbot: QtBot, window: MainWindow
+) -> None:
+    chat = window.chat
+    conversation = long_conversation(chat.store, 10_000)
+    rendered = chat.transcript.rendered
+    chat.open_conversation(conversation)
+    text = chat.transcript.toPlainText()
+    assert chat.transcript.drawn == DRAWN_AT_FIRST and len(chat.active.shown) == 10_000
+    assert chat.transcript.rendered - rendered == DRAWN_AT_FIRST  # not 10,000
+    assert "Message 9999 word" in text and f"Message {10_000 - DRAWN_AT_FIRST} " in text
+    assert f"Message {10_000 - DRAWN_AT_FIRST - 1} " not in text
+    assert f"{10_000 - DRAWN_AT_FIRST} earlier messages" in text
+    bar = chat.transcript.verticalScrollBar()
+    bar.setValue(bar.minimum())  # the user scrolls to the top
+    qtbot.waitUntil(lambda: chat.transcript.drawn == DRAWN_AT_FIRST + DRAWN_MORE, timeout=WAIT_MS)
+    assert f"Message {10_000 - DRAWN_AT_FIRST - DRAWN_MORE} " in chat.transcript.toPlainText()
+    assert bar.value() > bar.minimum()  # what they were reading stays in view, not the new top
+
+
+def test_sending_and_streaming_in_a_long_chat_draw_only_the_new_messages(
+    qtbot: QtBot, window: MainWindow, tiny_model: Path
+) -> None:
+    chat = window.chat
+    conversation = long_conversation(chat.store, 10_000)
+    chat.add_model_path(tiny_model)
+    chat.model_bar.context.setValue(512)
+    chat.load_selected_model()
+    qtbot.waitUntil(lambda: chat.model is not None, timeout=WAIT_MS)
+    chat.open_conversation(conversation)
+    reads: list[int] = []
+    original = chat.store.messages
+    chat.store.messages = lambda cid: reads.append(cid) or original(cid)  # type: ignore[method-assign]
+    rendered = chat.transcript.rendered
+    chat.sampling_panel.max_tokens.setValue(24)
+    qtbot.keyClicks(chat.chat_input, "One more question")
+    qtbot.keyClick(chat.chat_input, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: chat.request_id is None, timeout=WAIT_MS)
+    # the last message again without its links, the question, the finished reply: three, of 10,002
+    assert chat.transcript.rendered - rendered <= 3
+    assert reads == []  # the conversation is never read again whole
+    assert [m.role for m in chat.active.shown[-2:]] == ["user", "assistant"]
+    assert len(chat.active.shown) == 10_002 == len(chat.store.messages(conversation))
+    reply = chat.active.shown[-1]
+    assert (
+        reply.state == "complete" and reply.content and "One more question" in chat.transcript.toPlainText()
+    )
+    # the chat is far longer than the 512-token context: the model's own format, older turns left out
+    assert "left out" in chat.notice.text() and "plain" not in chat.notice.text().lower()
+    assert reply.stats["prompt_tokens"] <= 512
+
+
+def test_switching_versions_deep_in_a_long_chat_redraws_only_what_is_drawn(
+    qtbot: QtBot, window: MainWindow
+) -> None:
+    chat = window.chat
+    conversation = long_conversation(chat.store, 2_000)
+    chat.open_conversation(conversation)
+    last_user = chat.active.shown[-2]
+    chat.store.add_message(conversation, "user", "Another version", parent_id=last_user.parent_id)
+    chat.open_conversation(conversation)
+    edited = chat.active.shown[-1]
+    assert edited.content == "Another version" and edited.versions == 2
+    rendered = chat.transcript.rendered
+    chat.switch_version(edited, -1)
+    assert chat.active.shown[-2].id == last_user.id and len(chat.active.shown) == 2_000
+    assert chat.transcript.rendered - rendered <= DRAWN_AT_FIRST + 1
