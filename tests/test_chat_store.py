@@ -132,7 +132,7 @@ def test_rename_pin_search_delete_and_undo() -> None:
     assert [c.title for c in store.conversations()] == ["European capitals", "Cooking"]
     assert [c.id for c in store.conversations(search="paris")] == [first]  # message text, any case
     assert [c.id for c in store.conversations(search="capitals")] == [first]  # title
-    assert [c.id for c in store.conversations(search="100%")] == [second]  # LIKE wildcards are literal
+    assert [c.id for c in store.conversations(search="100%")] == [second]  # % and _ are no wildcards
     assert store.conversations(search="1_0") == []
     saved = store.delete_conversation(first)
     assert [c.id for c in store.conversations()] == [second]
@@ -340,3 +340,175 @@ def test_reasoning_is_stored_apart_migrated_into_old_databases_exported_and_impo
     assert again.conversation(restored).thinking is False
     markdown = to_markdown(saved)
     assert "> *Thought for 12 s (4 words)*\n>\n> Let me think. Greet.\n\nHello!" in markdown
+
+
+def _found(store: ChatStore, search: str) -> list[int]:
+    return [c.id for c in store.conversations(search=search)]
+
+
+def _index_in_step(store: ChatStore) -> None:
+    """FTS5's own check of the index against the rows (raises if they differ); no reply may be streaming."""
+    for table in ("messages_fts", "titles_fts"):
+        store.db.execute(f"INSERT INTO {table} ({table}, rank) VALUES ('integrity-check', 1)")
+
+
+def test_search_finds_titles_text_prefixes_and_accents_in_listing_order() -> None:
+    clock = iter(range(100, 200))
+    store = ChatStore(_db(), clock=lambda: next(clock))
+    assert store.indexed
+    llama = store.create_conversation("Llama.cpp tuning")
+    store.add_message(llama, "user", "Which n_batch suits a 4090?")
+    cafe = store.create_conversation("Trip")
+    store.add_message(cafe, "user", "A café in ZÜRICH near the Grossmünster, and flights from Rome")
+    recipe = store.create_conversation("Rome recipes")
+    store.add_message(recipe, "assistant", "Cacio e pepe: PECORINO, pepper, pasta.")
+    store.set_pinned(cafe, True)
+
+    assert _found(store, "tuning") == [llama]  # the title
+    assert _found(store, "n_batch") == [llama]  # message text
+    assert _found(store, "llam") == [llama]  # each word a prefix
+    assert _found(store, "LLAMA.CPP") == [llama]
+    assert _found(store, "pecorino") == _found(store, "Pecor") == [recipe]  # any case
+    assert _found(store, "cafe zurich") == _found(store, "Café Zürich") == [cafe]  # any accents
+    assert _found(store, "grossmunster") == [cafe]
+    assert _found(store, "rome") == [cafe, recipe]  # pinned first, then the newest: the listing's order
+    assert _found(store, "rome pasta") == [recipe]  # every word, in the title or in any message
+    assert _found(store, "rome  recipes ") == [recipe]
+    assert _found(store, "ome") == []  # a word's start, not anywhere inside it
+    assert _found(store, "tuning pasta") == []
+    assert [c.id for c in store.conversations()] == [cafe, recipe, llama]
+    _index_in_step(store)
+
+
+@pytest.mark.parametrize(
+    "typed",
+    ['"', '""', "'", 'pa"ris', '"paris', "NEAR(paris", "NEAR(paris pepper, 2)", "paris AND", "OR", "NOT",
+     "-paris", "paris*", "*", "^paris", "content:paris", "title:paris", "{content title}: paris", "(",
+     "paris)", "+", "\\", "a;DROP TABLE messages", "%", "_", "\x00", "paris\x00", "🦙", "東京"],
+)  # fmt: skip
+def test_search_text_with_fts_syntax_is_only_text(typed: str) -> None:
+    store = ChatStore(_db())
+    paris = store.create_conversation("Trip")
+    store.add_message(paris, "user", "Is Paris near the sea? content, title, and NOT 100% sure")
+    found = _found(store, typed)  # never raises
+    assert found in ([], [paris])
+    assert store.conversations(search="paris")  # nothing was harmed
+    assert _found(store, '"Paris"') == [paris]  # quotes typed by the user are text
+    assert _found(store, "paris NOT") == [paris]  # NOT is a word here, not an operator
+
+
+def test_deleted_messages_and_conversations_are_no_longer_found() -> None:
+    store = ChatStore(_db())
+    _sample(store)  # "Capitals": Paris
+    cooking = store.create_conversation("Cooking")
+    egg = store.add_message(cooking, "user", "How long do I boil an egg?")
+    store.add_message(cooking, "assistant", "Seven minutes.")
+    store.delete_message(egg)
+    assert _found(store, "egg") == []
+    assert _found(store, "seven") == [cooking]
+    saved = store.delete_conversation(cooking)
+    assert _found(store, "seven") == _found(store, "cooking") == []
+    restored = store.restore(saved)  # Undo brings it back to search too
+    assert _found(store, "seven") == _found(store, "cooking") == [restored]
+    _index_in_step(store)
+
+
+def test_edited_renamed_and_continued_text_is_found_by_its_new_words() -> None:
+    store = ChatStore(_db())
+    chat = store.create_conversation("Colours")
+    store.add_message(chat, "user", "Name a colour.")
+    reply = store.start_reply(chat)
+    store.checkpoint_reply(reply, "Vermilion, or")
+    assert _found(store, "vermilion") == []  # a reply enters the index when it stops streaming
+    store.finish_reply(reply, "Vermilion.", "complete")
+    assert _found(store, "vermilion") == [chat]
+
+    store.add_message(chat, "user", "Name a turquoise fruit.", parent_id=None)  # Edit: a new version
+    assert _found(store, "turquoise") == [chat]
+    assert _found(store, "colour") == [chat]  # the old version is kept, so still found
+
+    store.resume_reply(reply)  # Continue, then the text is replaced as it finishes
+    store.finish_reply(reply, "Cerulean.", "complete")
+    assert _found(store, "cerulean") == [chat]
+    assert _found(store, "vermilion") == []
+
+    store.rename_conversation(chat, "Paints")
+    assert _found(store, "paints") == [chat]
+    assert _found(store, "colours") == []
+    store.checkpoint_reply(reply, "ignored: not streaming")
+    _index_in_step(store)
+
+
+def test_a_reply_left_streaming_is_found_once_interrupted() -> None:
+    store = ChatStore(_db())
+    chat = store.create_conversation()
+    reply = store.start_reply(chat)
+    store.checkpoint_reply(reply, "half an answer about marmalade")
+    store.close()  # as if the app died here
+    again = ChatStore(_db())
+    assert again.interrupted_on_open == 1
+    assert _found(again, "marmalade") == [chat]
+    _index_in_step(again)
+
+
+def test_a_version_3_database_upgrades_with_its_backup_and_its_old_messages_are_found() -> None:
+    from app.chat.store import _MIGRATIONS
+
+    path = _db()
+    with sqlite3.connect(path) as db:  # a database as Hubside left it at schema 3: no index
+        db.executescript(_MIGRATIONS[0] + _MIGRATIONS[1] + _MIGRATIONS[2])
+        for title in ("Ünïcode", "other"):
+            db.execute("INSERT INTO conversations (title, created_at, updated_at) VALUES (?, 0, 0)", (title,))
+        for content, state in (("an old question on sourdough", "complete"), ("a reply cut", "streaming")):
+            db.execute(
+                "INSERT INTO messages (conversation_id, role, content, state, created_at, updated_at)"
+                " VALUES (1, 'user', ?, ?, 0, 0)",
+                (content, state),
+            )
+        db.execute("PRAGMA user_version = 3")
+    db.close()
+
+    store = ChatStore(path)
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    backup = path.with_name(f"{path.name}.before-v4")
+    with sqlite3.connect(backup) as old:
+        assert old.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert old.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 2
+    old.close()
+    assert _found(store, "sourdough") == _found(store, "unicode") == [1]
+    assert _found(store, "cut") == [1]  # the interrupted reply, too
+    store.add_message(2, "user", "a new question on rye")
+    assert _found(store, "rye") == [2]
+    _index_in_step(store)
+    store.close()
+    assert _found(ChatStore(path), "sourdough") == [1]  # built once, kept
+
+
+def test_without_fts5_search_falls_back_to_like_and_the_index_catches_up_later(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import app.chat.store
+
+    path = _db()
+    store = ChatStore(path)
+    first = store.create_conversation("Indexed")
+    store.add_message(first, "user", "written with the index")
+    store.close()
+
+    monkeypatch.setattr(app.chat.store, "_has_fts5", lambda db: False)  # as on a sqlite built without FTS5
+    plain = ChatStore(path)
+    assert not plain.indexed
+    triggers = plain.db.execute("SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger'").fetchone()[0]
+    assert triggers == 0  # so that no write needs FTS5
+    second = plain.create_conversation("Plain")
+    plain.add_message(second, "user", "written without it")
+    plain.delete_message(plain.messages(first)[0].id)
+    assert _found(plain, "ritten") == [second]  # LIKE: anywhere in the text, as typed
+    assert _found(plain, "100%") == []
+    plain.close()
+
+    monkeypatch.undo()
+    again = ChatStore(path)
+    assert again.indexed
+    assert _found(again, "written") == [second]  # rebuilt from the rows: nothing stale, nothing missing
+    _index_in_step(again)

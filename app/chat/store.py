@@ -6,7 +6,8 @@ streams and finalized when it ends. Regenerating a reply or editing a message ad
 old one (a message's `parent_id` is the message it follows; one child per branch point is `active`), so no
 earlier text is lost and the user can switch back. Opening the database marks any reply still 'streaming'
 (the app died mid-reply) as 'interrupted', keeping its text. A database that cannot be read is moved
-aside, never deleted; one written by a newer Hubside is refused rather than downgraded.
+aside, never deleted; one written by a newer Hubside is refused rather than downgraded. Search over titles
+and message text uses an FTS5 index kept in step by triggers, or LIKE where this sqlite has no FTS5.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from app.storage import open_database
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 ROLES = ("system", "user", "assistant")
 STATES = ("complete", "streaming", "stopped", "interrupted", "error")
 
@@ -71,8 +72,55 @@ ALTER TABLE messages ADD COLUMN reasoning TEXT NOT NULL DEFAULT '';
 ALTER TABLE conversations ADD COLUMN thinking INTEGER;
 """
 
+# v4: full-text search over titles and message text (not the thinking). External-content FTS5 tables hold
+# only the index, not a second copy of the text; triggers keep them in step; words are indexed without case
+# or accents. The index is derived data, built on open rather than by a migration step (_sync_search_index):
+# from the rows where this sqlite has FTS5 and the triggers are missing (an upgrade from v3, or a file last
+# opened without FTS5); where it has no FTS5 its triggers are dropped, so that no write ever needs FTS5.
+_TOKENIZE = "tokenize = 'unicode61 remove_diacritics 2'"
+_SEARCH_INDEX = (
+    f"CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5("
+    f"content, content = 'messages', content_rowid = 'id', {_TOKENIZE})",
+    f"CREATE VIRTUAL TABLE IF NOT EXISTS titles_fts USING fts5("
+    f"title, content = 'conversations', content_rowid = 'id', {_TOKENIZE})",
+    # A reply enters the index when it stops streaming: a checkpoint (the whole text so far, every second)
+    # costs no index work, and a long reply is indexed once, not once a second. So the index holds exactly
+    # the messages not 'streaming'; opening the database ends any such reply as 'interrupted', indexing it.
+    "CREATE TRIGGER IF NOT EXISTS messages_fts_insert AFTER INSERT ON messages WHEN new.state != 'streaming'"
+    " BEGIN INSERT INTO messages_fts (rowid, content) VALUES (new.id, new.content); END",
+    "CREATE TRIGGER IF NOT EXISTS messages_fts_delete AFTER DELETE ON messages WHEN old.state != 'streaming'"
+    " BEGIN INSERT INTO messages_fts (messages_fts, rowid, content) VALUES ('delete', old.id, old.content);"
+    " END",
+    "CREATE TRIGGER IF NOT EXISTS messages_fts_update AFTER UPDATE OF content, state ON messages"
+    " WHEN old.state != 'streaming' OR new.state != 'streaming' BEGIN"
+    " INSERT INTO messages_fts (messages_fts, rowid, content)"
+    " SELECT 'delete', old.id, old.content WHERE old.state != 'streaming';"
+    " INSERT INTO messages_fts (rowid, content) SELECT new.id, new.content WHERE new.state != 'streaming';"
+    " END",
+    "CREATE TRIGGER IF NOT EXISTS titles_fts_insert AFTER INSERT ON conversations BEGIN"
+    " INSERT INTO titles_fts (rowid, title) VALUES (new.id, new.title); END",
+    "CREATE TRIGGER IF NOT EXISTS titles_fts_delete AFTER DELETE ON conversations BEGIN"
+    " INSERT INTO titles_fts (titles_fts, rowid, title) VALUES ('delete', old.id, old.title); END",
+    "CREATE TRIGGER IF NOT EXISTS titles_fts_update AFTER UPDATE OF title ON conversations"
+    " WHEN old.title IS NOT new.title BEGIN"
+    " INSERT INTO titles_fts (titles_fts, rowid, title) VALUES ('delete', old.id, old.title);"
+    " INSERT INTO titles_fts (rowid, title) VALUES (new.id, new.title); END",
+    "INSERT INTO messages_fts (messages_fts) VALUES ('delete-all')",
+    "INSERT INTO messages_fts (rowid, content) SELECT id, content FROM messages WHERE state != 'streaming'",
+    "INSERT INTO titles_fts (titles_fts) VALUES ('rebuild')",
+)
+_SEARCH_TRIGGERS = tuple(f"{table}_fts_{event}" for table in ("messages", "titles") for event in
+                         ("insert", "delete", "update"))  # fmt: skip
+_MAX_SEARCH_WORDS = 16  # a pasted paragraph still answers at once; its first words narrow it enough
+# A conversation has a word (an FTS5 query) where its title or one of its messages, any version, has it.
+_HAS_WORD = (
+    "(id IN (SELECT rowid FROM titles_fts WHERE titles_fts MATCH ?)"
+    " OR id IN (SELECT conversation_id FROM messages"
+    " WHERE id IN (SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?)))"
+)
+
 # user_version N -> the SQL that brings a version-N database to N+1 (0 is an empty file).
-_MIGRATIONS: dict[int, str] = {0: _SCHEMA_V1, 1: _V1_TO_V2, 2: _V2_TO_V3}
+_MIGRATIONS: dict[int, str] = {0: _SCHEMA_V1, 1: _V1_TO_V2, 2: _V2_TO_V3, 3: ""}  # v4: see _SEARCH_INDEX
 END = -1  # add_message's default parent: the last message of the conversation as shown
 
 
@@ -146,6 +194,7 @@ class ChatStore:
         self.clock = clock
         self.moved_aside: Path | None = None  # set when an unreadable database was moved out of the way
         self.interrupted_on_open = 0  # replies found 'streaming' (the app died mid-reply)
+        self.indexed = False  # search uses the FTS5 index (False: this sqlite has no FTS5; LIKE instead)
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.db = self._open()
@@ -162,6 +211,7 @@ class ChatStore:
             self._migrate(db)
             with db:
                 db.execute("BEGIN IMMEDIATE")
+                self.indexed = _sync_search_index(db)
                 cursor = db.execute("UPDATE messages SET state = 'interrupted' WHERE state = 'streaming'")
                 self.interrupted_on_open = cursor.rowcount
         except BaseException:
@@ -374,19 +424,28 @@ class ChatStore:
 
     # --- reads -----------------------------------------------------------------------------------
     def conversations(self, search: str = "") -> list[Conversation]:
-        """Pinned first, then the most recent; `search` keeps those whose title or any message has it."""
+        """Pinned first, then the most recent. `search` keeps those where each of its words starts a word of
+        the title or of a message (any case, any accents); without FTS5, where it is in one as typed."""
+        order = " ORDER BY pinned DESC, updated_at DESC, id DESC"
+        words = search.replace("\0", " ").split()  # FTS5 would read a NUL as the end of the query
+        words = [word for word in words if any(c.isalnum() for c in word)][:_MAX_SEARCH_WORDS]
         if not search.strip():
+            rows = self.db.execute("SELECT * FROM conversations" + order).fetchall()
+        elif self.indexed and words:
+            # each word a quoted prefix: quotes and FTS syntax typed by the user are only text
+            terms = ['"' + word.replace('"', '""') + '"*' for word in words]
             rows = self.db.execute(
-                "SELECT * FROM conversations ORDER BY pinned DESC, updated_at DESC, id DESC"
+                "SELECT * FROM conversations WHERE " + " AND ".join([_HAS_WORD] * len(terms)) + order,
+                [term for term in terms for _ in range(2)],
             ).fetchall()
-            return [_conversation(row) for row in rows]
-        pattern = "%" + search.strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        rows = self.db.execute(
-            "SELECT * FROM conversations c WHERE c.title LIKE ?1 ESCAPE '\\' OR EXISTS ("
-            "  SELECT 1 FROM messages m WHERE m.conversation_id = c.id AND m.content LIKE ?1 ESCAPE '\\')"
-            " ORDER BY pinned DESC, updated_at DESC, id DESC",
-            (pattern,),
-        ).fetchall()
+        else:  # no FTS5, or only punctuation (which the index does not hold): the text as typed
+            pattern = "%" + search.strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            rows = self.db.execute(
+                "SELECT * FROM conversations c WHERE c.title LIKE ?1 ESCAPE '\\' OR EXISTS ("
+                "  SELECT 1 FROM messages m WHERE m.conversation_id = c.id AND m.content LIKE ?1 ESCAPE '\\')"
+                + order,
+                (pattern,),
+            ).fetchall()
         return [_conversation(row) for row in rows]
 
     def conversation(self, conversation_id: int) -> Conversation:
@@ -413,6 +472,36 @@ class ChatStore:
             "SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", (conversation_id,)
         ).fetchall()
         return [_message(row) for row in rows]
+
+
+def _sync_search_index(db: sqlite3.Connection) -> bool:
+    """Build the search index where this sqlite has FTS5 and it is missing (or was left stale while its
+    triggers were off); drop its triggers where FTS5 is missing. Runs in the caller's transaction."""
+    names = ", ".join(f"'{name}'" for name in _SEARCH_TRIGGERS)
+    (present,) = db.execute(
+        f"SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger' AND name IN ({names})"
+    ).fetchone()
+    if not _has_fts5(db):
+        for name in _SEARCH_TRIGGERS:
+            db.execute(f"DROP TRIGGER IF EXISTS {name}")
+        if present:
+            log.warning("this sqlite has no FTS5: chat search falls back to LIKE")
+        return False
+    if present < len(_SEARCH_TRIGGERS):
+        started = time.perf_counter()
+        for statement in _SEARCH_INDEX:
+            db.execute(statement)
+        log.info("chat search index built in %.0f ms", (time.perf_counter() - started) * 1000)
+    return True
+
+
+def _has_fts5(db: sqlite3.Connection) -> bool:
+    try:  # a probe, as compile options can be compiled out and FTS5 can come as an extension
+        db.execute("CREATE VIRTUAL TABLE temp.fts5_probe USING fts5(x)")
+        db.execute("DROP TABLE temp.fts5_probe")
+    except sqlite3.OperationalError:
+        return False
+    return True
 
 
 def _conversation(row: sqlite3.Row) -> Conversation:
