@@ -3,37 +3,16 @@ as the user scrolls up, and a send or a streaming reply draws only what changed 
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from PySide6.QtCore import Qt
 from pytestqt.qtbot import QtBot
 
-from app.chat.store import ChatStore, Conversation, ConversationExport, Message
 from app.ui.main_window import MainWindow
 from app.ui.transcript import DRAWN_AT_FIRST, DRAWN_MORE
+from tests.long_chats import long_conversation
 
 WAIT_MS = 60_000
-
-
-def long_conversation(store: ChatStore, count: int, words: int = 3) -> int:
-    """A saved chat of `count` messages, user and assistant in turn (one transaction)."""
-    now = time.time()
-    messages = tuple(
-        Message(
-            id=n + 1,
-            conversation_id=0,
-            role="user" if n % 2 == 0 else "assistant",
-            content=f"Message {n} " + " ".join(["word"] * words),
-            state="complete",
-            stats={},
-            created_at=now,
-            updated_at=now,
-            parent_id=n or None,
-        )
-        for n in range(count)
-    )
-    return store.restore(ConversationExport(Conversation(0, "Long chat", "", "", False, now, now), messages))
 
 
 def test_a_long_chat_opens_on_its_newest_messages_and_loads_older_ones_on_scroll(

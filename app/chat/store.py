@@ -178,8 +178,12 @@ def active_path(messages: Sequence[Message]) -> list[Message]:
     path: list[Message] = []
     parent: int | None = None
     while siblings := children.get(parent):
-        chosen = next((m for m in reversed(siblings) if m.active), siblings[-1])
-        path.append(replace(chosen, version=siblings.index(chosen) + 1, versions=len(siblings)))
+        if len(siblings) == 1:  # most points of a chat: no copy needed (a copy is most of the cost)
+            chosen = siblings[0]
+        else:
+            chosen = next((m for m in reversed(siblings) if m.active), siblings[-1])
+            chosen = replace(chosen, version=siblings.index(chosen) + 1, versions=len(siblings))
+        path.append(chosen)
         parent = chosen.id
         if len(path) > len(messages):  # a cycle could only come from a damaged file; stop, do not hang
             break
@@ -524,7 +528,7 @@ def _message(row: sqlite3.Row) -> Message:
         role=row["role"],
         content=row["content"],
         state=row["state"],
-        stats=json.loads(row["stats_json"]),
+        stats=json.loads(row["stats_json"]) if row["stats_json"] != "{}" else {},
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         parent_id=row["parent_id"],

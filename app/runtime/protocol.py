@@ -102,6 +102,7 @@ class ReplyStats:
     trimmed_messages: int = 0  # oldest messages dropped to fit the context
     notices: tuple[str, ...] = ()
     reasoning_ms: float = 0.0  # from the first reasoning text to the first text of the answer
+    prepare_ms: float = 0.0  # from the request to the prompt's first decode (render, tokenize, cache)
 
 
 @dataclass(frozen=True)

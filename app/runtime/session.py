@@ -388,6 +388,7 @@ class LlamaSession:
             ll.llama_memory_clear(self.memory, True)  # e.g. sliding-window caches cannot cut the middle
             keep = 0
         del self.cached[keep:]
+        prepared = time.perf_counter()  # the prompt is ready: rendered, tokenized, its cached prefix kept
 
         pos = keep
         pieces = PieceBatcher(request.request_id, emit, PIECE_INTERVAL_S)
@@ -398,7 +399,7 @@ class LlamaSession:
 
         def stats(finish: str, n_out: int, prompt_done: float, first: float | None = None) -> ReplyStats:
             now = time.perf_counter()
-            prompt_s = prompt_done - started
+            prompt_s = prompt_done - prepared
             gen_s = now - prompt_done
             evaluated = min(pos, len(tokens)) - keep  # less than the prompt when stopped inside it
             return ReplyStats(
@@ -412,6 +413,7 @@ class LlamaSession:
                 trimmed_messages=dropped,
                 notices=tuple(notices),
                 reasoning_ms=pieces.reasoning_ms(),
+                prepare_ms=(prepared - started) * 1000,
             )
 
         while pos < len(tokens):
