@@ -87,3 +87,16 @@ def test_only_the_turns_that_could_fit_are_sent() -> None:
     assert len(sendable) >= 512 * CHARS_PER_TOKEN_MAX // 1100  # as many as could fit by length
     huge = [ChatMessage("user", "y" * 10**6)]
     assert sendable_turns(huge, 512) == (huge, 0)  # the last one always goes (the engine says it's too long)
+
+
+def test_continue_before_the_answer_began_starts_the_reply_again() -> None:
+    active = _active()
+    active.add_user_message("Hi", "", "", thinking=None, edited=None)
+    active.start_reply(now=0.0)
+    active.add_piece("Let me see", True, now=0.1)
+    cut = active.finish_reply("stopped", {}, now=0.2)
+    assert cut is not None and cut.reasoning == "Let me see" and not cut.content
+    active.continue_reply(cut, now=1.0)
+    assert active.draft.reasoning_text == "" and active.draft.text == ""  # not thought twice
+    messages, _ = active.turns("", 512)
+    assert messages[-1].role == "user"  # the model starts the reply afresh

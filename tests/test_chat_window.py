@@ -15,6 +15,7 @@ from app.chat.store import ChatStore
 from app.paths import AppPaths
 from app.ui.application import Services, build_window
 from app.ui.main_window import MainWindow
+from app.ui.safe_markdown import action_url
 from tests.untrusted import canary_server, catching_links
 
 LOAD_TIMEOUT_MS = 60_000
@@ -261,13 +262,15 @@ def test_copy_and_delete_a_message_from_its_links(qtbot: QtBot, open_window) -> 
     conversation = _seed(window, "Links", "Keep me")
     chat.open_conversation(conversation)
     question, answer = chat.store.messages(conversation)
-    assert f"hubside:copy/{answer.id}" in chat.transcript.toMarkdown()
-    chat.transcript.anchorClicked.emit(QUrl(f"hubside:copy/{answer.id}"))
+    assert action_url(f"copy/{answer.id}/0") in chat.transcript.toMarkdown()
+    chat.transcript.anchorClicked.emit(QUrl(action_url(f"copy/{answer.id}/0")))
     assert QApplication.clipboard().text() == "An answer about Links."
-    chat.transcript.anchorClicked.emit(QUrl(f"hubside:delete/{answer.id}"))
+    chat.transcript.anchorClicked.emit(QUrl(f"hubside:delete/{answer.id}/0"))  # as a model could write it
+    assert len(chat.store.messages(conversation)) == 2  # ignored: it lacks the window's key
+    chat.transcript.anchorClicked.emit(QUrl(action_url(f"delete/{answer.id}/0")))
     assert [m.id for m in chat.store.messages(conversation)] == [question.id]
     assert "An answer about Links." not in chat.transcript.toPlainText()
-    chat.transcript.anchorClicked.emit(QUrl("hubside:delete/notanumber"))  # ignored
+    chat.transcript.anchorClicked.emit(QUrl(action_url("delete/notanumber")))  # ignored
     chat.transcript.anchorClicked.emit(QUrl("file:///etc/passwd"))  # never opened
 
 
@@ -308,7 +311,7 @@ def test_code_blocks_are_coloured(qtbot: QtBot, open_window) -> None:  # type: i
 
 
 def _click_action(window: MainWindow, action: str, message_id: int, number: int = 0) -> None:
-    window.chat.transcript.anchorClicked.emit(QUrl(f"hubside:{action}/{message_id}/{number}"))
+    window.chat.transcript.anchorClicked.emit(QUrl(action_url(f"{action}/{message_id}/{number}")))
 
 
 def _shown(window: MainWindow) -> list[tuple[str, str, int, int]]:
@@ -335,7 +338,7 @@ def test_regenerate_edit_and_switch_versions(qtbot: QtBot, open_window, smollm2_
     _ask(qtbot, window, "Name a colour.")
     qtbot.waitUntil(lambda: chat.request_id is None, timeout=REPLY_TIMEOUT_MS)
     question, first = chat.store.messages(chat.conversation_id)  # type: ignore[arg-type]
-    assert f"hubside:regenerate/{first.id}/0" in chat.transcript.toMarkdown()
+    assert action_url(f"regenerate/{first.id}/0") in chat.transcript.toMarkdown()
 
     _click_action(window, "regenerate", first.id)
     assert chat.request_id is not None  # a new reply streams
@@ -384,7 +387,7 @@ def test_continue_a_reply_cut_at_max_tokens(qtbot: QtBot, open_window, tiny_mode
     qtbot.waitUntil(lambda: chat.request_id is None, timeout=REPLY_TIMEOUT_MS)
     reply = chat.store.messages(chat.conversation_id)[-1]  # type: ignore[arg-type]
     assert reply.stats["finish_reason"] == "length"
-    assert f"hubside:continue/{reply.id}/0" in chat.transcript.toMarkdown()
+    assert action_url(f"continue/{reply.id}/0") in chat.transcript.toMarkdown()
 
     _click_action(window, "continue", reply.id)
     qtbot.waitUntil(lambda: chat.request_id is None, timeout=REPLY_TIMEOUT_MS)
@@ -408,7 +411,7 @@ def test_copy_a_code_block_from_its_button(qtbot: QtBot, open_window) -> None:  
     )
     chat.open_conversation(conversation)
     markdown = chat.transcript.toMarkdown()
-    assert f"hubside:copycode/{reply}/0" in markdown and f"hubside:copycode/{reply}/1" in markdown
+    assert action_url(f"copycode/{reply}/0") in markdown and action_url(f"copycode/{reply}/1") in markdown
     _click_action(window, "copycode", reply, 1)
     assert QApplication.clipboard().text() == "ls -l"
     _click_action(window, "copycode", reply, 0)
@@ -421,7 +424,10 @@ def test_custom_sampling_values(qtbot: QtBot, open_window, tiny_model: Path) -> 
     window = open_window()
     chat = window.chat
     chat.sampling_panel.preset.setCurrentText("Precise")
-    assert chat.sampling_panel.temperature.value() == pytest.approx(0.2) and chat.sampling_panel.top_k.value() == 20
+    assert (
+        chat.sampling_panel.temperature.value() == pytest.approx(0.2)
+        and chat.sampling_panel.top_k.value() == 20
+    )
     qtbot.mouseClick(chat.sampling_panel.toggle, Qt.MouseButton.LeftButton)
     assert chat.sampling_panel.isVisible()
     chat.sampling_panel.temperature.setValue(0.0)

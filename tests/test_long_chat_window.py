@@ -82,3 +82,31 @@ def test_switching_versions_deep_in_a_long_chat_redraws_only_what_is_drawn(
     chat.switch_version(edited, -1)
     assert chat.active.shown[-2].id == last_user.id and len(chat.active.shown) == 2_000
     assert chat.transcript.rendered - rendered <= DRAWN_AT_FIRST + 1
+
+
+def test_an_imported_chat_with_odd_numbers_opens(qtbot: QtBot, window: MainWindow, tmp_path: Path) -> None:
+    """A file's stats are untrusted: a string where a number belongs is left out, never a crash per render."""
+    import json
+
+    odd = {
+        "reasoning_ms": "12",
+        "tokens_per_s": "fast",
+        "ttft_ms": float("nan"),
+        "model": 7,
+        "preset": "Precise",
+    }
+    saved = {
+        "format": "hubside-conversation",
+        "version": 3,
+        "title": "Odd",
+        "messages": [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello", "reasoning": "hmm", "stats": odd},
+        ],
+    }
+    path = tmp_path / "odd.json"
+    path.write_text(json.dumps(saved))
+    window.chat.import_conversation(path)
+    reply = window.chat.active.shown[-1]
+    assert reply.stats == {"preset": "Precise"} and "Hello" in window.chat.transcript.toPlainText()
+    assert "Thoughts (1 word)" in window.chat.transcript.toPlainText()

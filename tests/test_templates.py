@@ -188,3 +188,16 @@ def test_the_end_of_turn_text_is_read_from_the_template(name: str, starts_with: 
     from app.runtime.templates import end_of_turn_text
 
     assert end_of_turn_text(_corpus(name), bos_token="<s>", eos_token="</s>").startswith(starts_with)
+
+
+def test_a_continued_reply_goes_on_after_the_thinking_block_the_template_opened() -> None:
+    """R1 distills open <think> in the generation prompt: a continued answer must come after its end."""
+    chat = [ChatMessage("user", "2+2?"), ChatMessage("assistant", "The answer is", reasoning="Add them.")]
+    r1 = build_prompt(
+        _corpus("deepseek-ai-DeepSeek-R1-Distill-Llama-8B"), chat, bos_token="<s>", eos_token="</s>"
+    )
+    assert r1.notice is None and r1.text.endswith("<think>\nAdd them.\n</think>\n\nThe answer is")
+    plain = build_prompt(
+        _corpus("mistralai-Mistral-Nemo-Instruct-2407"), chat, bos_token="<s>", eos_token="</s>"
+    )
+    assert plain.text.endswith("[/INST]The answer is")  # no thinking block opened: the answer goes on

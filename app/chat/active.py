@@ -92,10 +92,13 @@ class ActiveChat:
         return self.reply_id
 
     def continue_reply(self, message: Message, now: float) -> None:
-        """Stream into a reply that was cut, adding to what it has."""
+        """Stream into a reply that was cut, adding to what it has. A reply stopped before its answer
+        began starts again (its thinking goes to no template as a start, so it would be thought twice)."""
         self.store.resume_reply(message.id)
         self.reply_id = message.id
         self._begin(now)
+        if not message.content.strip():
+            self.draft = ReplyDraft()
 
     def _begin(self, now: float) -> None:
         last = self.shown[-1]

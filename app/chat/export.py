@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import Any
 
@@ -100,6 +101,25 @@ def _number(value: Any, default: float) -> float:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else default
 
 
+TEXT_STATS = ("model", "preset", "finish_reason")
+
+
+def _stats(value: Any) -> dict[str, Any]:
+    """A reply's numbers from a file: names as text, numbers as numbers; anything else is left out (the
+    transcript formats them, and a string where a number belongs must not break every later render)."""
+    if not isinstance(value, dict):
+        return {}
+    return {
+        key: item
+        for key, item in value.items()
+        if isinstance(key, str) and (isinstance(item, str) if key in TEXT_STATS else _is_number(item))
+    }
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def from_json(data: bytes | str) -> ConversationExport:
     """Parse an exported conversation, checking every field; raises AppError(BAD_INPUT) on anything odd."""
     if len(data) > MAX_IMPORT_BYTES:
@@ -124,7 +144,7 @@ def from_json(data: bytes | str) -> ConversationExport:
         state = entry.get("state", "complete")
         if state not in STATES:
             raise _bad(f"a message has an unknown state {state!r}")
-        stats = entry.get("stats", {})
+        stats = _stats(entry.get("stats", {}))
         created = _number(entry.get("created_at"), now)
         parent = entry.get("parent", number - 1 if number else None)  # version 1: one after another
         if parent is not None and (not isinstance(parent, int) or not 0 <= parent < number):
@@ -137,7 +157,7 @@ def from_json(data: bytes | str) -> ConversationExport:
                 content=_text(entry.get("content", ""), "a message's content"),
                 reasoning=_text(entry.get("reasoning", ""), "a message's reasoning"),
                 state="interrupted" if state == "streaming" else state,
-                stats=stats if isinstance(stats, dict) else {},
+                stats=stats,
                 created_at=created,
                 updated_at=created,
                 parent_id=None if parent is None else parent + 1,

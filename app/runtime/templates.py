@@ -32,6 +32,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Namespace
 
 from app.runtime.protocol import ChatMessage
+from app.runtime.reasoning import THINK_CLOSE, prompt_opens_thinking
 
 MAX_OUTPUT = 1 << 20  # characters of rendered prompt
 TIME_LIMIT_S = 1.0
@@ -314,8 +315,9 @@ def build_prompt(
     When the last message is the assistant's, the prompt ends inside that reply so the model continues it
     (a reply cut at max tokens): the turns before it, the assistant's turn opened, and the reply so far.
     """
-    partial = messages[-1].content if messages and messages[-1].role == "assistant" else None
-    history = messages[:-1] if partial is not None else messages
+    last = messages[-1] if messages and messages[-1].role == "assistant" else None
+    partial = None if last is None else last.content
+    history = messages[:-1] if last is not None else messages
     if not template:
         notice = "This model has no chat template; using a plain built-in format."
         return RenderedPrompt(_continued(fallback_prompt(history), partial, " "), notice, FALLBACK_STOP)
@@ -324,11 +326,19 @@ def build_prompt(
     except Exception as exc:  # any failure of foreign template code means: use the built-in format
         notice = f"The model's chat template could not be used ({exc}); using a plain built-in format."
         return RenderedPrompt(_continued(fallback_prompt(history), partial, " "), notice, FALLBACK_STOP)
+    if last is not None and prompt_opens_thinking(text):  # the answer must not go on inside the block
+        partial = _after_thinking(last.reasoning) + last.content
     return RenderedPrompt(_continued(text, partial, ""), None, ())
 
 
 def _continued(prompt: str, partial: str | None, separator: str) -> str:
     return prompt if partial is None else prompt + separator + partial
+
+
+def _after_thinking(reasoning: str) -> str:
+    """A continued reply goes on after its thinking: where the template opened the thinking block, the
+    reply's reasoning and the block's end come first (else the answer would continue inside it)."""
+    return (f"{reasoning.strip()}\n" if reasoning.strip() else "") + f"{THINK_CLOSE}\n\n"
 
 
 _USER_MARK, _REPLY_MARK = "HUBSIDE-USER-TURN", "HUBSIDE-REPLY-TURN"

@@ -7,12 +7,22 @@ Qt never follows a link by itself: a click on an http(s) link is reported, anyth
 
 from __future__ import annotations
 
-from PySide6.QtCore import QUrl, Signal, Slot
+import secrets
+
+from PySide6.QtCore import QUrl, QUrlQuery, Signal, Slot
 from PySide6.QtGui import QTextDocument
 from PySide6.QtWidgets import QTextBrowser, QWidget
 
 MARKDOWN = QTextDocument.MarkdownFeature.MarkdownDialectGitHub | QTextDocument.MarkdownFeature.MarkdownNoHTML
 ACTION_SCHEME = "hubside"  # links a page writes itself: handled by the page, never opened
+# Untrusted text can write a hubside: link too ("[ok](hubside:delete/7/0)"): the page's own links carry this
+# key, which no text can know (it is made anew each run and never leaves the window's documents).
+ACTION_KEY = secrets.token_hex(12)
+
+
+def action_url(path: str) -> str:
+    """The URL of one of the page's own action links, e.g. action_url("copy/12/0")."""
+    return f"{ACTION_SCHEME}:{path}?key={ACTION_KEY}"
 
 
 class SafeMarkdownView(QTextBrowser):
@@ -35,5 +45,5 @@ class SafeMarkdownView(QTextBrowser):
     def _clicked(self, url: QUrl) -> None:
         if url.scheme() in ("http", "https"):
             self.web_link_clicked.emit(url)
-        elif url.scheme() == ACTION_SCHEME:
+        elif url.scheme() == ACTION_SCHEME and QUrlQuery(url).queryItemValue("key") == ACTION_KEY:
             self.action_link_clicked.emit(url)

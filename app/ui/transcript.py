@@ -12,13 +12,13 @@ from typing import Any
 
 from PySide6.QtCore import QTimer, QUrl, Signal, Slot
 from PySide6.QtGui import QDesktopServices, QPalette, QTextBlockFormat, QTextCursor, QTextDocumentFragment
-from PySide6.QtWidgets import QTextBrowser, QWidget
+from PySide6.QtWidgets import QWidget
 
 from app.chat.export import SPEAKERS, quoted, thought_label
 from app.chat.markdown import with_code_links
 from app.chat.store import Message
 from app.ui.highlight import CodeHighlighter
-from app.ui.safe_markdown import ACTION_SCHEME, MARKDOWN, SafeMarkdownView
+from app.ui.safe_markdown import MARKDOWN, SafeMarkdownView, action_url
 
 LIVEMARKDOWN_LIMIT = 20_000  # characters of a streaming reply still redrawn as Markdown (a few ms)
 DRAWN_AT_FIRST = 40  # messages drawn when a conversation opens; older ones come as the user scrolls up
@@ -65,7 +65,7 @@ def live_thinking_markdown(reasoning: str, label: str, thinking_now: bool) -> st
 
 def _link(label: str, action: str, message_id: int, number: int = 0) -> str:
     # Our own links: handled by the page, never opened as URLs.
-    return f"[{label}]({ACTION_SCHEME}:{action}/{message_id}/{number})"
+    return f"[{label}]({action_url(f'{action}/{message_id}/{number}')})"
 
 
 def message_footer(message: Message, last: bool) -> str:
@@ -95,9 +95,11 @@ def message_footer(message: Message, last: bool) -> str:
 
 def saved_message_markdown(message: Message, last: bool, expanded: bool = False) -> str:
     content = with_code_links(message.content, lambda n: _link("Copy code", "copycode", message.id, n))
-    label = thought_label(message.reasoning, message.stats.get("reasoning_ms"))
-    toggle = _link("Hide" if expanded else "Show", "thoughts", message.id)
-    thinking = thinking_markdown(message.reasoning, label, toggle, expanded)
+    thinking = ""
+    if message.reasoning.strip():
+        label = thought_label(message.reasoning, message.stats.get("reasoning_ms"))
+        toggle = _link("Hide" if expanded else "Show", "thoughts", message.id)
+        thinking = thinking_markdown(message.reasoning, label, toggle, expanded)
     return message_markdown(
         message.role, content, STATE_NOTES.get(message.state, ""), message_footer(message, last), thinking
     )
@@ -140,6 +142,7 @@ class Transcript(SafeMarkdownView):
         self._live_plain = 0  # characters of the reply appended as plain text (past the limit)
         self.expanded_thoughts: set[int] = set()  # replies whose reasoning the user opened
         self.rendered = 0  # saved messages turned into Markdown so far (what a long chat must not grow)
+        self._redrawing = 0  # redraws under way (their scroll bar moves are not the user's)
         self.verticalScrollBar().valueChanged.connect(self._scrolled)
 
     @property
@@ -272,8 +275,9 @@ class Transcript(SafeMarkdownView):
 
     @Slot(int)
     def _scrolled(self, value: int) -> None:
-        if value == self.verticalScrollBar().minimum() and self.drawn < len(self.messages):
-            QTimer.singleShot(0, self.show_earlier)  # not inside the scroll bar's own signal
+        if self._redrawing or value != self.verticalScrollBar().minimum() or self.drawn >= len(self.messages):
+            return  # a redraw moves the bar too: only the user's scrolling to the top loads more
+        QTimer.singleShot(0, self, self.show_earlier)  # not inside the scroll bar's own signal
 
     @Slot()
     def scroll_to_end(self) -> None:
@@ -294,14 +298,18 @@ class Transcript(SafeMarkdownView):
 
 
 class _StickToEnd:
-    """Keeps the view at the bottom across a redraw if it was there before (the user may scroll up)."""
+    """Keeps the view at the bottom across a redraw if it was there before (the user may scroll up), and
+    marks the view as redrawing meanwhile."""
 
-    def __init__(self, view: QTextBrowser) -> None:
+    def __init__(self, view: Transcript) -> None:
+        self.view = view
         self.bar = view.verticalScrollBar()
 
     def __enter__(self) -> None:
+        self.view._redrawing += 1
         self.at_end = self.bar.value() >= self.bar.maximum() - 4
 
     def __exit__(self, *exc: object) -> None:
         if self.at_end:
             self.bar.setValue(self.bar.maximum())
+        self.view._redrawing -= 1
