@@ -68,6 +68,11 @@ class AppPaths:
         return self.cache_dir / "hub"
 
     @property
+    def library_cache_file(self) -> Path:
+        """What the library scan read from each GGUF header, by path, size and mtime (rebuilt when lost)."""
+        return self.cache_dir / "library.sqlite3"
+
+    @property
     def compare_file(self) -> Path:
         return self.data_dir / "compare.sqlite3"
 

@@ -19,6 +19,7 @@ from app.ui.main_window import MainWindow
 from app.ui.models_page import ModelsPage
 from tests.hubstub.faults import Fault
 from tests.hubstub.server import HubStub
+from tests.library_files import make_library
 
 WAIT_MS = 60_000
 REPO = "bartowski/SmolLM2-135M-Instruct-GGUF"
@@ -121,3 +122,25 @@ def test_models_found_in_place_are_hidden_never_deleted(
     models.remove(by_name["mine-Q4_0.gguf"])  # downloaded by Hubside: deleted, empty folders too
     qtbot.waitUntil(lambda: models.model.rowCount() == 1, timeout=WAIT_MS)
     assert not mine.exists() and not mine.parent.exists()
+
+
+def test_the_page_lists_2000_models_and_a_rescan_reads_no_header(
+    qtbot: QtBot, window: MainWindow, tmp_path: Path
+) -> None:
+    _, models, _ = _pages(window)
+    files = make_library(tmp_path / "library", 2000)
+    qtbot.waitUntil(lambda: not models.scanning, timeout=WAIT_MS)  # the start-up scan (of nothing)
+    told: list[int] = []
+    models.library_changed.connect(lambda entries: told.append(len(entries)))
+    models.add_folder(str(tmp_path / "library"))
+    qtbot.waitUntil(lambda: models.model.rowCount() == 2000, timeout=WAIT_MS)
+    assert [e.path for e in models.model.rows] == files and models.scanner.headers_read == files
+    assert models.model.index(1999, 0).data() == files[-1].name
+    assert models.summary.text().startswith("2000 models (0 cannot be used)")
+    models.rescan()  # nothing changed: no header read, the other pages are not told again
+    qtbot.waitUntil(lambda: not models.scanning, timeout=WAIT_MS)
+    assert models.scanner.headers_read == [] and told == [2000]
+    files[0].unlink()
+    models.rescan()
+    qtbot.waitUntil(lambda: models.model.rowCount() == 1999, timeout=WAIT_MS)
+    assert models.scanner.headers_read == [] and told == [2000, 1999]

@@ -5,15 +5,18 @@ header alone; a file that cannot be read is listed with the reason, never loaded
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from app.errors import AppError, ErrorKind
 from app.hub.quants import is_projector, quant_label
-from app.runtime.gguf_header import SHARD_NAME, read_header, shard_files
+from app.library.cache import CachedHeader, HeaderCache, HeaderFacts
+from app.runtime.gguf_header import SHARD_NAME, GGUFHeader, read_header, shard_files
+
+log = logging.getLogger(__name__)
 
 HUBSIDE, HF_CACHE, LM_STUDIO, FOLDER = "hubside", "hf-cache", "lm-studio", "folder"
 _PREFIX = {HUBSIDE: "", HF_CACHE: "hf:", LM_STUDIO: "lms:", FOLDER: "dir:"}
@@ -89,52 +92,138 @@ def _model_files(root: Root) -> list[Path]:
     return sorted(found)
 
 
-def entry_for(path: Path, root: Root) -> LibraryEntry:
-    files = shard_files(path)
-    size = sum(f.stat().st_size for f in files if f.exists())
-    repo = _repo_of(path, root)
-    quant = quant_label(path.name) or "?"
-    base = LibraryEntry("", path, files, root.source, repo, quant, size)
-    missing = [f.name for f in files if not f.exists()]
-    if missing:
-        return _with_id(base, problem=f"shard {missing[0]} is missing")
-    try:
-        header = read_header(path)
-    except AppError as exc:
-        return _with_id(base, problem=exc.user_message)
+class Scanner:
+    """Lists the models under the roots, reading a file's header only when the cache (if any) holds nothing
+    for its size and mtime; `headers_read` names the files whose header the last scan read."""
+
+    def __init__(self, cache_file: Path | None = None) -> None:
+        self.cache_file = cache_file
+        self.headers_read: list[Path] = []
+
+    def scan(self, roots: Iterable[Root], hidden: Iterable[str] = ()) -> list[LibraryEntry]:
+        """Every model under the roots (a file seen through two roots counts once), minus the hidden."""
+        cache = HeaderCache(self.cache_file) if self.cache_file is not None else None
+        try:
+            headers = _Headers(cache.load() if cache is not None else {})
+            entries = _numbered(_entries(roots, hidden, headers))
+            if cache is not None:
+                cache.save(headers.fresh, (str(e.path) for e in entries))
+        finally:
+            if cache is not None:
+                cache.close()
+        self.headers_read = headers.read
+        return entries
+
+
+def scan(roots: Iterable[Root], hidden: Iterable[str] = ()) -> list[LibraryEntry]:
+    """A scan that reads every header (no cache)."""
+    return Scanner().scan(roots, hidden)
+
+
+class _Headers:
+    """One scan's header facts: the cached ones for files whose size and mtime are unchanged, the others
+    read from the file (and kept in `fresh`, for the cache)."""
+
+    def __init__(self, known: dict[str, CachedHeader]) -> None:
+        self.known = known
+        self.fresh: dict[str, CachedHeader] = {}
+        self.read: list[Path] = []
+
+    def facts(self, path: Path, stamp: os.stat_result) -> HeaderFacts:
+        cached = self.known.get(str(path))
+        if cached is not None and (cached.size, cached.mtime_ns) == (stamp.st_size, stamp.st_mtime_ns):
+            return cached.facts
+        self.read.append(path)
+        try:
+            facts = _facts(read_header(path))
+        except AppError as exc:
+            facts = HeaderFacts(problem=exc.user_message)
+            if isinstance(exc.__cause__, OSError):  # unreadable now (permissions, a disk gone), not bad:
+                return facts  # not kept, the file is asked again next time
+        except Exception as exc:  # a reader bug on one hostile file must not cost the whole library
+            log.exception("reading the header of %s failed", path)
+            return HeaderFacts(problem=f"its header could not be read ({type(exc).__name__})")
+        self.fresh[str(path)] = CachedHeader(stamp.st_size, stamp.st_mtime_ns, facts)
+        return facts
+
+
+def _facts(header: GGUFHeader) -> HeaderFacts:
     context = header.arch_value("context_length")
-    return _with_id(
-        base,
-        quant=header.quant if header.quant not in ("unknown", "GUESSED") else quant,
+    return HeaderFacts(
+        quant=header.quant if header.quant not in ("unknown", "GUESSED") else "",
         architecture=header.architecture,
         parameters=header.n_params or None,
         context_length=int(context) if isinstance(context, int) else None,
     )
 
 
-def _with_id(entry: LibraryEntry, **changes: Any) -> LibraryEntry:
-    entry = replace(entry, **changes)
-    label = f"{entry.repo}:{entry.quant}" if entry.source != FOLDER else entry.path.stem
-    return replace(entry, id=_PREFIX[entry.source] + label)
-
-
-def scan(roots: Iterable[Root], hidden: Iterable[str] = ()) -> list[LibraryEntry]:
-    """Every model under the roots (a path seen twice, through two roots, counts once), minus the hidden."""
+def _entries(roots: Iterable[Root], hidden: Iterable[str], headers: _Headers) -> list[LibraryEntry]:
     skip = {str(Path(p)) for p in hidden}
-    seen: set[Path] = set()
+    seen: set[object] = set()
     entries: list[LibraryEntry] = []
     for root in roots:
         if not root.path.is_dir():
             continue
         for path in _model_files(root):
-            real = path.resolve()
-            if real in seen or str(path) in skip:
+            if str(path) in skip:
                 continue
-            seen.add(real)
-            entries.append(entry_for(path, root))
+            stamp = _stat(path)  # follows links: the HF cache's snapshot link gives its blob
+            identity = _identity(path, stamp)
+            if identity in seen:
+                continue
+            seen.add(identity)
+            entries.append(entry_for(path, root, stamp, headers))
+    return entries
+
+
+def _identity(path: Path, stamp: os.stat_result | None) -> object:
+    """The file behind the path, as its real path names it. A file with one directory entry (the usual
+    case) is named by its inode alone, without resolve()'s walk over every folder of the path (30 µs a
+    file, as much as the rest of a rescan); hard links are different paths to the library: resolved."""
+    if stamp is not None and stamp.st_nlink == 1:
+        return (stamp.st_dev, stamp.st_ino)
+    return path.resolve()
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except OSError:
+        return None
+
+
+def entry_for(path: Path, root: Root, stamp: os.stat_result | None, headers: _Headers) -> LibraryEntry:
+    files = shard_files(path)
+    stamps = [stamp, *(_stat(f) for f in files[1:])]
+    size = sum(s.st_size for s in stamps if s is not None)
+    missing = [f.name for f, s in zip(files, stamps, strict=True) if s is None]
+    if stamp is None or missing:
+        facts = HeaderFacts(problem=f"shard {missing[0]} is missing")
+    else:
+        facts = headers.facts(path, stamp)
+    repo = _repo_of(path, root)
+    quant = facts.quant or quant_label(path.name) or "?"
+    label = f"{repo}:{quant}" if root.source != FOLDER else path.stem
+    return LibraryEntry(
+        _PREFIX[root.source] + label,
+        path,
+        files,
+        root.source,
+        repo,
+        quant,
+        size,
+        facts.architecture,
+        facts.parameters,
+        facts.context_length,
+        facts.problem,
+    )
+
+
+def _numbered(entries: list[LibraryEntry]) -> list[LibraryEntry]:
+    """The same repo and quant twice (two folders): the later ones get #2, #3..."""
     ids: dict[str, int] = {}
     unique = []
-    for entry in entries:  # the same repo and quant twice (two folders): number the later ones
+    for entry in entries:
         ids[entry.id] = ids.get(entry.id, 0) + 1
         unique.append(entry if ids[entry.id] == 1 else _renamed(entry, f"{entry.id}#{ids[entry.id]}"))
     return unique

@@ -23,7 +23,8 @@ from PySide6.QtWidgets import (
 )
 
 from app.errors import AppError
-from app.library.scan import HUBSIDE, LibraryEntry, Root, delete, disk_usage, scan
+from app.library.scan import HUBSIDE, LibraryEntry, Root, Scanner, delete, disk_usage
+from app.paths import AppPaths
 from app.runtime.memory import gb
 from app.ui.background import Background
 from app.ui.table_model import RowsModel
@@ -64,12 +65,16 @@ class ModelsPage(QWidget):
         background: Background,
         add_folder: Callable[[str], None],
         hide: Callable[[str], None],
+        cache_file: Path | None = None,
     ) -> None:
         super().__init__()
         self.roots, self.hidden, self.models_dir, self.background = roots, hidden, models_dir, background
+        # A rescan reads only the headers of files that changed (the cache is in this user's cache dir).
+        self.scanner = Scanner(cache_file or AppPaths.from_env().library_cache_file)
         self.add_folder_setting, self.hide_setting = add_folder, hide
         self.scans = 0  # the newest scan wins
         self.scanning = False
+        self.listed = False  # a scan's result has been shown
         self.model = LibraryModel()
         self.view = named(QTableView(), "libraryTable")
         self.view.setAccessibleName("Models")
@@ -113,7 +118,7 @@ class ModelsPage(QWidget):
         number, roots, hidden = self.scans, self.roots(), self.hidden()
         self.scanning = True
         self.background.run(
-            lambda: scan(roots, hidden), lambda found, error: self._scanned(number, found, error)
+            lambda: self.scanner.scan(roots, hidden), lambda found, error: self._scanned(number, found, error)
         )
 
     def _scanned(self, number: int, entries: list[LibraryEntry] | None, error: AppError | None) -> None:
@@ -124,14 +129,20 @@ class ModelsPage(QWidget):
             self._say(error.user_message)
             return
         entries = entries or []
-        self.model.show(entries)
+        unchanged = self.listed and entries == self.model.rows
+        self.listed = True
+        self._summarize(entries)
+        if not unchanged:  # else the selection and scroll stay, and no other page is told again
+            self.model.show(entries)
+            self.library_changed.emit(entries)
+
+    def _summarize(self, entries: list[LibraryEntry]) -> None:
         bad = sum(1 for e in entries if e.problem)
         ours = [e for e in entries if e.source == HUBSIDE]
         self.summary.setText(
             f"{len(entries)} models ({bad} cannot be used) · {gb(disk_usage(entries))} in all, "
             f"{gb(disk_usage(ours))} downloaded by Hubside in {self.models_dir}"
         )
-        self.library_changed.emit(entries)
 
     def selected(self) -> LibraryEntry | None:
         rows = self.view.selectionModel().selectedRows()
