@@ -162,8 +162,11 @@ def test_exceptions_in_a_slot_and_a_thread_open_the_crash_dialog(qtbot: QtBot, w
         reporter.uninstall()
 
 
-def test_the_welcome_suggests_models_that_fit(qtbot: QtBot, window: MainWindow, hub: HubStub) -> None:
-    """From the Hub when it answers (off the GUI thread); the built-in list when it never has."""
+def test_the_welcome_suggests_models_that_fit(
+    qtbot: QtBot, window: MainWindow, hub: HubStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From the Hub when it answers (off the GUI thread); the built-in list when it never has; with too
+    little memory, it says so (not that the Hub cannot be reached)."""
     from app.hub.client import HubClient
     from app.hub.starters import STARTERS, suggestions
     from app.ui.background import Background
@@ -197,6 +200,19 @@ def test_the_welcome_suggests_models_that_fit(qtbot: QtBot, window: MainWindow, 
     assert set(first_run_offline.suggested) <= {s.repo for s in STARTERS}
     assert [s.repo for s in suggestions(31 * 10**8)] == [STARTERS[0].repo, STARTERS[1].repo]
     assert suggestions(10**9) == []
+
+    import app.ui.welcome
+
+    monkeypatch.setattr(app.ui.welcome, "free_ram", lambda: 10**9)  # 1 GB free: no chat model worth it
+    monkeypatch.setattr(app.ui.welcome, "free_vram", lambda: None)
+    hub.log.clear()
+    cramped = WelcomeDialog(shown.append, lambda: None, background, lambda: HubClient(cache), window)
+    qtbot.addWidget(cramped)
+    qtbot.waitUntil(lambda: cramped.source != "", timeout=10_000)
+    assert cramped.source == "little-memory" and cramped.suggested == [] and not hub.log.all()
+    assert (
+        "Too little memory is free" in cramped.note.text() and "cannot be reached" not in cramped.note.text()
+    )
     background.close()
 
 

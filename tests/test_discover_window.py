@@ -106,8 +106,10 @@ def test_the_newest_search_wins(qtbot: QtBot, hub: HubStub, discover: DiscoverPa
     hub.add_fault(Fault(path="/api/models", delay_seconds=1.5, times=1))  # the first search is slow
     discover.search_box.setText("slow")
     discover.search()
+    replaced = discover.pages
     discover.search_box.setText("fast")
     discover.search()
+    assert replaced is not None and replaced.cancelled  # it asks the Hub nothing more
     qtbot.waitUntil(lambda: discover.results.rowCount() == 1, timeout=WAIT_MS)
     qtbot.wait(2000)  # the slow answer arrives, and is dropped
     assert discover.results.index(0, 0).data() == "fast/answer-GGUF"
@@ -204,3 +206,40 @@ def test_a_gated_repo_says_what_to_do(qtbot: QtBot, hub: HubStub, discover: Disc
 def test_the_window_has_a_discover_page(window: MainWindow) -> None:
     pages = [window.navigation.item(i).text() for i in range(window.navigation.count())]
     assert pages == ["Chat", "Discover", "Models", "Downloads", "Compare"]
+
+
+def test_a_rare_architecture_is_looked_for_a_share_at_a_time(
+    qtbot: QtBot, hub: HubStub, discover: DiscoverPage
+) -> None:
+    """Each fetch looks through at most 3 listing pages; one that found too few waits for "Search further"
+    (the view would otherwise ask again at once, its last row being in sight, and walk the whole Hub)."""
+    from PySide6.QtWidgets import QPushButton
+
+    _idle(qtbot, discover)
+    hub.page_size = 10
+    for n in range(100):
+        hub.add_repo(
+            f"r/m{n:03d}-GGUF", {"m-Q4_0.gguf": 10}, gguf={"architecture": "rare" if n == 95 else "llama"}
+        )
+    further = discover.findChild(QPushButton, "searchFurther")
+    assert isinstance(further, QPushButton)
+    hub.log.clear()
+    discover.architecture.setCurrentText("rare")
+    discover.search()
+    _idle(qtbot, discover)
+
+    def listings() -> int:
+        return len([r for r in hub.log.all() if r.path == "/api/models"])
+
+    qtbot.wait(300)
+    assert discover.results.rowCount() == 0 and further.isVisible() and listings() == 3
+    assert discover.status.text() == "0 models so far; more repos to look through."
+    for asked in (6, 9):
+        qtbot.mouseClick(further, Qt.MouseButton.LeftButton)
+        _idle(qtbot, discover)
+        qtbot.wait(100)
+        assert listings() == asked and further.isVisible()
+    qtbot.mouseClick(further, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: discover.results.rowCount() == 1, timeout=WAIT_MS)
+    assert discover.results.index(0, 0).data() == "r/m095-GGUF" and listings() == 10
+    assert further.isHidden() and not discover.results.more_wanted and discover.status.text() == "1 model"

@@ -421,3 +421,50 @@ def test_cli_ls_rm_and_run_by_library_id(
     assert "deleted" in capsys.readouterr().out and not pulled.exists()
     assert main(["ls"]) == 0
     assert capsys.readouterr().out.startswith("No models yet")
+
+
+def test_a_large_file_without_its_lfs_sha256_is_refused_before_any_byte(hub: HubStub) -> None:
+    """A sibling without `lfs` has a blobId, but for a file in LFS that is its pointer's sha1: verifying the
+    download by it always fails. Only a file small enough for git (10 MiB) is checked by its blob id."""
+    from dataclasses import replace
+
+    from app.downloads.jobs import job_files
+    from app.hub.client import GIT_FILE_MAX_BYTES, HubClient
+    from app.hub.quants import RepoFile, Variant
+
+    big = "odd-Q8_0.gguf"
+    hub.add_repo("acme/Odd-GGUF", {big: 64 * 1024 * 1024}, lfs_unlisted=(big,))
+    client = HubClient(AppPaths.from_env().ensure().cache_dir / "hub")
+    details = client.details("acme/Odd-GGUF").value
+    (variant,) = details.variants
+    assert variant.files[0].sha256 is None and variant.files[0].blob_id is None  # the pointer's: not kept
+    with pytest.raises(AppError) as refused:
+        job_files(details, variant, hub.endpoint)
+    assert refused.value.kind is ErrorKind.HUB
+    assert refused.value.user_message == (
+        f"The Hub gave no sha256 for {big}, a file kept in LFS, so it could not be checked once downloaded; "
+        "Hubside will not download it. Try again later."
+    )
+    # details saved by an earlier version kept the blob id: the size alone refuses it
+    saved = Variant("Q8_0", (RepoFile(big, GIT_FILE_MAX_BYTES + 1, None, "ab" * 20),))
+    with pytest.raises(AppError, match=f"no sha256 for {big}, a file kept in LFS"):
+        job_files(details, saved, hub.endpoint)
+    small = replace(saved, files=(RepoFile("small-Q8_0.gguf", GIT_FILE_MAX_BYTES, None, "ab" * 20),))
+    assert job_files(details, small, hub.endpoint)[0].remote.git_blob == "ab" * 20
+    assert not hub.log.matching("/resolve/")  # nothing was downloaded
+
+
+def test_the_token_goes_only_to_the_hubs_own_scheme_host_and_port() -> None:
+    hub_url = "https://huggingface.co/acme/m/resolve/0123/m.gguf"
+    with requests.Session() as session:
+        transfer = Transfer(session, token="hf_secret")
+        for same in ("https://huggingface.co/api/resolve-cache/x", "https://HuggingFace.co:443/x"):
+            assert transfer.headers_for(same, hub_url) == {"Authorization": "Bearer hf_secret"}
+        for elsewhere in (
+            "http://huggingface.co/api/resolve-cache/x",  # a redirect to plain http: the token in clear
+            "https://huggingface.co:8443/x",
+            "https://cas-bridge.xethub.hf.co/x",
+            "https://huggingface.co.example.org/x",
+            "https://huggingface.co:notaport/x",
+        ):
+            assert transfer.headers_for(elsewhere, hub_url) == {}, elsewhere

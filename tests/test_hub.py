@@ -441,7 +441,7 @@ def _quantized(hub: HubStub, repo: str, billions: float, downloads: int, chat: b
 
 
 def test_the_welcome_suggests_the_most_downloaded_chat_models_that_fit(hub: HubStub) -> None:
-    from app.hub.starters import Q4_K_M_BITS, QUANTIZERS, STARTERS, hub_suggestions
+    from app.hub.starters import Q4_K_M_BITS, QUANTIZERS, STARTERS, Suggestions, hub_suggestions
 
     _quantized(hub, "bartowski/Qwen_Qwen3-8B-GGUF", 8.2, 900_000)
     _quantized(hub, "unsloth/Qwen3-8B-GGUF", 8.2, 800_000)  # the same model: suggested once
@@ -466,6 +466,7 @@ def test_the_welcome_suggests_the_most_downloaded_chat_models_that_fit(hub: HubS
     assert sorted(r.query["author"][0] for r in listings) == sorted(QUANTIZERS)
     for listing in listings:  # asked as the real Hub takes it: the size bound, chat repos, by downloads
         assert listing.status == 200 and listing.query["filter"] == ["gguf", "conversational"]
+        assert listing.query["limit"] == ["20"]  # the rows used, not the Discover list's 100
         assert listing.query["sort"] == ["downloads"] and listing.query["num_parameters"] == [
             "max:26.5B"
         ]  # (16 - 1) GiB at 4.85 bits
@@ -480,3 +481,147 @@ def test_the_welcome_suggests_the_most_downloaded_chat_models_that_fit(hub: HubS
     built_in = hub_suggestions(never, 16 * GIB)
     assert built_in.source == "built-in" and {s.repo for s in built_in.starters} <= {s.repo for s in STARTERS}
     assert built_in.starters
+
+    hub.reset()  # the Hub answers, with nothing for us: the last good answer stays saved
+    assert hub_suggestions(client, 16 * GIB).source == "built-in"
+    assert hub_suggestions(offline, 16 * GIB) == saved
+    hub.log.clear()  # too little memory for any chat model: the Hub is not asked, and the reason is told
+    assert hub_suggestions(client, 10**8) == Suggestions([], "little-memory") and not hub.log.all()
+
+
+def _rare_among_many(hub: HubStub, count: int, rare_at: int, owner: str = "r") -> None:
+    for n in range(count):
+        hub.add_repo(
+            f"{owner}/m{n:03d}-GGUF",
+            {"m-Q4_0.gguf": 10},
+            downloads=10_000 - n,
+            gguf={"total": 10**9, "architecture": "rare" if n == rare_at else "llama"},
+        )
+
+
+def _costs(hub: HubStub, owner: str = "r") -> tuple[int, int]:
+    """(listing pages, model infos) asked since the log was cleared."""
+    logged = [r for r in hub.log.all() if r.method == "GET"]
+    return (
+        len([r for r in logged if r.path == "/api/models"]),
+        len([r for r in logged if r.path.startswith(f"/api/models/{owner}/")]),
+    )
+
+
+def test_a_rare_architecture_costs_at_most_the_cap_per_call(hub: HubStub) -> None:
+    """One next() follows at most 3 listing pages and asks at most 300 model infos, then answers with what it
+    found (maybe nothing): not done, so the caller may ask for more."""
+    from app.hub.client import MAX_INFOS_PER_CALL, MAX_PAGES_PER_CALL
+
+    assert (MAX_PAGES_PER_CALL, MAX_INFOS_PER_CALL) == (3, 300)
+    _rare_among_many(hub, 350, rare_at=340)
+    pages = _client().search(SearchQuery(architecture="rare", sort="downloads"))
+    costs, found = [], []
+    while not pages.done and len(costs) < 10:
+        hub.log.clear()
+        found += pages.next(20)
+        costs.append((_costs(hub), pages.capped))
+    assert [m.id for m in found] == ["r/m340-GGUF"]
+    assert costs == [((3, 300), True), ((1, 50), False)]  # pages of 100 rows: 3 pages, then the last one
+
+    # A page larger than the budget of model infos (500 rows): 300 of its rows, then the other 200
+    fresh = HubClient(AppPaths.from_env().cache_dir / "fresh-hub-cache")
+    pages = fresh.search(SearchQuery(architecture="rare", sort="downloads", limit=500))
+    costs, found = [], []
+    while not pages.done and len(costs) < 10:
+        hub.log.clear()
+        found += pages.next(20)
+        costs.append(_costs(hub))
+    assert [m.id for m in found] == ["r/m340-GGUF"] and costs == [(1, 300), (0, 50)]
+
+
+def test_a_rate_limit_stops_the_architecture_filter(hub: HubStub) -> None:
+    _rare_among_many(hub, 100, rare_at=99)
+    hub.add_fault(
+        Fault(path="/api/models/r/", status=429, headers={"RateLimit": '"api";r=0;t=55'}, times=None)
+    )
+    pages = _client().search(SearchQuery(architecture="rare"))
+    with pytest.raises(AppError, match="limiting requests; try again in 55 s"):
+        pages.next(20)
+    from app.hub.client import ARCHITECTURE_WORKERS
+
+    assert _costs(hub)[1] <= ARCHITECTURE_WORKERS  # those in flight when the first 429 came, no more
+    hub.log.clear()
+    with pytest.raises(AppError, match="limiting requests"):
+        pages.next(20)  # the search stays stopped: nothing more is asked
+    assert _costs(hub) == (0, 0)
+
+
+def test_a_replaced_search_stops_asking_at_once_and_holds_nothing_up(hub: HubStub) -> None:
+    """cancel() (a newer search, or quitting) ends a next() while its model infos are still in flight; those
+    run on daemon threads, so they hold up neither the caller nor the interpreter's exit."""
+    import threading
+
+    from app.hub.client import ARCHITECTURE_WORKERS
+
+    _rare_among_many(hub, 200, rare_at=199)
+    hub.add_fault(Fault(path="/api/models/r/", delay_seconds=2.0, times=None))  # a slow Hub
+    pages = _client().search(SearchQuery(architecture="rare"))
+    answered: list[object] = []
+    caller = threading.Thread(target=lambda: answered.append(pages.next(20)), daemon=True)
+    caller.start()
+    time.sleep(0.5)  # the listing is in, the first model infos are in flight
+    workers = [t for t in threading.enumerate() if t.name.startswith("hub-arch")]
+    assert workers and all(t.daemon for t in workers)
+    pages.cancel()
+    caller.join(timeout=1.0)
+    assert not caller.is_alive() and answered == [[]]  # before the 2 s answers
+    time.sleep(0.3)
+    assert _costs(hub) == (1, ARCHITECTURE_WORKERS)  # the ones in flight ended; no other was started
+
+
+def test_a_filtered_search_keeps_its_own_saved_page(hub: HubStub) -> None:
+    hub.add_repo("a/llama-one-GGUF", {"m-Q4_0.gguf": 10}, gguf={"architecture": "llama"})
+    hub.add_repo("b/qwen-two-GGUF", {"m-Q4_0.gguf": 10}, gguf={"architecture": "qwen3"})
+    client = _client()
+    everything = {m.id for m in client.search(SearchQuery()).next(10)}
+    assert everything == {"a/llama-one-GGUF", "b/qwen-two-GGUF"}
+    assert [m.id for m in client.search(SearchQuery(architecture="qwen3")).next(10)] == ["b/qwen-two-GGUF"]
+    offline = HubClient(client.cache.root, endpoint="http://127.0.0.1:9")  # nothing listens on port 9
+    unfiltered = offline.search(SearchQuery())
+    assert {m.id for m in unfiltered.next(10)} == everything and unfiltered.stale
+    filtered = offline.search(SearchQuery(architecture="qwen3"))
+    assert [m.id for m in filtered.next(10)] == ["b/qwen-two-GGUF"] and filtered.stale
+
+
+def test_a_repo_without_gguf_yet_is_asked_again(hub: HubStub, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    hub.add_repo("late/m-GGUF", {"m-Q4_0.gguf": 10}, gguf=None)  # still uploading: no gguf in model info
+    client = _client()
+    assert client.facts("late/m-GGUF") == {"parameters": None, "architecture": None}
+    assert client.details("late/m-GGUF").value.architecture is None
+    hub.add_repo("late/m-GGUF", {"m-Q4_0.gguf": 10}, gguf={"total": 10**9, "architecture": "llama"})
+    hub.log.clear()
+    fsyncs: list[int] = []
+    monkeypatch.setattr(os, "fsync", fsyncs.append)
+    assert client.facts("late/m-GGUF") == {"parameters": 10**9, "architecture": "llama"}
+    assert len(hub.log.matching("/api/models/late/")) == 1 and fsyncs == []  # a cache: no fsync
+    hub.log.clear()
+    assert client.facts("late/m-GGUF")["architecture"] == "llama" and not hub.log.all()  # now remembered
+
+
+def test_a_next_link_to_another_origin_is_not_followed(hub: HubStub) -> None:
+    """The token goes to the endpoint's own scheme, host and port only."""
+    import json
+
+    port = hub.endpoint.rsplit(":", 1)[1]
+    rows = json.dumps([{"id": "x/m-GGUF"}]).encode()
+    for n, elsewhere in enumerate(
+        [
+            f"{hub.cdn_endpoint}/api/models",
+            f"http://localhost:{port}/api/models",
+            f"https://127.0.0.1:{port}/",
+        ]
+    ):
+        hub.log.clear()
+        link = f'<{elsewhere}?cursor=1&filter=gguf>; rel="next"'
+        hub.add_fault(Fault(path="/api/models", body=rows, headers={"Link": link}, times=1))
+        pages = _client(token="hf_secret").search(SearchQuery(text=f"elsewhere-{n}"))
+        assert [m.id for m in pages.next(50)] == ["x/m-GGUF"] and pages.done
+        assert [(r.server, r.path) for r in hub.log.all()] == [("hub", "/api/models")]

@@ -143,15 +143,27 @@ def with_state(job: Job, state: str, error: str = "") -> Job:
 
 def job_files(details: ModelDetails, variant: Variant, endpoint: str) -> tuple[JobFile, ...]:
     """The variant's files (and its vision projector) at the details' commit, each with its size and its
-    sha256 (LFS) or, for a small file kept in git, its git blob id."""
+    sha256 (LFS) or, for a small file kept in git (10 MiB at most), its git blob id; raises AppError for a
+    file that neither verifies."""
     from huggingface_hub import hf_hub_url
 
+    from app.hub.client import GIT_FILE_MAX_BYTES
+
     files = [*variant.files, *([variant.projector] if variant.projector else [])]
-    missing = [f.path for f in files if not f.sha256 and not f.blob_id]
-    if missing:
-        raise AppError(
-            ErrorKind.HUB, f"The Hub gave no checksum for {missing[0]}; Hubside will not download it."
-        )
+    for f in files:
+        if f.sha256:
+            continue
+        if f.size > GIT_FILE_MAX_BYTES:  # kept in LFS: a blob id would be the pointer's, never the file's
+            raise AppError(
+                ErrorKind.HUB,
+                f"The Hub gave no sha256 for {f.path}, a file kept in LFS, so it could not be checked once "
+                "downloaded; Hubside will not download it. Try again later.",
+                f"size {f.size} over {GIT_FILE_MAX_BYTES} without lfs.sha256",
+            )
+        if not f.blob_id:
+            raise AppError(
+                ErrorKind.HUB, f"The Hub gave no checksum for {f.path}; Hubside will not download it."
+            )
     return tuple(
         JobFile(
             f.path,

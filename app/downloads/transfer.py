@@ -22,14 +22,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import requests
 import urllib3
 
 from app.downloads.jobs import RemoteFile
 from app.errors import AppError, ErrorKind
-from app.hub.client import retry_after_s
+from app.hub.client import retry_after_s, same_origin
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +71,10 @@ class Transfer:
         if response is not None:
             response.raw.shutdown()  # wakes a read blocked in another thread (closing the socket would not)
 
-    def headers_for(self, url: str, hub_host: str) -> dict[str, str]:
-        if self.token and urlsplit(url).netloc == hub_host:
+    def headers_for(self, url: str, hub_url: str) -> dict[str, str]:
+        """The token, for a URL of the Hub's own scheme, host and port only (never after a redirect to
+        plain http, another port or a CDN)."""
+        if self.token and same_origin(url, hub_url):
             return {"Authorization": f"Bearer {self.token}"}
         return {}
 
@@ -116,14 +118,13 @@ def download(
 ) -> None:
     """Fetch `remote` into `target` (via `target.part`); raises Stopped, ChecksumMismatch or AppError."""
     part = _Part(target.with_name(target.name + ".part"), remote)
-    hub_host = urlsplit(remote.url).netloc
     progress(part.offset)
     failures = 0
     etag: str | None = None
     while part.offset < remote.size:
         before = part.offset
         try:
-            with _get(transfer, remote.url, hub_host, part.offset, etag) as response:
+            with _get(transfer, remote.url, remote.url, part.offset, etag) as response:
                 transfer.live = response
                 if response.status_code == 416:  # the server has nothing past our offset: not the same file
                     part.restart()
@@ -167,7 +168,7 @@ class _Retry(Exception):
         self.response = response
 
 
-def _get(transfer: Transfer, url: str, hub_host: str, offset: int, etag: str | None) -> requests.Response:
+def _get(transfer: Transfer, url: str, hub_url: str, offset: int, etag: str | None) -> requests.Response:
     headers = {"Accept-Encoding": "identity"}
     if offset:
         headers["Range"] = f"bytes={offset}-"
@@ -176,7 +177,7 @@ def _get(transfer: Transfer, url: str, hub_host: str, offset: int, etag: str | N
     for _ in range(MAX_REDIRECTS + 1):
         response = transfer.session.get(
             url,
-            headers=headers | transfer.headers_for(url, hub_host),
+            headers=headers | transfer.headers_for(url, hub_url),
             stream=True,
             allow_redirects=False,
             timeout=(CONNECT_TIMEOUT_S, transfer.stall_s),

@@ -10,14 +10,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import queue
 import re
-import time
+import tempfile
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urljoin, urlsplit
 
 from app.errors import AppError, ErrorKind
 from app.hub.quants import RepoFile, Variant, group_variants
@@ -47,6 +50,14 @@ REACHABLE_TIMEOUT_S = 5.0
 # here: it carries every row's chat template (pages ~15x larger).
 LISTING_EXPAND = ("downloads", "likes", "lastModified", "createdAt", "gated")
 ARCHITECTURE_WORKERS = 8  # model-info requests in flight at once while filtering a page by architecture
+# The most one next() does before it answers with what it found (a rare architecture would otherwise walk the
+# whole listing, a model info per row): listing pages followed, and model infos asked (cached ones are free).
+MAX_PAGES_PER_CALL = 3
+MAX_INFOS_PER_CALL = 300
+STOP_POLL_S = 0.1  # how soon a cancelled next() notices while model infos are in flight
+# The Hub keeps every file over 10 MiB in LFS: only a smaller file without `lfs` is a plain git blob, which
+# its blobId (sha1 of b"blob <size>\0" + content) verifies. A larger one's blobId is its LFS pointer's.
+GIT_FILE_MAX_BYTES = 10 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -59,13 +70,14 @@ class SearchQuery:
     gated: bool | None = None  # None: both
     author: str = ""  # one user's or organization's repos
     tags: tuple[str, ...] = ()  # more tags every row must carry, e.g. "conversational" (has a chat template)
+    limit: int = PAGE_SIZE  # rows per listing page
 
     def hub_params(self) -> dict[str, Any]:
         """The query of `GET /api/models`."""
         params: dict[str, Any] = {
             "filter": ["gguf", *self.tags],
             "sort": SORTS.get(self.sort, "trendingScore"),
-            "limit": PAGE_SIZE,
+            "limit": self.limit,
             "expand[]": list(LISTING_EXPAND),
         }
         if self.text.strip():
@@ -136,10 +148,32 @@ def _int(value: Any) -> int | None:
         return None
 
 
+def origin(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of a URL, the port filled in for http(s); None for a URL without them."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower())
+    except ValueError:  # a port that is not a number
+        return None
+    if not parts.hostname or port is None:
+        return None
+    return parts.scheme.lower(), parts.hostname.lower(), port
+
+
+def same_origin(url: str, other: str) -> bool:
+    """Whether both URLs have the same scheme, host and port: who may be sent the Hub token."""
+    mine = origin(url)
+    return mine is not None and mine == origin(other)
+
+
 def _date(value: Any) -> str:
     if value is None:
         return ""
     return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
+class RateLimited(AppError):
+    """The Hub answered 429: asking it more now only prolongs the limit."""
 
 
 def hub_error(exc: BaseException, repo: str = "") -> AppError:
@@ -177,7 +211,7 @@ def hub_error(exc: BaseException, repo: str = "") -> AppError:
         if status == 429:
             wait = retry_after_s(exc.response) if exc.response is not None else None
             after = f" in {wait} s" if wait is not None else " later"
-            return AppError(ErrorKind.HUB, f"The Hub is limiting requests; try again{after}.", str(exc))
+            return RateLimited(ErrorKind.HUB, f"The Hub is limiting requests; try again{after}.", str(exc))
         return AppError(ErrorKind.HUB, f"The Hub answered with an error (HTTP {status}).", str(exc))
     if isinstance(exc, hub_errors.OfflineModeIsEnabled | httpx2.TransportError | OSError):
         return AppError(ErrorKind.NETWORK, "Can't reach the Hub (offline?).", repr(exc))
@@ -201,10 +235,13 @@ class HubCache:
         except (OSError, ValueError):
             return None
 
-    def put(self, key: str, value: Any) -> None:
+    def put(self, key: str, value: Any, durable: bool = True) -> None:
+        """Save `value`; `durable=False` skips the fsyncs (a per-repo fact, cheap to ask again: a crash may
+        leave it unreadable, which get() takes for missing)."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            write_atomic(self._file(key, ".json"), json.dumps(value).encode())
+            data = json.dumps(value).encode()
+            (write_atomic if durable else _write_replace)(self._file(key, ".json"), data)
         except OSError as exc:  # a cache that cannot be written only costs a refetch
             log.warning("hub cache: cannot write %s: %s", key, exc)
 
@@ -222,63 +259,120 @@ class HubCache:
             log.warning("hub cache: cannot write %s: %s", key, exc)
 
 
+def _write_replace(path: Path, data: bytes) -> None:
+    """A temporary file renamed into place, without fsync: readers see the old file or the new one."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class _Budget:
+    """What one next() may still spend."""
+
+    pages: int = MAX_PAGES_PER_CALL
+    infos: int = MAX_INFOS_PER_CALL
+
+
 class SearchPages:
     """A search's results, a page at a time as they are asked for, following the Hub's `Link: rel="next"`.
 
     Our own paging over huggingface_hub's session: its list_models retries with backoff (a 429 with
     Retry-After 30 would keep the user waiting minutes for a message); here a short Retry-After is waited
-    for once, anything else is an answer at once.
+    for once, anything else is an answer at once. A 429 stops the search: it asks nothing more.
+
+    With an architecture filter each row's model info is asked (the listing does not say it). One next()
+    spends at most MAX_PAGES_PER_CALL listing pages and MAX_INFOS_PER_CALL model infos, then answers with what
+    it found, maybe fewer rows than asked or none (`capped`): the caller asks again for more.
     """
 
     def __init__(self, client: HubClient, query: SearchQuery) -> None:
         self.client = client
         self.query = query
         self._buffer: list[ModelSummary] = []
+        self._unchecked: list[Any] = []  # listing rows whose architecture is still to be asked
         self._next_url: str | None = None
         self._visited: set[str] = set()
         self._seen: set[str] = set()
         self._started = False
+        self._stop = threading.Event()
+        self._halted: AppError | None = None  # the Hub's rate limit: nothing more is asked
         self.done = False
         self.stale = False  # the rows came from the cache
+        self.capped = False  # the last next() spent its budget before it found the rows asked for
+
+    @property
+    def cancelled(self) -> bool:
+        return self._stop.is_set()
+
+    def cancel(self) -> None:
+        """Ask the Hub nothing more (a newer search replaced this one, or the app is quitting): a next() under
+        way returns soon, without waiting for the model infos in flight (they end on daemon threads)."""
+        self._stop.set()
 
     def next(self, count: int) -> list[ModelSummary]:
-        """Up to `count` more results ([] when there are no more); raises AppError."""
+        """Up to `count` more results: [] with `done` when there are no more; fewer with `capped` when this
+        call's budget ran out first (or none, after cancel()). Raises AppError."""
+        if self._halted is not None:
+            raise self._halted
+        self.capped = False
+        budget = _Budget()
         if not self._started:
             cached = self.client.cache.get(self._cache_key())
             if cached is not None and not self.client.reachable():  # without waiting for a timeout
                 return self._from_cache(cached)
             try:
                 self._started = True
-                self._fetch(f"{self.client.api.endpoint}/api/models", self.query.hub_params())
+                self._fetch(f"{self.client.api.endpoint}/api/models", self.query.hub_params(), budget)
+                self._check(budget)
                 self.client.cache.put(self._cache_key(), [vars(row) for row in self._buffer])
             except Exception as exc:
-                error = hub_error(exc)
+                error = self._failed(exc)
                 if error.kind in (ErrorKind.NETWORK, ErrorKind.HUB) and cached is not None:
                     return self._from_cache(cached)
                 raise error from exc
-        while len(self._buffer) < count and self._next_url is not None:
-            try:
-                self._fetch(self._next_url, None)
-            except Exception as exc:
-                raise hub_error(exc) from exc
+        try:
+            while len(self._buffer) < count and not self._stop.is_set():
+                if self._unchecked and budget.infos > 0:
+                    self._check(budget)
+                elif not self._unchecked and self._next_url is not None and budget.pages > 0:
+                    self._fetch(self._next_url, None, budget)
+                else:
+                    break
+        except Exception as exc:
+            raise self._failed(exc) from exc
         batch, self._buffer = self._buffer[:count], self._buffer[count:]
-        self.done = not self._buffer and self._next_url is None
+        self.done = not self._buffer and not self._unchecked and self._next_url is None
+        self.capped = len(batch) < count and not self.done and not self._stop.is_set()
         return batch
+
+    def _failed(self, exc: BaseException) -> AppError:
+        error = hub_error(exc)
+        if isinstance(error, RateLimited):
+            self._halted = error
+        return error
 
     def _from_cache(self, rows: list[dict[str, Any]]) -> list[ModelSummary]:
         self.done, self.stale, self._started = True, True, True  # the saved first page, nothing after it
         return [self.client.with_known_facts(ModelSummary(**row)) for row in rows]
 
-    def _fetch(self, url: str, params: dict[str, Any] | None) -> None:
+    def _fetch(self, url: str, params: dict[str, Any] | None, budget: _Budget) -> None:
         from huggingface_hub import ModelInfo, get_session, hf_raise_for_status
 
+        budget.pages -= 1
         self._visited.add(url)
         response = get_session().get(
             url, params=params, headers=self.client.auth_headers(), timeout=TIMEOUT_S
         )
         wait = retry_after_s(response) if response.status_code in (429, 503) else None
         if wait is not None and wait <= MAX_RETRY_AFTER_S:  # a short wait is worth it, once
-            time.sleep(wait)
+            if self._stop.wait(wait):
+                return
             response = get_session().get(
                 url, params=params, headers=self.client.auth_headers(), timeout=TIMEOUT_S
             )
@@ -292,21 +386,95 @@ class SearchPages:
             if info.id not in self._seen:
                 self._seen.add(info.id)
                 infos.append(info)
-        wanted = self.query.architecture.strip().lower()
-        if wanted:  # GGUF repos are not tagged with it: ask each row's model info (cached per repo)
-            with ThreadPoolExecutor(ARCHITECTURE_WORKERS, thread_name_prefix="hub-arch") as pool:
-                facts = list(pool.map(self.client.facts, [str(info.id) for info in infos]))
-            infos = [
-                i
-                for i, f in zip(infos, facts, strict=True)
-                if str(f.get("architecture") or "").lower() == wanted
-            ]
-        self._buffer.extend(self.client.summary(info) for info in infos)
+        if self.query.architecture.strip():
+            self._unchecked.extend(infos)  # GGUF repos are not tagged with it: each row's model info says
+        else:
+            self._buffer.extend(self.client.summary(info) for info in infos)
         following = response.links.get("next", {}).get("url")
+        following = urljoin(str(response.url), following) if following else None
+        if following and not same_origin(following, self.client.api.endpoint):
+            log.warning("search: not following a next page on another host: %s", following)
+            following = None  # the token goes to the Hub only
         self._next_url = following if following and following not in self._visited else None  # no loops
 
+    def _check(self, budget: _Budget) -> None:
+        """Keep the unchecked rows of the wanted architecture, in order, as far as the budget goes: a row
+        whose facts are cached costs nothing, any other one model info."""
+        wanted = self.query.architecture.strip().lower()
+        known: dict[str, dict[str, Any]] = {}
+        ask: list[str] = []
+        taken = 0
+        for info in self._unchecked:
+            repo = str(info.id)
+            facts = self.client.known_facts(repo)
+            if facts is not None:
+                known[repo] = facts
+            elif len(ask) < budget.infos:
+                ask.append(repo)
+            else:
+                break
+            taken += 1
+        answers = _in_parallel(self.client.facts, ask, ARCHITECTURE_WORKERS, self._stop)
+        if answers is None:  # cancelled: the rows stay unchecked
+            return
+        budget.infos -= len(ask)
+        known.update(zip(ask, answers, strict=True))
+        rows, self._unchecked = self._unchecked[:taken], self._unchecked[taken:]
+        self._buffer.extend(
+            self.client.summary(info)
+            for info in rows
+            if str(known[str(info.id)].get("architecture") or "").lower() == wanted
+        )
+
     def _cache_key(self) -> str:
-        return "search:" + json.dumps(self.query.hub_params(), sort_keys=True)
+        params = self.query.hub_params()
+        if self.query.architecture.strip():  # not a Hub parameter, yet another page of results
+            params["architecture"] = self.query.architecture.strip().lower()
+        return "search:" + json.dumps(params, sort_keys=True)
+
+
+def _in_parallel(
+    call: Callable[[str], dict[str, Any]], items: list[str], workers: int, stop: threading.Event
+) -> list[dict[str, Any]] | None:
+    """call(item) for each item, `workers` at a time, the answers in order; None once `stop` is set. The
+    first exception a call raises is raised here, and no other item is started after it. The threads are
+    daemons: a request in flight never holds up quitting, nor a cancelled caller."""
+    if not items:
+        return []
+    todo = iter(enumerate(items))
+    lock = threading.Lock()
+    halt = threading.Event()
+    answers: queue.SimpleQueue[tuple[int, Any, BaseException | None]] = queue.SimpleQueue()
+
+    def work() -> None:
+        while not halt.is_set() and not stop.is_set():
+            with lock:
+                item = next(todo, None)
+            if item is None:
+                return
+            try:
+                answers.put((item[0], call(item[1]), None))
+            except BaseException as exc:  # handed to the caller, who raises it
+                halt.set()
+                answers.put((item[0], None, exc))
+
+    for n in range(min(workers, len(items))):
+        threading.Thread(target=work, name=f"hub-arch-{n}", daemon=True).start()
+    results: dict[int, dict[str, Any]] = {}
+    try:
+        while len(results) < len(items):
+            if stop.is_set():
+                return None
+            try:
+                index, result, error = answers.get(timeout=STOP_POLL_S)
+            except queue.Empty:
+                continue
+            if error is not None:
+                raise error
+            results[index] = result
+    finally:
+        halt.set()
+    return [results[i] for i in range(len(items))]
 
 
 def retry_after_s(response: Any) -> int | None:
@@ -377,10 +545,16 @@ class HubClient:
             )
         )
 
-    def facts(self, repo: str) -> dict[str, Any]:
-        """A repo's parameters and architecture (model info's gguf), cached; {} when the Hub can't say."""
+    def known_facts(self, repo: str) -> dict[str, Any] | None:
+        """What facts() found for the repo before, or None."""
         known = self.cache.get(f"facts:{repo}")
-        if isinstance(known, dict):
+        return known if isinstance(known, dict) else None
+
+    def facts(self, repo: str) -> dict[str, Any]:
+        """A repo's parameters and architecture (model info's gguf), cached; {} when the Hub can't say.
+        Raises RateLimited on a 429: asking on would only prolong the limit."""
+        known = self.known_facts(repo)
+        if known is not None:
             return known
         from huggingface_hub import get_session, hf_raise_for_status
 
@@ -392,13 +566,21 @@ class HubClient:
             hf_raise_for_status(response)
             gguf = response.json().get("gguf")
         except Exception as exc:  # one row the Hub won't describe is left out of the filter, not the page
-            log.info("no architecture for %s: %s", repo, hub_error(exc, repo).user_message)
+            error = hub_error(exc, repo)
+            if isinstance(error, RateLimited):
+                raise error from exc
+            log.info("no architecture for %s: %s", repo, error.user_message)
             return {}
         gguf = gguf if isinstance(gguf, dict) else {}
         arch = gguf.get("architecture")
         found = {"parameters": _int(gguf.get("total")), "architecture": str(arch).lower() if arch else None}
-        self.cache.put(f"facts:{repo}", found)
+        self._remember_facts(repo, found)
         return found
+
+    def _remember_facts(self, repo: str, found: dict[str, Any]) -> None:
+        """Cache what the Hub said, unless it said nothing (no gguf yet: a repo still being uploaded)."""
+        if found.get("parameters") is not None or found.get("architecture") is not None:
+            self.cache.put(f"facts:{repo}", found, durable=False)
 
     def with_known_facts(self, row: ModelSummary) -> ModelSummary:
         """Parameters and architecture, which listings lack, from the repo's details seen before."""
@@ -417,9 +599,7 @@ class HubClient:
                 return Fetched(_details_from_json(cached), stale=True, problem=error.user_message)
             raise error from exc
         self.cache.put(f"details:{repo}", _details_to_json(details))
-        self.cache.put(
-            f"facts:{repo}", {"parameters": details.parameters, "architecture": details.architecture}
-        )
+        self._remember_facts(repo, {"parameters": details.parameters, "architecture": details.architecture})
         return Fetched(details)
 
     def _details(self, info: Any) -> ModelDetails:
@@ -432,7 +612,10 @@ class HubClient:
             size = _int(sibling.size)
             if size is None and lfs is not None:
                 size = _int(getattr(lfs, "size", None))
-            blob_id = getattr(sibling, "blob_id", None)
+            # A blobId verifies only a file kept in git: no lfs, and small enough for git on the Hub
+            blob_id = getattr(sibling, "blob_id", None) if lfs is None else None
+            if size is None or size > GIT_FILE_MAX_BYTES:
+                blob_id = None
             files.append(
                 RepoFile(str(sibling.rfilename), size or 0, sha256, str(blob_id) if blob_id else None)
             )

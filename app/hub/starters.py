@@ -25,6 +25,7 @@ QUANTIZERS = ("bartowski", "unsloth", "lmstudio-community", "ggml-org")  # whose
 ROWS_PER_QUANTIZER = 20
 SIZED_CANDIDATES = 12  # the most downloaded few whose parameter count is asked (model info, cached)
 SAVED_KEY = "welcome-suggestions"  # the Hub's last answer, for a first run offline
+MIN_PARAMETERS = 10**8  # a smaller chat model is not worth suggesting
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,9 @@ def suggestions(free_bytes: int, count: int = 3) -> list[Starter]:
 @dataclass(frozen=True)
 class Suggestions:
     starters: list[Starter]
-    source: str  # "hub", "saved" (the Hub's last answer, offline) or "built-in" (the Hub never answered)
+    # "hub", "saved" (the Hub's last answer, offline), "built-in" (the Hub never answered) or "little-memory"
+    # (no chat model worth suggesting fits the memory free: the Hub was not asked)
+    source: str
 
 
 def largest_fitting_parameters(free_bytes: int) -> int:
@@ -69,17 +72,32 @@ def largest_fitting_parameters(free_bytes: int) -> int:
     return max(0, int((free_bytes - KV_ALLOWANCE - CPU_MARGIN) * 8 / Q4_K_M_BITS))
 
 
+def little_memory(free_bytes: int) -> bool:
+    """Whether no chat model worth suggesting (10^8 parameters at Q4_K_M, with a context) fits."""
+    return largest_fitting_parameters(free_bytes) < MIN_PARAMETERS
+
+
+def built_in_suggestions(free_bytes: int, count: int = 3) -> Suggestions:
+    """The shipped list, without asking the Hub."""
+    if little_memory(free_bytes):
+        return Suggestions([], "little-memory")
+    return Suggestions(suggestions(free_bytes, count), "built-in")
+
+
 def hub_suggestions(client: HubClient, free_bytes: int, count: int = 3) -> Suggestions:
     """The `count` most downloaded chat GGUF repos of the well-known quantizers that fit, one per model (a
     model several of them quantized is suggested once). Offline: the Hub's last answer, else the built-in
     list. Blocking: run it off the GUI thread."""
+    if little_memory(free_bytes):  # nothing worth asking the Hub about
+        return Suggestions([], "little-memory")
     most = largest_fitting_parameters(free_bytes)
-    if most < 10**8:  # no chat model worth suggesting fits
-        return Suggestions([], "built-in")
     source = "hub"
     try:
-        popular, stale = _popular(client, most // 10**8 * 10**8)
-        client.cache.put(SAVED_KEY, [vars(starter) for starter in popular])
+        popular, stale = _popular(client, most // MIN_PARAMETERS * MIN_PARAMETERS)
+        if popular:  # an empty answer never replaces the last good one
+            client.cache.put(SAVED_KEY, [vars(starter) for starter in popular])
+        elif stale:  # the listings saved held nothing: the suggestions saved may
+            popular = _saved(client)
         source = "saved" if stale else source
     except AppError as exc:
         log.info("welcome: the Hub's suggestions from last time: %s", exc.user_message)
@@ -101,6 +119,7 @@ def _popular(client: HubClient, max_params: int) -> tuple[list[Starter], bool]:
             sort="downloads",
             tags=("conversational",),  # the Hub's tag for a repo with a chat template
             max_params=max_params,
+            limit=ROWS_PER_QUANTIZER,  # a page of what is used, not the Discover list's 100
         )
         for author in QUANTIZERS
     ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import Slot
+from PySide6.QtCore import QCoreApplication, Slot
 from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import QSplitter, QVBoxLayout, QWidget
 
@@ -64,6 +64,9 @@ class DiscoverPage(QWidget):
         layout.addWidget(self.search_bar)
         layout.addWidget(self.banner)
         layout.addWidget(splitter, 1)
+        app = QCoreApplication.instance()
+        if app is not None:  # a search under way asks the Hub nothing more once the app quits
+            app.aboutToQuit.connect(self.shutdown)
 
         # The parts under the names the window and the tests have always used.
         self.search_box = self.search_bar.search_box
@@ -103,6 +106,8 @@ class DiscoverPage(QWidget):
         self.search_bar.cancel_typing()
         self.search_serial += 1
         serial = self.search_serial
+        if self.pages is not None:
+            self.pages.cancel()  # the newest search wins: the one it replaces stops asking the Hub
         pages = self.client.search(self.search_bar.query(self.machine))
         self.pages = pages
         self.results.loading = True
@@ -125,7 +130,7 @@ class DiscoverPage(QWidget):
             )
         else:
             self.banner.hide()
-        self.results.reset(rows or [], not self.pages.done)
+        self.results.reset(rows or [], not self.pages.done, self.pages.capped)
         self.result_list.show_count()
 
     @Slot()
@@ -141,12 +146,19 @@ class DiscoverPage(QWidget):
     def _more(self, serial: int, rows: list[ModelSummary] | None, error: AppError | None) -> None:
         if serial != self.search_serial or self.pages is None:
             return
-        if error is not None:
-            self.results.loading = False
+        if error is not None:  # nothing more is asked until the user searches again (Retry)
+            self.results.append([], False)
+            self.result_list.show_count()
             self.banner.show_message(error.user_message)
             return
-        self.results.append(rows or [], not self.pages.done)
+        self.results.append(rows or [], not self.pages.done, self.pages.capped)
         self.result_list.show_count()
+
+    @Slot()
+    def shutdown(self) -> None:
+        """The app is quitting: the search under way stops asking the Hub."""
+        if self.pages is not None:
+            self.pages.cancel()
 
     # --- one repo ----------------------------------------------------------------------------------
     @Slot(str)

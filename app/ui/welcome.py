@@ -11,7 +11,7 @@ from PySide6.QtWidgets import QDialog, QHBoxLayout, QLabel, QPushButton, QVBoxLa
 
 from app.errors import AppError
 from app.hub.client import HubClient
-from app.hub.starters import Suggestions, cpu_name, hub_suggestions, suggestions
+from app.hub.starters import Suggestions, built_in_suggestions, cpu_name, hub_suggestions
 from app.runtime.memory import free_ram, free_vram, gb, gpu_name
 from app.ui.background import Background
 from app.ui.widgets import named
@@ -20,6 +20,8 @@ SOURCE_NOTES = {
     "hub": "Most downloaded this month on the Hugging Face Hub, among those that fit:",
     "saved": "The Hub cannot be reached; its suggestions from last time, among those that fit:",
     "built-in": "The Hub cannot be reached; well-known models that fit, to download when it can:",
+    "little-memory": "Too little memory is free for the chat models Hubside suggests. Close some programs "
+    "and open Hubside again, or look for the smallest models in Discover.",
 }
 
 
@@ -66,13 +68,13 @@ class WelcomeDialog(QDialog):
         buttons.addWidget(close)
         layout.addLayout(buttons)
         if hub is None:
-            self._show(Suggestions(suggestions(self.free), "built-in"), None)
+            self._show(built_in_suggestions(self.free), None)
         else:
             background.run(lambda: hub_suggestions(hub(), self.free), self._show)
 
     def _show(self, found: Any, error: AppError | None) -> None:
         if not isinstance(found, Suggestions) or error is not None:  # an answer that made no sense
-            found = Suggestions(suggestions(self.free), "built-in")
+            found = built_in_suggestions(self.free)
         self.source = found.source
         self.note.setText(SOURCE_NOTES[found.source])
         self.suggested = [p.repo for p in found.starters]
@@ -87,13 +89,10 @@ class WelcomeDialog(QDialog):
             row.addWidget(label, 1)
             row.addWidget(button)
             self.picks.addLayout(row)
-        if not found.starters:
+        if not found.starters and found.source != "little-memory":  # the note says it already
             self.picks.addWidget(
                 QLabel("This machine has little free memory: try the smallest models in Discover.")
             )
-
-    def _show_in_discover(self, repo: str) -> None:
-        self._choose(lambda: self.show_model(repo))
 
     def _choose(self, then: Callable[[], None]) -> None:
         self.accept()

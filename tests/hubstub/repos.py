@@ -33,6 +33,7 @@ class StubFile:
     data: bytes | None = None  # in memory
     listed_size: int | None = None  # listing only: a file of this many zero bytes (a 40 GB quant, say)
     in_git: bool = False  # kept in git even though LFS would be usual (a small GGUF): no lfs, no CDN
+    lfs_listed: bool = True  # False: in LFS, but model info's sibling lacks `lfs` (its blobId: the pointer's)
 
     @property
     def size(self) -> int:
@@ -108,7 +109,7 @@ class StubFile:
         if not blobs:
             return {"rfilename": self.path}
         entry: dict[str, Any] = {"rfilename": self.path, "size": self.size, "blobId": self.git_oid}
-        if self.is_lfs:
+        if self.is_lfs and self.lfs_listed:
             entry["lfs"] = {
                 "sha256": self.sha256,
                 "size": self.size,

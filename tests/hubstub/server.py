@@ -152,10 +152,16 @@ class HubStub:
 
     # --- content and faults ----------------------------------------------------------------------
     def add_repo(
-        self, repo_id: str, files: Mapping[str, bytes | Path | int], in_git: tuple[str, ...] = (), **meta: Any
+        self,
+        repo_id: str,
+        files: Mapping[str, bytes | Path | int],
+        in_git: tuple[str, ...] = (),
+        lfs_unlisted: tuple[str, ...] = (),
+        **meta: Any,
     ) -> StubRepo:
         """Serve a repo with these files (bytes, a path on disk, or a size: listed, content all zeros) and
-        metadata (downloads, gated...); `in_git`: paths kept in git rather than LFS (no sha256)."""
+        metadata (downloads, gated...); `in_git`: paths kept in git rather than LFS (no sha256);
+        `lfs_unlisted`: LFS files whose model-info sibling lacks its `lfs` field (size and blobId only)."""
         stub_files = {
             path: StubFile(path, source=content)
             if isinstance(content, Path)
@@ -166,6 +172,8 @@ class HubStub:
         }
         for path in in_git:
             stub_files[path].in_git = True
+        for path in lfs_unlisted:
+            stub_files[path].lfs_listed = False
         return self.repos.add(StubRepo(repo_id, stub_files, meta))
 
     def add_fault(self, fault: Fault) -> Fault:

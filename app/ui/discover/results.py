@@ -1,4 +1,5 @@
-"""The search results: a table that asks for the next page as it scrolls to the end, and a status line."""
+"""The search results: a table that asks for the next page as it scrolls to the end, and a status line;
+"Search further" when a search by architecture looked through its share of repos and found too few."""
 
 from __future__ import annotations
 
@@ -7,7 +8,15 @@ from dataclasses import replace
 from typing import Any
 
 from PySide6.QtCore import QModelIndex, Qt, Signal, Slot
-from PySide6.QtWidgets import QAbstractItemView, QLabel, QTableView, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
 
 from app.hub.client import ModelDetails, ModelSummary
 from app.hub.describe import results_status, short_count
@@ -27,15 +36,16 @@ class ResultsModel(RowsModel):
     def __init__(self, request_more: Callable[[], None]) -> None:
         super().__init__()
         self.more_wanted = False  # the search has more pages
+        self.at_cap = False  # the last fetch spent its share of requests: the next waits for the user
         self.loading = False
         self.request_more = request_more
 
-    def reset(self, rows: list[ModelSummary], more: bool) -> None:
-        self.more_wanted, self.loading = more, False
+    def reset(self, rows: list[ModelSummary], more: bool, at_cap: bool = False) -> None:
+        self.more_wanted, self.loading, self.at_cap = more, False, more and at_cap
         self.show(rows)
 
-    def append(self, rows: list[ModelSummary], more: bool) -> None:
-        self.loading, self.more_wanted = False, more
+    def append(self, rows: list[ModelSummary], more: bool, at_cap: bool = False) -> None:
+        self.loading, self.more_wanted, self.at_cap = False, more, more and at_cap
         if rows:
             self.beginInsertRows(QModelIndex(), len(self.rows), len(self.rows) + len(rows) - 1)
             self.rows.extend(rows)
@@ -68,12 +78,20 @@ class ResultsModel(RowsModel):
         return None
 
     def canFetchMore(self, parent: ModelIndex) -> bool:
-        return not parent.isValid() and self.more_wanted and not self.loading
+        # Not at the cap: the view asks whenever its last row shows, and a rare architecture would then
+        # walk the whole Hub a few hundred requests at a time without the user asking.
+        return not parent.isValid() and self.more_wanted and not self.loading and not self.at_cap
 
     def fetchMore(self, parent: ModelIndex) -> None:
         if self.canFetchMore(parent):
             self.loading = True
             self.request_more()
+
+    def search_further(self) -> None:
+        """The user asked: look through the next share of repos."""
+        if self.at_cap and not self.loading:
+            self.at_cap = False
+            self.fetchMore(QModelIndex())
 
 
 class ResultsList(QWidget):
@@ -93,13 +111,31 @@ class ResultsList(QWidget):
         fit_columns(self.results_view, RESULT_WIDTHS)
         self.results_view.selectionModel().currentRowChanged.connect(self._row_chosen)
         self.status = named(QLabel(""), "discoverStatus")
+        self.further = named(QPushButton("Search further"), "searchFurther")
+        self.further.setAccessibleName("Search further")
+        self.further.clicked.connect(self._search_further)
+        self.further.hide()
+        status_row = QHBoxLayout()
+        status_row.addWidget(self.status, 1)
+        status_row.addWidget(self.further)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.results_view, 1)
-        layout.addWidget(self.status)
+        layout.addLayout(status_row)
 
     def show_count(self) -> None:
-        self.status.setText(results_status(len(self.results.rows), self.results.more_wanted))
+        shown = len(self.results.rows)
+        if self.results.at_cap:
+            found = f"{shown} model" + ("" if shown == 1 else "s")
+            self.status.setText(f"{found} so far; more repos to look through.")
+        else:
+            self.status.setText(results_status(shown, self.results.more_wanted))
+        self.further.setVisible(self.results.at_cap)
+
+    @Slot()
+    def _search_further(self) -> None:
+        self.further.hide()
+        self.results.search_further()
 
     @Slot(QModelIndex, QModelIndex)
     def _row_chosen(self, current: QModelIndex, previous: QModelIndex) -> None:
