@@ -100,3 +100,17 @@ def test_continue_before_the_answer_began_starts_the_reply_again() -> None:
     assert active.draft.reasoning_text == "" and active.draft.text == ""  # not thought twice
     messages, _ = active.turns("", 512)
     assert messages[-1].role == "user"  # the model starts the reply afresh
+
+
+def test_a_long_chat_reads_its_newest_part_and_older_turns_only_to_send_them() -> None:
+    from app.chat.active import READ_AT_FIRST
+    from tests.long_chats import long_conversation
+
+    active = _active()
+    conversation = long_conversation(active.store, 3_000, words=3)
+    active.open(conversation)
+    assert len(active.shown) == READ_AT_FIRST and len(active.unread) == 3_000 - READ_AT_FIRST
+    messages, omitted = active.turns("", n_ctx=2048)  # 32k characters could go: more than was read
+    assert len(messages) > READ_AT_FIRST and len(messages) + omitted == 3_000
+    assert messages[-1].content == "Message 2999 word word word"
+    assert len(active.shown) == READ_AT_FIRST  # read for the request, not kept

@@ -8,6 +8,7 @@ from pathlib import Path
 from PySide6.QtCore import Qt
 from pytestqt.qtbot import QtBot
 
+from app.chat.active import READ_AT_FIRST
 from app.ui.main_window import MainWindow
 from app.ui.transcript import DRAWN_AT_FIRST, DRAWN_MORE
 from tests.long_chats import long_conversation
@@ -23,7 +24,8 @@ def test_a_long_chat_opens_on_its_newest_messages_and_loads_older_ones_on_scroll
     rendered = chat.transcript.rendered
     chat.open_conversation(conversation)
     text = chat.transcript.toPlainText()
-    assert chat.transcript.drawn == DRAWN_AT_FIRST and len(chat.active.shown) == 10_000
+    assert chat.transcript.drawn == DRAWN_AT_FIRST and chat.transcript.total == 10_000
+    assert len(chat.active.shown) == READ_AT_FIRST  # the rest is read as the user scrolls back to it
     assert chat.transcript.rendered - rendered == DRAWN_AT_FIRST  # not 10,000
     assert "Message 9999 word" in text and f"Message {10_000 - DRAWN_AT_FIRST} " in text
     assert f"Message {10_000 - DRAWN_AT_FIRST - 1} " not in text
@@ -33,6 +35,11 @@ def test_a_long_chat_opens_on_its_newest_messages_and_loads_older_ones_on_scroll
     qtbot.waitUntil(lambda: chat.transcript.drawn == DRAWN_AT_FIRST + DRAWN_MORE, timeout=WAIT_MS)
     assert f"Message {10_000 - DRAWN_AT_FIRST - DRAWN_MORE} " in chat.transcript.toPlainText()
     assert bar.value() > bar.minimum()  # what they were reading stays in view, not the new top
+    for _ in range(5):  # on past the messages read when it opened: more are read
+        chat.transcript.show_earlier()
+    assert chat.transcript.drawn == DRAWN_AT_FIRST + 6 * DRAWN_MORE > READ_AT_FIRST
+    assert len(chat.active.shown) == 2 * READ_AT_FIRST == len(chat.transcript.messages)
+    assert chat.active.shown == chat.store.messages(conversation)[-2 * READ_AT_FIRST :]
 
 
 def test_sending_and_streaming_in_a_long_chat_draw_only_the_new_messages(
@@ -57,7 +64,8 @@ def test_sending_and_streaming_in_a_long_chat_draw_only_the_new_messages(
     assert chat.transcript.rendered - rendered <= 3
     assert reads == []  # the conversation is never read again whole
     assert [m.role for m in chat.active.shown[-2:]] == ["user", "assistant"]
-    assert len(chat.active.shown) == 10_002 == len(chat.store.messages(conversation))
+    assert chat.transcript.total == 10_002 == len(chat.store.messages(conversation))
+    assert chat.active.shown == chat.store.messages(conversation)[-len(chat.active.shown) :]
     reply = chat.active.shown[-1]
     assert (
         reply.state == "complete" and reply.content and "One more question" in chat.transcript.toPlainText()
@@ -80,7 +88,7 @@ def test_switching_versions_deep_in_a_long_chat_redraws_only_what_is_drawn(
     assert edited.content == "Another version" and edited.versions == 2
     rendered = chat.transcript.rendered
     chat.switch_version(edited, -1)
-    assert chat.active.shown[-2].id == last_user.id and len(chat.active.shown) == 2_000
+    assert chat.active.shown[-2].id == last_user.id and chat.transcript.total == 2_000
     assert chat.transcript.rendered - rendered <= DRAWN_AT_FIRST + 1
 
 

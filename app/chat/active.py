@@ -13,7 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 from app.chat.reply import ReplyDraft
-from app.chat.store import ChatStore, Message
+from app.chat.store import ChatStore, Message, PathStep
 from app.runtime.protocol import (
     CHARS_PER_TOKEN_MAX,
     TURN_OVERHEAD_CHARS,
@@ -23,6 +23,8 @@ from app.runtime.protocol import (
 )
 
 CHECKPOINT_INTERVAL_S = 1.0
+READ_AT_FIRST = 200  # messages of a conversation read when it opens; the rest as they are needed
+READ_MORE = 200
 TITLE_LENGTH = 60
 FINAL_STATES = {"stop": "complete", "length": "complete", "stopped": "stopped"}  # finish reason -> state
 
@@ -42,7 +44,8 @@ class ActiveChat:
     def __init__(self, store: ChatStore) -> None:
         self.store = store
         self.conversation_id: int | None = None
-        self.shown: list[Message] = []  # the active path, oldest first
+        self.shown: list[Message] = []  # the newest part of the active path, oldest first
+        self.unread: list[PathStep] = []  # the points of the path before it, not read yet
         self.reply_id: int | None = None  # the reply streaming now
         self.draft = ReplyDraft()
         self.last_checkpoint = 0.0
@@ -53,9 +56,19 @@ class ActiveChat:
         self.reload()
 
     def reload(self) -> None:
-        """Read the active path again (after a change of versions, an edit, a delete)."""
+        """Read the active path again (after a change of versions, an edit, a delete): all of it as ids,
+        its newest READ_AT_FIRST messages whole."""
         cid = self.conversation_id
-        self.shown = self.store.messages(cid) if cid is not None else []
+        steps = self.store.active_steps(cid) if cid is not None else []
+        self.unread, self.shown = steps, []
+        self.read_earlier(READ_AT_FIRST)
+
+    def read_earlier(self, count: int) -> list[Message]:
+        """Read up to `count` more of the older messages (the user scrolled back to them); returns them."""
+        steps, self.unread = self.unread[-count:], self.unread[:-count]
+        older = self.store.path_messages(steps)
+        self.shown[:0] = older
+        return older
 
     def message(self, message_id: int) -> Message | None:
         return next((m for m in reversed(self.shown) if m.id == message_id), None)
@@ -92,12 +105,13 @@ class ActiveChat:
         return self.reply_id
 
     def continue_reply(self, message: Message, now: float) -> None:
-        """Stream into a reply that was cut, adding to what it has. A reply stopped before its answer
-        began starts again (its thinking goes to no template as a start, so it would be thought twice)."""
+        """Stream into a reply that was cut, adding to what it has. A reply stopped while it thought, before
+        its answer began, starts again (its thinking goes to no template as a start: it would be thought
+        twice)."""
         self.store.resume_reply(message.id)
         self.reply_id = message.id
         self._begin(now)
-        if not message.content.strip():
+        if message.reasoning.strip() and not message.content.strip():
             self.draft = ReplyDraft()
 
     def _begin(self, now: float) -> None:
@@ -108,14 +122,28 @@ class ActiveChat:
     def turns(self, system_prompt: str, n_ctx: int) -> tuple[tuple[ChatMessage, ...], int]:
         """What goes to the model for the reply: the system prompt, then the newest turns before the reply
         that could fit, then the reply itself if it has text (continued); and how many were left out."""
+        older, unread = self._older_to_send(n_ctx * CHARS_PER_TOKEN_MAX)
         history = [
             ChatMessage(m.role, m.content, m.reasoning)
-            for m in self.shown
+            for m in older + self.shown
             if m.content.strip() and m.state != "error"
         ]
         sendable, omitted = sendable_turns(history, n_ctx)
         system = [ChatMessage("system", system_prompt.strip())] if system_prompt.strip() else []
-        return tuple(system + sendable), omitted
+        return tuple(system + sendable), omitted + unread
+
+    def _older_to_send(self, budget: int) -> tuple[list[Message], int]:
+        """Unread older messages that could still fit `budget` characters (read for this request only),
+        and how many stay unread."""
+        older: list[Message] = []
+        used = sum(len(m.content) + TURN_OVERHEAD_CHARS for m in self.shown)
+        unread = len(self.unread)
+        while unread and used < budget:
+            part = self.store.path_messages(self.unread[max(0, unread - READ_MORE) : unread])
+            older[:0] = part
+            unread -= len(part) or unread  # (a message deleted meanwhile by another process: stop)
+            used += sum(len(m.content) + TURN_OVERHEAD_CHARS for m in part)
+        return older, unread
 
     def add_piece(self, text: str, reasoning: bool, now: float) -> None:
         self.draft.add(text, reasoning, now)

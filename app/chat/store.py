@@ -16,7 +16,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -121,6 +121,7 @@ _HAS_WORD = (
 
 # user_version N -> the SQL that brings a version-N database to N+1 (0 is an empty file).
 _MIGRATIONS: dict[int, str] = {0: _SCHEMA_V1, 1: _V1_TO_V2, 2: _V2_TO_V3, 3: ""}  # v4: see _SEARCH_INDEX
+_IDS_PER_QUERY = 500  # SQLite allows at least 999 bound values a statement
 END = -1  # add_message's default parent: the last message of the conversation as shown
 
 
@@ -169,25 +170,48 @@ class ConversationExport:
     messages: tuple[Message, ...]  # every version, in id order; `active_path` gives the chat as shown
 
 
-def active_path(messages: Sequence[Message]) -> list[Message]:
-    """The conversation as shown: from the first message, follow the active version at each point
-    (the newest if none is marked), numbering each one among its siblings."""
-    children: dict[int | None, list[Message]] = {}
-    for message in sorted(messages, key=lambda m: m.id):
-        children.setdefault(message.parent_id, []).append(message)
-    path: list[Message] = []
+@dataclass(frozen=True)
+class PathStep:
+    """One point of the conversation as shown: the message there and its place among the versions."""
+
+    id: int
+    version: int = 1
+    versions: int = 1
+
+
+def path_steps(rows: Iterable[tuple[int, int | None, Any]]) -> list[PathStep]:
+    """The conversation as shown, from (id, parent id, active) of every message: from the first message,
+    follow the active version at each point (the newest if none is marked)."""
+    children: dict[int | None, list[tuple[int, bool]]] = {}
+    count = 0
+    for message_id, parent_id, active in sorted(rows):
+        children.setdefault(parent_id, []).append((message_id, bool(active)))
+        count += 1
+    path: list[PathStep] = []
     parent: int | None = None
     while siblings := children.get(parent):
-        if len(siblings) == 1:  # most points of a chat: no copy needed (a copy is most of the cost)
-            chosen = siblings[0]
+        if len(siblings) == 1:  # most points of a chat
+            path.append(PathStep(siblings[0][0]))
         else:
-            chosen = next((m for m in reversed(siblings) if m.active), siblings[-1])
-            chosen = replace(chosen, version=siblings.index(chosen) + 1, versions=len(siblings))
-        path.append(chosen)
-        parent = chosen.id
-        if len(path) > len(messages):  # a cycle could only come from a damaged file; stop, do not hang
+            index = next((i for i in reversed(range(len(siblings))) if siblings[i][1]), len(siblings) - 1)
+            path.append(PathStep(siblings[index][0], index + 1, len(siblings)))
+        parent = path[-1].id
+        if len(path) > count:  # a cycle could only come from a damaged file; stop, do not hang
             break
     return path
+
+
+def _numbered(message: Message, step: PathStep) -> Message:
+    return message if step.versions == 1 else replace(message, version=step.version, versions=step.versions)
+
+
+def active_path(messages: Sequence[Message]) -> list[Message]:
+    """The conversation as shown, of these messages (every version), each numbered among its siblings."""
+    by_id = {m.id: m for m in messages}
+    return [
+        _numbered(by_id[step.id], step)
+        for step in path_steps((m.id, m.parent_id, m.active) for m in messages)
+    ]
 
 
 class ChatStore:
@@ -469,6 +493,25 @@ class ChatStore:
     def messages(self, conversation_id: int) -> list[Message]:
         """The conversation as shown: the active version at each point."""
         return active_path(self.all_messages(conversation_id))
+
+    def active_steps(self, conversation_id: int) -> list[PathStep]:
+        """The conversation as shown, as ids only: cheap for any length (three numbers a message)."""
+        cursor = self.db.cursor()
+        cursor.row_factory = None  # plain tuples
+        rows = cursor.execute(
+            "SELECT id, parent_id, active FROM messages WHERE conversation_id = ?", (conversation_id,)
+        ).fetchall()
+        return path_steps(rows)
+
+    def path_messages(self, steps: Sequence[PathStep]) -> list[Message]:
+        """The messages at these points of the path, in order (a part of a long chat, read when shown)."""
+        found: dict[int, Message] = {}
+        for start in range(0, len(steps), _IDS_PER_QUERY):
+            ids = [step.id for step in steps[start : start + _IDS_PER_QUERY]]
+            marks = ",".join("?" * len(ids))
+            for row in self.db.execute(f"SELECT * FROM messages WHERE id IN ({marks})", ids):
+                found[row["id"]] = _message(row)
+        return [_numbered(found[step.id], step) for step in steps if step.id in found]
 
     def all_messages(self, conversation_id: int) -> list[Message]:
         """Every message with every version, in the order they were written."""

@@ -122,6 +122,7 @@ def build_window(paths: AppPaths, engine: Engine | None = None) -> tuple[MainWin
         background,
         add_folder,
         hide,
+        paths.library_cache_file,
     )
     downloads_page = DownloadsPage(downloads)
 

@@ -273,7 +273,7 @@ class ChatPage(QWidget):
         self.editing = None
         self.system_prompt.clear()
         self.notice.clear()
-        self.sidebar.refresh(None)
+        self.sidebar.select(None)
         self._show_chat()
         self.chat_input.setFocus()
 
@@ -294,7 +294,7 @@ class ChatPage(QWidget):
         with QSignalBlocker(self.thinking_switch):  # showing the chat's switch is not changing it
             self.thinking_switch.setChecked(conversation.thinking is not False)
         self.notice.clear()
-        self.sidebar.refresh(conversation_id)
+        self.sidebar.select(conversation_id)
         self._show_chat()
 
     @Slot(int)
@@ -446,7 +446,8 @@ class ChatPage(QWidget):
                 omitted_messages=omitted,
             )
         )
-        self.sidebar.refresh(self.conversation_id)
+        assert self.conversation_id is not None
+        self.sidebar.touch(self.conversation_id)
         self._set_busy(True)
         self.transcript.begin_reply(self.active.shown[:-1])
         if self.reply.text or self.reply.reasoning_text:
@@ -495,7 +496,6 @@ class ChatPage(QWidget):
         if saved is not None:
             self.transcript.end_reply(saved)
         self.request_id = None
-        self.sidebar.refresh(self.conversation_id)
         self._set_busy(False)
 
     # --- view ------------------------------------------------------------------------------------
@@ -512,7 +512,9 @@ class ChatPage(QWidget):
         if self.conversation_id is None:
             self.transcript.show_markdown(EMPTY_HINT)
         else:
-            self.transcript.show_messages(self.active.shown)
+            self.transcript.show_messages(
+                self.active.shown, len(self.active.unread), self.active.read_earlier
+            )
 
     @Slot()
     def _render_reply(self) -> None:

@@ -50,7 +50,7 @@ from app.runtime.protocol import ChatMessage, LoadParams, SamplingParams
 from app.settings import write_atomic
 from app.ui.charts import ChartPanel
 from app.ui.safe_markdown import SafeMarkdownView
-from app.ui.widgets import named
+from app.ui.widgets import add_new_items, named
 
 REDRAW_MS = 100
 VOTES = (("A is better", "a"), ("B is better", "b"), ("Tie", "tie"), ("Both are bad", "both_bad"))
@@ -250,11 +250,9 @@ class ComparePage(QWidget):
         outer.addWidget(scroll)
 
     def set_library(self, entries: list[LibraryEntry]) -> None:
-        usable = [e for e in entries if not e.problem]
+        usable = [(e.id, str(e.path)) for e in entries if not e.problem]
         for picker in self.pickers:
-            for entry in usable:
-                if picker.findData(str(entry.path)) < 0:
-                    picker.addItem(entry.id, str(entry.path))
+            add_new_items(picker, usable)
 
     # --- running -----------------------------------------------------------------------------------
     def chosen(self) -> list[LoadParams]:

@@ -69,6 +69,22 @@ class ConversationListModel(QAbstractListModel):
     def row_of(self, conversation_id: int) -> int:
         return next((row for row, item in enumerate(self.items) if item.id == conversation_id), -1)
 
+    def touch(self, conversation: Conversation) -> None:
+        """This conversation just changed: it goes first among the pinned or the others, as a reread
+        would put it, without reading the 5,000 others again."""
+        if self.search:  # what matches may have changed
+            self.refresh()
+            return
+        row = self.row_of(conversation.id)
+        if row >= 0:
+            self.beginRemoveRows(QModelIndex(), row, row)
+            del self.items[row]
+            self.endRemoveRows()
+        at = 0 if conversation.pinned else sum(1 for item in self.items if item.pinned)
+        self.beginInsertRows(QModelIndex(), at, at)
+        self.items.insert(at, conversation)
+        self.endInsertRows()
+
 
 class ConversationSidebar(QWidget):
     chosen = Signal(int)  # a conversation clicked
@@ -124,6 +140,20 @@ class ConversationSidebar(QWidget):
         """Read the list again and keep `current` selected."""
         self.current = current
         self.conversations.refresh()
+        self._select_current()
+
+    def select(self, current: int | None) -> None:
+        """Show `current` as the conversation on screen; the list is read again only if it is new to it
+        (imported, restored, opened from Compare)."""
+        self.current = current
+        if current is not None and self.conversations.row_of(current) < 0 and not self.conversations.search:
+            self.conversations.refresh()
+        self._select_current()
+
+    def touch(self, conversation_id: int) -> None:
+        """The conversation on screen changed (a message was sent): it moves to the top."""
+        self.current = conversation_id
+        self.conversations.touch(self.store.conversation(conversation_id))
         self._select_current()
 
     def _select_current(self) -> None:

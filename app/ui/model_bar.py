@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
 from app.library.scan import LibraryEntry
 from app.runtime.protocol import LoadParams
 from app.settings import Settings
-from app.ui.widgets import named
+from app.ui.widgets import add_new_items, named
 
 
 class ModelBar(QWidget):
@@ -82,9 +82,7 @@ class ModelBar(QWidget):
 
     def set_library(self, entries: list[LibraryEntry]) -> None:
         """Offer the library's usable models (beside the files opened by hand)."""
-        for entry in entries:
-            if not entry.problem and self.picker.findData(str(entry.path)) < 0:
-                self.picker.addItem(entry.id, str(entry.path))
+        add_new_items(self.picker, [(e.id, str(e.path)) for e in entries if not e.problem])
 
     def select(self, entry: LibraryEntry) -> None:
         index = self.picker.findData(str(entry.path))

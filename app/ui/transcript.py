@@ -8,6 +8,7 @@ any length costs each redraw the same.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import QTimer, QUrl, Signal, Slot
@@ -23,6 +24,8 @@ from app.ui.safe_markdown import MARKDOWN, SafeMarkdownView, action_url
 LIVEMARKDOWN_LIMIT = 20_000  # characters of a streaming reply still redrawn as Markdown (a few ms)
 DRAWN_AT_FIRST = 40  # messages drawn when a conversation opens; older ones come as the user scrolls up
 DRAWN_MORE = 40
+READ_EARLIER = 200  # older messages read at once when the drawn ones run out
+ReadEarlier = Callable[[int], list[Message]]  # up to n older messages of the conversation, oldest first
 STATE_NOTES = {
     "stopped": "stopped",
     "interrupted": "interrupted: Hubside or the engine stopped during this reply",
@@ -137,6 +140,8 @@ class Transcript(SafeMarkdownView):
         self.highlighter = CodeHighlighter(self.document(), dark)
         self.messages: list[Message] = []  # the conversation as shown, all of it
         self.draw_limit = DRAWN_AT_FIRST  # how many of its newest messages are drawn
+        self.unread = 0  # older messages not even read yet
+        self.read_earlier: ReadEarlier | None = None  # reads them, newest first
         self._tail_start: int | None = None  # where the last drawn message (or the live reply) begins
         self._live = False  # a reply is streaming into the tail
         self._live_plain = 0  # characters of the reply appended as plain text (past the limit)
@@ -150,15 +155,25 @@ class Transcript(SafeMarkdownView):
         """How many messages the document holds (the rest wait until the user scrolls up)."""
         return min(self.draw_limit, len(self.messages))
 
+    @property
+    def total(self) -> int:
+        """How many messages the conversation has, drawn or not, read or not."""
+        return len(self.messages) + self.unread
+
     def show_markdown(self, markdown: str) -> None:
         with self._keeping_the_end_in_view():
             super().show_markdown(markdown)
         self.messages, self._tail_start, self._live = [], None, False
+        self.unread, self.read_earlier = 0, None
 
-    def show_messages(self, messages: list[Message]) -> None:
-        """Draw a conversation afresh: its newest messages, a link to the earlier ones."""
+    def show_messages(
+        self, messages: list[Message], unread: int = 0, read_earlier: ReadEarlier | None = None
+    ) -> None:
+        """Draw a conversation afresh: its newest messages, a link to the earlier ones. `messages` may be
+        only its newest part: `unread` more come before them, from `read_earlier(count)` when wanted."""
         self.draw_limit = max(DRAWN_AT_FIRST, self.draw_limit if self._same_chat(messages) else 0)
         self.messages = list(messages)
+        self.unread, self.read_earlier = unread, read_earlier
         self._draw_window()
 
     def toggle_thoughts(self, message_id: int) -> None:
@@ -172,8 +187,12 @@ class Transcript(SafeMarkdownView):
 
     def show_earlier(self) -> None:
         """Draw more of the older messages, keeping in view what the user was looking at."""
-        if self._live or self.drawn >= len(self.messages):
+        if self._live or self.drawn >= len(self.messages) + self.unread:
             return
+        if self.drawn + DRAWN_MORE > len(self.messages) and self.unread and self.read_earlier is not None:
+            older = self.read_earlier(max(DRAWN_MORE, READ_EARLIER))
+            self.messages[:0] = older
+            self.unread = max(0, self.unread - len(older)) if older else 0
         bar = self.verticalScrollBar()
         from_bottom = bar.maximum() - bar.value()
         self.draw_limit += DRAWN_MORE
@@ -219,7 +238,10 @@ class Transcript(SafeMarkdownView):
         return saved_message_markdown(message, last, message.id in self.expanded_thoughts)
 
     def _same_chat(self, messages: list[Message]) -> bool:
-        return bool(messages and self.messages) and messages[0].id == self.messages[0].id
+        return (
+            bool(messages and self.messages)
+            and messages[-1].conversation_id == self.messages[-1].conversation_id
+        )
 
     def _extends(self, messages: list[Message]) -> bool:
         """Whether `messages` are the drawn conversation with messages added at its end."""
@@ -228,7 +250,7 @@ class Transcript(SafeMarkdownView):
 
     def _draw_window(self) -> None:
         drawn = self.messages[len(self.messages) - self.drawn :]
-        earlier = len(self.messages) - len(drawn)
+        earlier = len(self.messages) - len(drawn) + self.unread
         head = ""
         if earlier:
             more = _link(f"Show {min(earlier, DRAWN_MORE)} earlier messages", "earlier", 0)
@@ -275,7 +297,7 @@ class Transcript(SafeMarkdownView):
 
     @Slot(int)
     def _scrolled(self, value: int) -> None:
-        if self._redrawing or value != self.verticalScrollBar().minimum() or self.drawn >= len(self.messages):
+        if self._redrawing or value != self.verticalScrollBar().minimum() or self.drawn >= self.total:
             return  # a redraw moves the bar too: only the user's scrolling to the top loads more
         QTimer.singleShot(0, self, self.show_earlier)  # not inside the scroll bar's own signal
 
