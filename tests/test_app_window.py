@@ -50,7 +50,8 @@ def test_every_setting_persists_and_takes_effect(qtbot: QtBot, window: MainWindo
     assert (saved["flash_attention"], saved["max_parallel_downloads"], saved["theme"]) == (False, 3, "dark")
     assert (new_models / "me" / "m-GGUF" / "m-Q4_0.gguf").exists() and not old_models.exists()  # moved
     chat = window.chat  # in effect now, without a restart
-    assert (chat.model_bar.threads.value(), chat.model_bar.gpu_layers.value(), chat.model_bar.flash_attention.isChecked()) == (1, 12, False)
+    bar = chat.model_bar
+    assert (bar.threads.value(), bar.gpu_layers.value(), bar.flash_attention.isChecked()) == (1, 12, False)
     assert chat.model_bar.default_context == 4096
     from app.ui.downloads_page import DownloadsPage
 

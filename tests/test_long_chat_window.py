@@ -118,3 +118,27 @@ def test_an_imported_chat_with_odd_numbers_opens(qtbot: QtBot, window: MainWindo
     reply = window.chat.active.shown[-1]
     assert reply.stats == {"preset": "Precise"} and "Hello" in window.chat.transcript.toPlainText()
     assert "Thoughts (1 word)" in window.chat.transcript.toPlainText()
+
+
+def test_a_streaming_replys_code_is_coloured_once_when_it_ends(qtbot: QtBot, window: MainWindow) -> None:
+    from app.ui.transcript import Transcript
+
+    transcript = Transcript()
+    qtbot.addWidget(transcript)
+    conversation = long_conversation(window.chat.store, 3)
+    shown = window.chat.store.messages(conversation)
+    transcript.show_messages(shown[:-1])
+    transcript.begin_reply(shown[:-1])
+    code = "Here:\n\n```python\nx = 1\ny = 2\n"
+    for end in range(len("Here:\n\n```python\n"), len(code) + 1):  # ten redraws a second, as it streams
+        transcript.update_reply(code[:end], "", "", False)
+    assert transcript.highlighter.lines == 0
+    from dataclasses import replace
+
+    finished = replace(shown[-1], content=code + "```\n")
+    transcript.end_reply(finished)
+    fresh = Transcript()  # the same reply drawn once, finished
+    qtbot.addWidget(fresh)
+    fresh.show_messages([finished])
+    # once at the end, not once per redraw (Qt may colour one line of an inserted fragment twice)
+    assert 0 < fresh.highlighter.lines <= transcript.highlighter.lines <= fresh.highlighter.lines + 1

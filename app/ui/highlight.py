@@ -47,12 +47,18 @@ def _formats(style_name: str) -> dict[Any, QTextCharFormat]:
 class CodeHighlighter(QSyntaxHighlighter):
     def __init__(self, document: QTextDocument, dark: bool) -> None:
         self.style_name = "monokai" if dark else "friendly"
+        self.paused_from: int | None = None  # a streaming reply starts here: its code waits until it ends
+        self.lines = 0  # code lines coloured so far
         super().__init__(document)
 
     def highlightBlock(self, text: str) -> None:
-        block_format = self.currentBlock().blockFormat()
+        block = self.currentBlock()
+        block_format = block.blockFormat()
         if not block_format.hasProperty(QTextFormat.Property.BlockCodeFence):
             return
+        if self.paused_from is not None and block.position() >= self.paused_from:
+            return  # redrawn ten times a second while it streams: coloured once, when it is finished
+        self.lines += 1
         language = block_format.stringProperty(QTextFormat.Property.BlockCodeLanguage) or "text"
         formats = _formats(self.style_name)
         position = 0

@@ -214,6 +214,7 @@ class Transcript(SafeMarkdownView):
         self._replace_tail("".join(self._saved(m, last=False) + _SEPARATOR for m in tail) + "…\n")
         self._tail_start = self.document().lastBlock().position()
         self._live, self._live_plain = True, 0
+        self.highlighter.paused_from = self._tail_start
         self.update_reply("")
 
     def update_reply(
@@ -226,7 +227,8 @@ class Transcript(SafeMarkdownView):
 
     def end_reply(self, message: Message) -> None:
         """The reply is saved and final: one last redraw of its own part, now with its numbers and actions
-        (never of the whole conversation)."""
+        (never of the whole conversation); its code is coloured now, once."""
+        self.highlighter.paused_from = None
         self._replace_reply(self._saved(message, last=True), message.content, message_footer(message, True))
         self._live = False
         self.messages.append(message)
