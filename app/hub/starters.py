@@ -62,8 +62,9 @@ def suggestions(free_bytes: int, count: int = 3) -> list[Starter]:
 @dataclass(frozen=True)
 class Suggestions:
     starters: list[Starter]
-    # "hub", "saved" (the Hub's last answer, offline), "built-in" (the Hub never answered) or "little-memory"
-    # (no chat model worth suggesting fits the memory free: the Hub was not asked)
+    # "hub", "saved" (the Hub's last answer, offline), "built-in" (offline and the Hub never answered),
+    # "well-known" (the built-in list: the Hub had none that fit) or "little-memory" (no chat model worth
+    # suggesting fits the memory free: the Hub was not asked)
     source: str
 
 
@@ -104,7 +105,7 @@ def hub_suggestions(client: HubClient, free_bytes: int, count: int = 3) -> Sugge
         popular, source = _saved(client), "saved"
     picks = [starter for starter in popular if starter.fits(free_bytes)][:count]
     if not picks:  # never answered, or had none for us: better the list we ship than nothing
-        return Suggestions(suggestions(free_bytes, count), "built-in")
+        return Suggestions(suggestions(free_bytes, count), "built-in" if source == "saved" else "well-known")
     return Suggestions(picks, source)
 
 

@@ -20,6 +20,7 @@ SOURCE_NOTES = {
     "hub": "Most downloaded this month on the Hugging Face Hub, among those that fit:",
     "saved": "The Hub cannot be reached; its suggestions from last time, among those that fit:",
     "built-in": "The Hub cannot be reached; well-known models that fit, to download when it can:",
+    "well-known": "Well-known chat models that fit, to download from the Hugging Face Hub:",
     "little-memory": "Too little memory is free for the chat models Hubside suggests. Close some programs "
     "and open Hubside again, or look for the smallest models in Discover.",
 }
