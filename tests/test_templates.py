@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,34 @@ def _payloads(canary: Path) -> dict[str, str]:
         "method_bomb": "{{ 'x'.ljust(10000000000) }}",
         "format_bomb": "{{ '%10000000000s' % 'x' }}",
         "output_bomb": "{% for i in range(100000) %}{{ 'x' * 40 }}{% endfor %}",
+        # Each of these would build hundreds of MB in one C call, before the output cap could see it.
+        "format_filter_bomb": '{{ "%0500000000d"|format(1) }}',
+        "precision_bomb": '{{ "%.500000000d" % 1 }}',
+        "star_width_bomb": '{{ "%*d" % (500000000, 1) }}',
+        "mapping_format_bomb": '{{ ("%(a)s" * 1000) % {"a": "a" * 1000000} }}',
+        "str_format_bomb": '{{ "{:>500000000}".format(1) }}',
+        "str_format_precision_bomb": '{{ "{:.500000000f}".format(1.5) }}',
+        "str_format_fields_bomb": '{% set x = "a" * 1000000 %}{{ ("{0}" * 600).format(x) }}',
+        "replace_bomb": '{% set x = "a" * 20000 %}{{ x|replace("a", x) }}',
+        "replace_method_bomb": '{% set x = "a" * 20000 %}{{ x.replace("a", x) }}',
+        "join_bomb": '{% set x = "a" * 1000000 %}{{ x.join([x] * 600) }}',
+        "join_filter_bomb": '{% set x = "a" * 1000000 %}{{ ([x] * 600)|join(x) }}',
+        "expandtabs_bomb": '{{ ("\t" * 1000).expandtabs(1000000) }}',
+        "indent_bomb": '{{ ("\n" * 1000)|indent(1000000, blank=True) }}',
+        "translate_bomb": '{{ ("a" * 1000).translate({97: "b" * 1000000}) }}',
+        "tojson_indent_bomb": "{{ range(200)|list|tojson(indent=1000000) }}",
+        "tojson_separators_bomb": '{{ range(1000)|list|tojson(separators=("," * 1000000, ":")) }}',
+        "tojson_value_bomb": '{% set x = "a" * 1000000 %}{{ ([x] * 600)|tojson }}',
+        "repr_bomb": '{% set x = "a" * 1000000 %}{% set l = [x, x, x, x, x, x, x, x, x, x] %}'
+        "{{ [l, l, l, l, l, l, l, l, l, l] }}",
+        "string_filter_bomb": '{% set x = "a" * 1000000 %}{{ ([x] * 300)|string|length }}',
+        "concat_bomb": '{% set ns = namespace(s="a" * 1000000) %}{% for i in range(8) %}'
+        "{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}",
+        "add_bomb": '{% set ns = namespace(s="a" * 1000000) %}{% for i in range(8) %}'
+        "{% set ns.s = ns.s + ns.s %}{% endfor %}{{ ns.s|length }}",
+        "macro_bomb": "{% macro m(s) %}{% for i in range(300) %}{{ s }}{% endfor %}{% endmacro %}"
+        '{{ m("a" * 1000000)|length }}',
+        "power_bomb": "{{ ((((10 ** 64) ** 64) ** 64) ** 64) ** 64 }}",
         "syntax_error": "{% for %}",
         "raises": "{{ raise_exception('Conversation roles must alternate') }}",
     }
@@ -54,7 +83,13 @@ def _payloads(canary: Path) -> dict[str, str]:
 @pytest.mark.parametrize("name", sorted(_payloads(Path("x"))))
 def test_hostile_templates_run_no_code_and_fall_back(name: str, tmp_path: Path) -> None:
     canary = tmp_path / "canary"
-    prompt = build_prompt(_payloads(canary)[name], CHAT, bos_token="", eos_token="")
+    tracemalloc.start()
+    try:
+        prompt = build_prompt(_payloads(canary)[name], CHAT, bos_token="", eos_token="")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 << 20  # refused before the huge value was built, not by the output cap after it
     assert not canary.exists()
     assert prompt.notice is not None and "could not be used" in prompt.notice
     assert prompt.text == "System: Be brief.\n\nUser: Hi\n\nAssistant:"
@@ -118,6 +153,48 @@ def test_filters_tags_and_globals_behave_as_in_transformers(source: str, expecte
 
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
     assert render_template(source, messages) == expected
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ('{{ "%-6s|%5.2f|%*d|%.3s|%%" % ("ab", 3.14159, 4, 7, "xyzw") }}', "ab    | 3.14|   7|xyz|%"),
+        ('{{ "%(n)03d"|format(n=7) }}{{ "%s-%s"|format(1, 2) }}', "0071-2"),
+        ('{{ "{:>6}|{:.2f}|{name!r}|{:{w}}".format("ab", 2.5, "c", name="n", w=3) }}', "    ab|2.50|'n'|c  "),
+        ('{{ "a\tb".expandtabs(4) }}{{ "ab".center(6, "*") }}{{ "7".zfill(3) }}', "a   b**ab**007"),
+        ('{{ "a-b-c".replace("-", "+", 1) }}{{ "a\nb"|indent(2, first=true) }}', "a+b-c  a\n  b"),
+        (
+            "{{ ', '.join(messages|map(attribute='role')) }}|{{ messages|join('/', attribute='role') }}",
+            "system, user|system/user",
+        ),
+        ("{{ 'ab'.translate({97: 'xy'}) }}{{ 'a b c'|wordwrap(1) }}", "xyba\nb\nc"),
+        (
+            "{{ [1, [2, 'x']] }}{{ ('a' ~ 1 ~ none) + 'b' }}{{ [1] + [2] }}{{ 2 ** 10 * 3 }}",
+            "[1, [2, 'x']]a1Noneb[1, 2]3072",
+        ),
+        (
+            "{% macro m(s) %}<{{ s }}>{% endmacro %}{% set b %}{{ m('x') }}{{ m('y') }}{% endset %}{{ b }}",
+            "<x><y>",
+        ),
+        ("{{ messages[1]|tojson(indent=2) }}", '{\n  "role": "user",\n  "content": "Hi"\n}'),
+    ],
+)
+def test_the_limits_leave_ordinary_values_alone(source: str, expected: str) -> None:
+    from app.runtime.templates import render_template
+
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    assert render_template(source, messages) == expected
+
+
+def test_values_just_under_the_limits_are_still_built() -> None:
+    from app.runtime.templates import MAX_OUTPUT, render_template
+
+    half = MAX_OUTPUT // 2
+    source = (
+        "{% set x = 'a' * HALF %}{{ ('%-HALFs' % 'b')|length }} {{ '{:>HALF}'.format(1)|length }} "
+        "{{ (x ~ x)|length }} {{ x.replace('a', 'bb')|length }} {{ ([x, x]|join)|length }}"
+    ).replace("HALF", str(half))
+    assert render_template(source, []) == f"{half} {half} {2 * half} {2 * half} {2 * half}"
 
 
 def test_template_switches_and_the_clock_reach_the_template() -> None:

@@ -19,24 +19,28 @@ import json
 import re
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+import types
+from collections.abc import Callable, ItemsView, Iterable, KeysView, Mapping, Sequence, ValuesView
 from dataclasses import dataclass, replace
 from datetime import datetime
-from types import FrameType
 from typing import Any
 
 from jinja2 import Template, TemplateError, nodes
+from jinja2.compiler import CodeGenerator, Frame, optimizeconst
 from jinja2.exceptions import SecurityError
 from jinja2.ext import Extension
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.filters import make_attrgetter
+from jinja2.nodes import EvalContext
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedFormatter
 from jinja2.utils import Namespace
+from markupsafe import EscapeFormatter, Markup
 
 from app.runtime.protocol import ChatMessage
 from app.runtime.reasoning import THINK_CLOSE, prompt_opens_thinking
 
-MAX_OUTPUT = 1 << 20  # characters of rendered prompt
+MAX_OUTPUT = 1 << 20  # characters of rendered prompt, and of any one value a template builds
 TIME_LIMIT_S = 1.0
-_FORMAT_WIDTH = re.compile(r"%[-+ #0]*(\d+)")
+MAX_JSON_INDENT = 64
 # transformers copies a message's reasoning under each name that templates read (Qwen3, gpt-oss, ...).
 REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
 
@@ -52,43 +56,341 @@ class TemplateLimitExceeded(SecurityError):
     pass
 
 
+# --- size limits ---------------------------------------------------------------------------------------
+# The time limit only sees Python lines: one C call (str.replace, "".join, "%d" % x, json.dumps) can build
+# gigabytes between two of them. So every operation that can make a value much larger than its inputs has
+# its result's length estimated first, from the inputs, and is refused past MAX_OUTPUT. A normal template
+# never comes near: its whole output is capped at MAX_OUTPUT anyway.
+
+_PERCENT_SPEC = re.compile(r"%(?:%|(\([^)]*\))?[-+ #0]*(\d+|\*)?(?:\.(\d+|\*))?)")
+_DIGITS = re.compile(r"\d+")
+_LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"  # what str.splitlines splits on
+
+
+def _refuse_past(size: int, what: str) -> None:
+    if size > MAX_OUTPUT:
+        raise TemplateLimitExceeded(f"{what} larger than the template limits")
+
+
 def _check_size(value: Any) -> None:
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_OUTPUT:
         raise TemplateLimitExceeded(f"a number ({value}) larger than the template limits")
 
 
+def _number(digits: str) -> int:
+    """A width or precision written in a format string, without converting a thousand-digit one."""
+    return int(digits) if len(digits) <= len(str(MAX_OUTPUT)) else MAX_OUTPUT + 1
+
+
+def _text_size(value: Any, indent: int = 0) -> int:
+    """About how long str() (repr for what a container holds) or tojson (with `indent`) makes `value`,
+    counted only until it passes MAX_OUTPUT. A list can hold the same long string a thousand times at no
+    cost; its text cannot."""
+    if isinstance(value, str):
+        return len(value)
+    size = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack and size <= MAX_OUTPUT:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            size += len(item) + 2
+        elif isinstance(item, bytes):
+            size += 4 * len(item) + 3
+        elif isinstance(item, Namespace):
+            size += 13
+            stack.append((getattr(item, "_Namespace__attrs", {}), depth))
+        elif isinstance(item, Mapping):
+            size += 2 + len(item) * (4 + indent * depth)
+            if size <= MAX_OUTPUT:
+                stack.extend((part, depth + 1) for pair in item.items() for part in pair)
+        elif isinstance(item, list | tuple | set | frozenset | KeysView | ValuesView | ItemsView):
+            size += 2 + len(item) * (2 + indent * depth)
+            if size <= MAX_OUTPUT:
+                stack.extend((part, depth + 1) for part in item)
+        elif isinstance(item, int) and not isinstance(item, bool):
+            size += item.bit_length() * 3 // 10 + 2  # decimal digits
+        else:  # None, True, a float, an undefined value, a loop, a macro: short
+            size += 32
+    return size
+
+
+def _length(value: Any) -> int:
+    """The length of a value that an operation converts to text first."""
+    return len(value) if isinstance(value, str) else _text_size(value)
+
+
+def _percent_size(fmt: str, values: Any) -> int:
+    """About the length of `fmt % values`: each `%[(key)][flags][width][.precision]` spec gives its
+    width and precision (from `values` where they are `*`) and the text of the value it formats."""
+    positional = values if isinstance(values, tuple) else (values,)
+    index = 0
+    size = len(fmt)
+    for match in _PERCENT_SPEC.finditer(fmt):
+        if match.group() == "%%":
+            continue
+        key, width, precision = match.groups()
+        for part in (width, precision):
+            if part == "*":
+                star = positional[index] if index < len(positional) else 0
+                size += abs(star) if isinstance(star, int) else 0
+                index += 1
+            elif part:
+                size += _number(part)
+        if key is not None:
+            value = values.get(key[1:-1]) if isinstance(values, Mapping) else None
+        else:
+            value = positional[index] if index < len(positional) else None
+            index += 1
+        size += _text_size(value)
+        if size > MAX_OUTPUT:
+            break
+    return size
+
+
+def _replace_size(s: Any, old: Any = "", new: Any = "", count: Any = None) -> int:
+    length = _length(s)
+    growth = _length(new) - _length(old)
+    if growth <= 0:
+        return length
+    found = s.count(old) if isinstance(s, str) and isinstance(old, str) else length + 1
+    if isinstance(count, int) and count >= 0:
+        found = min(found, count)
+    return length + found * growth
+
+
+def _padded_size(s: Any, width: Any = 0, *_: Any) -> int:  # center, ljust, rjust, zfill
+    return max(_length(s), width if isinstance(width, int) else 0)
+
+
+def _expandtabs_size(s: str, tabsize: Any = 8) -> int:
+    return len(s) + s.count("\t") * max(tabsize if isinstance(tabsize, int) else 0, 0)
+
+
+def _translate_size(s: str, table: Any = None) -> int:
+    longest = max((_length(v) for v in table.values()), default=1) if isinstance(table, Mapping) else 1
+    return len(s) * max(longest, 1)
+
+
+def _join_size(separator: Any, items: Sequence[Any]) -> int:
+    size = _length(separator) * max(len(items) - 1, 0)
+    for item in items:
+        size += _text_size(item)
+        if size > MAX_OUTPUT:
+            break
+    return size
+
+
+def _lines(s: Any) -> int:
+    return sum(s.count(c) for c in _LINE_BREAKS) + 1 if isinstance(s, str) else _text_size(s) + 1
+
+
+def _indent_size(s: Any, width: Any = 4, first: Any = False, blank: Any = False) -> int:
+    indent = _length(width) if isinstance(width, str) else width if isinstance(width, int) else 0
+    return _length(s) + _lines(s) * max(indent, 0)
+
+
+def _wordwrap_size(
+    s: Any,
+    width: Any = 79,
+    break_long_words: Any = True,
+    wrapstring: Any = None,
+    break_on_hyphens: Any = True,
+) -> int:
+    # Two lines in a row hold more than `width` characters, or the words would have shared one line.
+    wrap = 1 if wrapstring is None else _length(wrapstring)
+    lines = 2 * _length(s) // max(width if isinstance(width, int) else 1, 1) + _lines(s) + 1
+    return _length(s) + lines * wrap
+
+
+def _format_size(value: Any, *args: Any, **kwargs: Any) -> int:
+    return _percent_size(value, kwargs or args) if isinstance(value, str) else _text_size(value)
+
+
+# str methods a template can call, and filters, that can make a result much longer than their inputs
+_STR_METHOD_SIZES: dict[str, Callable[..., int]] = {
+    "replace": _replace_size,
+    "center": _padded_size,
+    "ljust": _padded_size,
+    "rjust": _padded_size,
+    "zfill": _padded_size,
+    "expandtabs": _expandtabs_size,
+    "translate": _translate_size,
+}
+_FILTER_SIZES: dict[str, Callable[..., int]] = {
+    "replace": _replace_size,
+    "center": _padded_size,
+    "indent": _indent_size,
+    "wordwrap": _wordwrap_size,
+    "format": _format_size,
+}
+# filters that turn their value into text first (str() of a list repeats what the list refers to)
+_TEXT_FILTERS = frozenset(
+    {
+        "capitalize", "center", "e", "escape", "forceescape", "format", "indent", "lower", "pprint",
+        "replace", "safe", "string", "striptags", "title", "trim", "truncate", "upper", "urlencode",
+        "urlize", "wordcount", "wordwrap", "xmlattr",
+    }
+)  # fmt: skip
+
+
+def _checked_output(value: Any) -> Any:
+    """The environment's finalize: what `{{ ... }}` prints is measured before str() builds it."""
+    _refuse_past(_text_size(value), "a printed value")
+    return value
+
+
+def _checked_concat(parts: Iterable[str]) -> str:
+    """The environment's concat: the body of a macro, a `{% set %}` block or a `caller()`."""
+    parts = list(parts)
+    _refuse_past(sum(map(len, parts)), "a block")
+    return "".join(parts)
+
+
+class _BoundedFormatter(SandboxedFormatter):
+    """str.format in the sandbox, with each field's width, precision and text counted before it is
+    formatted."""
+
+    size = 0
+
+    def vformat(self, format_string: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
+        self.size = len(format_string)
+        return super().vformat(format_string, args, kwargs)
+
+    def convert_field(self, value: Any, conversion: str | None) -> Any:
+        _refuse_past(_text_size(value), "a formatted value")
+        return super().convert_field(value, conversion)
+
+    def format_field(self, value: Any, format_spec: str) -> Any:
+        self.size += _text_size(value) + sum(_number(d) for d in _DIGITS.findall(format_spec))
+        _refuse_past(self.size, "a formatted string")
+        return super().format_field(value, format_spec)
+
+
+class _BoundedEscapeFormatter(_BoundedFormatter, EscapeFormatter):
+    pass
+
+
+class _BoundedCodeGenerator(CodeGenerator):
+    """jinja's code generator, but `a ~ b` has its parts measured before they are joined."""
+
+    @optimizeconst
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        if frame.eval_ctx.volatile:
+            func_name = "(markup_join if context.eval_ctx.volatile else str_join)"
+        elif frame.eval_ctx.autoescape:
+            func_name = "markup_join"
+        else:
+            func_name = "str_join"
+        self.write(f"{func_name}(environment.checked_parts((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write(")))")
+
+
 class _BoundedSandbox(ImmutableSandboxedEnvironment):
-    intercepted_binops = frozenset({"*", "**", "%"})
+    intercepted_binops = frozenset({"*", "**", "%", "+"})
+    code_generator_class = _BoundedCodeGenerator
+    concat = staticmethod(_checked_concat)
+
+    @staticmethod
+    def checked_parts(parts: tuple[Any, ...]) -> tuple[Any, ...]:
+        _refuse_past(sum(_text_size(part) for part in parts), "a joined string")
+        return parts
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "**" and isinstance(right, int | float) and abs(right) > 64:
             raise TemplateLimitExceeded("an exponent larger than the template limits")
+        if operator == "**" and isinstance(left, int) and isinstance(right, int) and right > 0:
+            _refuse_past(left.bit_length() * right, "a power")
         if operator == "*":
             for seq, times in ((left, right), (right, left)):
-                repeated = isinstance(seq, str | list | tuple) and isinstance(times, int)
-                if repeated and len(seq) * times > MAX_OUTPUT:
-                    raise TemplateLimitExceeded("a repeated value larger than the template limits")
+                if isinstance(seq, str | list | tuple) and isinstance(times, int):
+                    _refuse_past(len(seq) * times, "a repeated value")
+            if isinstance(left, int) and isinstance(right, int):
+                _refuse_past(left.bit_length() + right.bit_length(), "a product")
+        if operator == "+" and isinstance(left, str | list | tuple) and isinstance(right, str | list | tuple):
+            _refuse_past(len(left) + len(right), "a sum")
         if operator == "%" and isinstance(left, str):
-            for width in _FORMAT_WIDTH.findall(left):
-                _check_size(int(width))
+            _refuse_past(_percent_size(left, right), "a formatted string")
         return super().call_binop(context, operator, left, right)
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
         for value in (*args, *kwargs.values()):
             _check_size(value)
+        if isinstance(__obj, types.BuiltinMethodType | types.MethodType) and isinstance(__obj.__self__, str):
+            name = __obj.__name__
+            own = {key: value for key, value in kwargs.items() if key not in ("_loop_vars", "_block_vars")}
+            if name == "join" and len(args) == 1 and not own:
+                args = (list(args[0]),)  # an iterator is measured, then joined
+                _refuse_past(_join_size(__obj.__self__, args[0]), "a joined string")
+            elif name in _STR_METHOD_SIZES:
+                _refuse_past(_STR_METHOD_SIZES[name](__obj.__self__, *args, **own), f"the result of {name}")
         return super().call(__context, __obj, *args, **kwargs)
 
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        """jinja's own, with the bounded formatter."""
+        if not isinstance(value, types.MethodType | types.BuiltinMethodType) or value.__name__ not in (
+            "format",
+            "format_map",
+        ):
+            return None
+        f_self: Any = value.__self__
+        if not isinstance(f_self, str):
+            return None
+        str_type: type[str] = type(f_self)
+        is_format_map = value.__name__ == "format_map"
+        formatter: _BoundedFormatter
+        if isinstance(f_self, Markup):
+            formatter = _BoundedEscapeFormatter(self, escape=f_self.escape)
+        else:
+            formatter = _BoundedFormatter(self)
 
-def _bounded_filter(original: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> str:
+            if is_format_map:
+                if kwargs:
+                    raise TypeError("format_map() takes no keyword arguments")
+                if len(args) != 1:
+                    raise TypeError(f"format_map() takes exactly one argument ({len(args)} given)")
+                kwargs, args = args[0], ()
+            return str_type(formatter.vformat(f_self, args, kwargs))
+
+        return functools.update_wrapper(wrapper, value)
+
+
+def _bounded_filter(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
     # functools.wraps keeps jinja's pass_context/pass_environment marker: without it, join, map, select,
     # tojson and the other filters that take the context or environment get the wrong first argument.
+    passes_context = hasattr(original, "jinja_pass_arg")
+    size_of = _FILTER_SIZES.get(name)
+    converts = name in _TEXT_FILTERS
+
     @functools.wraps(original)
     def bounded(*args: Any, **kwargs: Any) -> Any:
         for value in (*args[1:], *kwargs.values()):
             _check_size(value)
+        own = args[1:] if passes_context else args
+        if converts and own:
+            _refuse_past(_text_size(own[0]), f"the value of a {name} filter")
+        if size_of is not None and own:
+            _refuse_past(size_of(*own, **kwargs), f"the result of {name}")
         return original(*args, **kwargs)
 
     return bounded
+
+
+def _bounded_join(original: Callable[..., Any]) -> Callable[..., Any]:
+    """The join filter, with its items (an iterator read once) measured before they are joined."""
+
+    @functools.wraps(original)
+    def join(eval_ctx: EvalContext, value: Iterable[Any], d: Any = "", attribute: Any = None) -> Any:
+        items = list(value)
+        if attribute is not None:
+            items = list(map(make_attrgetter(eval_ctx.environment, attribute), items))
+        _refuse_past(_join_size(d, items), "a joined string")
+        return original(eval_ctx, items, d)
+
+    return join
 
 
 class _GenerationTag(Extension):
@@ -148,6 +450,12 @@ def _tojson(
     sort_keys: bool = False,
 ) -> str:
     """transformers' tojson: no HTML escaping, non-ASCII kept, keys in their order."""
+    width = len(indent) if isinstance(indent, str) else indent if isinstance(indent, int) else 0
+    if width > MAX_JSON_INDENT:
+        raise TemplateLimitExceeded(f"a JSON indent ({width}) larger than the template limits")
+    if isinstance(separators, Sequence) and any(_length(s) > MAX_JSON_INDENT for s in separators):
+        raise TemplateLimitExceeded("JSON separators longer than the template limits")
+    _refuse_past(_text_size(value, indent=width), "a JSON value")
     return json.dumps(
         value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
     )
@@ -157,10 +465,14 @@ def _tojson(
 def compile_template(source: str) -> Template:
     """Compiled once per template source (a chat renders its template at least once per reply)."""
     env = _BoundedSandbox(
-        trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationTag, "jinja2.ext.loopcontrols"]
+        trim_blocks=True,
+        lstrip_blocks=True,
+        extensions=[_GenerationTag, "jinja2.ext.loopcontrols"],
+        finalize=_checked_output,
     )
     env.filters["tojson"] = _tojson
-    env.filters = {name: _bounded_filter(f) for name, f in env.filters.items()}
+    env.filters = {name: _bounded_filter(name, f) for name, f in env.filters.items()}
+    env.filters["join"] = _bounded_join(env.filters["join"])
     env.globals["raise_exception"] = _raise_exception
     env.globals["dict"] = _TemplateDict()
     env.globals["namespace"] = _TemplateNamespace
@@ -195,7 +507,7 @@ def render_template(
     template = compile_template(source)
     deadline = time.monotonic() + time_limit_s
 
-    def tracer(frame: FrameType, event: str, arg: Any) -> Callable[..., Any]:
+    def tracer(frame: types.FrameType, event: str, arg: Any) -> Callable[..., Any]:
         if time.monotonic() > deadline:
             raise TemplateLimitExceeded(f"rendering took longer than {time_limit_s:g} s")
         return tracer
