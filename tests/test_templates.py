@@ -248,6 +248,27 @@ def test_templates_that_demand_alternation_get_turns_of_one_role_merged() -> Non
     assert prompt.text == "<start_of_turn>user\nBe brief.\nNew<end_of_turn>\n<start_of_turn>model\n"
 
 
+def test_merged_turns_keep_the_reasoning_of_both() -> None:
+    from app.runtime.templates import chat_shapes
+
+    chat = (
+        ChatMessage("user", "Hi"),
+        ChatMessage("assistant", "One", reasoning="First thought."),
+        ChatMessage("assistant", "Two", reasoning="Second thought."),
+        ChatMessage("assistant", "Three"),
+        ChatMessage("user", "Again"),
+    )
+    merged = chat_shapes(chat)[1]
+    assert [m.role for m in merged] == ["user", "assistant", "user"]
+    assert merged[1] == ChatMessage("assistant", "One\n\nTwo\n\nThree", "First thought.\n\nSecond thought.")
+    only_later = (
+        ChatMessage("user", "Hi"),
+        ChatMessage("assistant", "A"),
+        ChatMessage("assistant", "B", "Why."),
+    )
+    assert chat_shapes(only_later)[1][1].reasoning == "Why."
+
+
 @pytest.mark.parametrize(
     ("name", "starts_with"),
     [

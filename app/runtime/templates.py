@@ -551,7 +551,11 @@ def _alternating(messages: Sequence[ChatMessage]) -> list[ChatMessage]:
     merged: list[ChatMessage] = []
     for message in messages:
         if merged and merged[-1].role == message.role:
-            merged[-1] = replace(message, content=f"{merged[-1].content}\n\n{message.content}")
+            earlier = merged[-1]
+            reasoning = "\n\n".join(r for r in (earlier.reasoning, message.reasoning) if r)
+            merged[-1] = replace(
+                message, content=f"{earlier.content}\n\n{message.content}", reasoning=reasoning
+            )
         elif message.role == "assistant" and not any(m.role == "user" for m in merged):
             continue  # trimming can leave a reply first; "roles must alternate" templates refuse it
         else:
