@@ -68,3 +68,34 @@ def test_the_format_is_read_from_real_templates() -> None:
 def test_split_reply_gives_reasoning_and_answer_of_a_whole_text() -> None:
     assert split_reply("<think>a</think>b") == ("a", "b")
     assert split_reply("just an answer") == ("", "just an answer")
+
+
+@pytest.mark.parametrize("step", [1, 5, 1000, 10_000])
+def test_a_harmony_header_that_never_ends_is_answer_text(step: int) -> None:
+    # "<|" opens what looks like a header, but no "<|message|>" follows: the text is the answer.
+    text = "<|start|>assistant " + "x" * 2000
+    assert _stream(ReasoningFormat.HARMONY, "", text, step) == ("", text)
+    # ... and a real header after it still opens a channel
+    later = text + "<|end|><|start|>assistant<|channel|>final<|message|>Done."
+    assert _stream(ReasoningFormat.HARMONY, "", later, step) == ("", text + "Done.")
+
+
+@pytest.mark.parametrize("step", [1, 3, 1000])
+def test_a_plain_answer_with_a_foreign_marker_is_kept_by_a_harmony_splitter(step: int) -> None:
+    short = "The answer is 4.<|im_end|>"
+    assert _stream(ReasoningFormat.HARMONY, "", short, step) == ("", short)
+    assert _stream(ReasoningFormat.HARMONY, "", "Hi", step) == ("", "Hi")
+    long = "Sure.<|im_end|>\n" + "More text. " * 200
+    assert _stream(ReasoningFormat.HARMONY, "", long, step) == ("", long)
+    # a reply cut inside a real header shows no marker soup
+    cut = "<|channel|>analysis<|message|>Think.<|end|><|start|>assistant<|channel|>fin"
+    assert _stream(ReasoningFormat.HARMONY, "", cut, step) == ("Think.", "")
+
+
+def test_a_harmony_splitter_keeps_little_while_it_waits_for_a_header() -> None:
+    from app.runtime.reasoning import HarmonySplitter
+
+    splitter = HarmonySplitter()
+    for _ in range(5000):
+        splitter.feed("<|x ")
+        assert len(splitter.pending) < 300  # searched again on every piece: it must stay short

@@ -9,6 +9,7 @@ gives back (is_reasoning, text) parts, holding back only a tail that could start
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from enum import Enum
 
@@ -92,6 +93,11 @@ class ThinkSplitter:
 _HARMONY_ENDS = ("<|end|>", "<|return|>", "<|call|>", "<|start|>", "<|channel|>")
 _MESSAGE = "<|message|>"
 _MAX_HEADER = 256  # a model that does not speak harmony after all: its text is the answer
+# what a reply cut inside a header holds: `<|start|>assistant<|channel|>commentary to=functions.f
+# <|constrain|>json`, or the start of it, with the start of a marker after it
+_HEADER_ONLY = re.compile(
+    r"(<\|start\|>\w*( to=[\w.]*)?)?(<\|channel\|>\w*( to=[\w.]*)?\s*(<\|constrain\|>\w*)?)?(<\|\w*\|?)?"
+)
 
 
 class HarmonySplitter:
@@ -105,12 +111,16 @@ class HarmonySplitter:
         parts: list[Part] = []
         while self.pending:
             if self.in_header:
-                at = self.pending.find(_MESSAGE)
+                # Only the first _MAX_HEADER characters can hold the header, whether or not they hold a
+                # "<|": past them the text is answer, and what waits here stays short.
+                at = self.pending.find(_MESSAGE, 0, _MAX_HEADER + len(_MESSAGE))
                 if at < 0:
-                    if len(self.pending) > _MAX_HEADER and "<|" not in self.pending:
-                        self.in_header, self.reasoning = False, False
-                        continue
-                    break
+                    if len(self.pending) < _MAX_HEADER + len(_MESSAGE):
+                        break
+                    parts.append((False, self.pending[:_MAX_HEADER]))
+                    self.in_header, self.reasoning = False, False
+                    self.pending = self.pending[_MAX_HEADER:]
+                    continue
                 header = self.pending[:at]
                 channel = header.split("<|channel|>")[-1].split("<|")[0].split()
                 self.reasoning = bool(channel) and channel[0] == "analysis"
@@ -131,8 +141,12 @@ class HarmonySplitter:
         return [p for p in parts if p[1]]
 
     def flush(self) -> list[Part]:
+        """What is left: a header the reply was cut in is dropped; any other text is kept (answer text
+        where it never reached a channel)."""
         text, self.pending = self.pending, ""
-        return [(self.reasoning, text)] if text and not self.in_header else []
+        if not self.in_header:
+            return [(self.reasoning, text)] if text else []
+        return [] if _HEADER_ONLY.fullmatch(text) else [(False, text)]
 
 
 def splitter_for(fmt: ReasoningFormat, prompt: str) -> ThinkSplitter | HarmonySplitter:
