@@ -13,7 +13,7 @@ from app.runtime import session as session_module
 from app.runtime.engine import Engine
 from app.runtime.gguf_header import read_header
 from app.runtime.protocol import ChatMessage, Event, Finished, GenerateRequest, LoadParams, Piece, ReplyStats
-from app.runtime.session import LlamaSession
+from app.runtime.session import LlamaSession, StopMatcher
 from tests.conftest import TinyModelFactory
 from tests.tinymodel import SOURCE_TEMPLATE
 
@@ -127,7 +127,7 @@ def test_the_templates_end_of_turn_marker_ends_a_reply(tiny_model_factory: TinyM
         "{% for m in messages %}### {{ m.role }}:\n{{ m.content }}\n\n{% endfor %}"
         "{% if add_generation_prompt %}### assistant:\n{% endif %}"
     )
-    assert _session_with(tiny_model_factory, plain).turn_end_stops == ("### user:",)
+    assert _session_with(tiny_model_factory, plain).turn_end_stops == ("\n### user:",)
     # a control token that llama.cpp does not count as end of generation ends the reply too
     control = (
         "{% for m in messages %}{{ m.role }}: {{ m.content }}<|im_start|>{% endfor %}"
@@ -138,6 +138,27 @@ def test_the_templates_end_of_turn_marker_ends_a_reply(tiny_model_factory: TinyM
     # ChatML's <|im_end|> is already an end-of-generation token: nothing more is needed
     chatml = _session_with(tiny_model_factory, SOURCE_TEMPLATE)
     assert (chatml.turn_end_tokens, chatml.turn_end_stops) == (frozenset(), ())
+
+
+@pytest.mark.parametrize(
+    ("name", "stop", "inside", "at_a_line_start"),
+    [
+        ("llama-cpp-rwkv-world", "\nUser:", "Ask the User: they know.", "Done.\n\nUser: next"),
+        (
+            "yandex-YandexGPT-5-Lite-8B-instruct",
+            "\n Пользователь:",
+            "Спросите, что хочет Пользователь: он знает.",
+            "Готово.\n\n Пользователь: дальше",
+        ),
+    ],
+)
+def test_a_plain_text_end_of_turn_marker_stops_a_reply_only_at_a_line_start(
+    tiny_model_factory: TinyModelFactory, name: str, stop: str, inside: str, at_a_line_start: str
+) -> None:
+    local = _session_with(tiny_model_factory, _template(name))
+    assert (local.turn_end_tokens, local.turn_end_stops) == (frozenset(), (stop,))
+    assert StopMatcher(local.turn_end_stops).feed(inside) == (inside, False)
+    assert StopMatcher(local.turn_end_stops).feed(at_a_line_start)[1]
 
 
 def _pieces(local: LlamaSession, request: GenerateRequest) -> tuple[list[Piece], ReplyStats]:

@@ -250,11 +250,14 @@ class LlamaSession:
     def _turn_end(self) -> tuple[frozenset[int], tuple[str, ...]]:
         """What ends a reply besides the vocabulary's end-of-generation tokens: the template's end-of-turn
         marker, as a token where it is a control token that llama.cpp does not count as end of
-        generation, or as text where it is plain text (`### Instruction:`)."""
+        generation, or as text where it is plain text (`### Instruction:`). A text marker that the template
+        writes on a line of its own keeps one newline before it ("\nUser:", as the built-in format's), so a
+        reply stops on it at a line start, not where the word comes up in a sentence."""
         template = self.header.chat_template
         if not template:
             return frozenset(), ()
-        text = end_of_turn_text(template, bos_token=self.bos_text, eos_token=self.eos_text).lstrip()
+        between = end_of_turn_text(template, bos_token=self.bos_text, eos_token=self.eos_text)
+        text = between.lstrip()
         if not text:
             return frozenset(), ()
         first = self.tokenize(text, add_bos=False)[0]
@@ -262,8 +265,11 @@ class LlamaSession:
             return frozenset(), ()
         if self.ll.llama_vocab_is_control(self.vocab, first):
             return frozenset({first}), ()
-        line = text.strip().split("\n")[0].strip()
-        return frozenset(), (line,) if line else ()
+        lead = between[: len(between) - len(text)]  # the blanks before the marker
+        line = text.split("\n")[0].rstrip()
+        if "\n" in lead:
+            line = "\n" + lead.rsplit("\n", 1)[1].replace("\r", "") + line  # with the line's own indent
+        return frozenset(), (line,)
 
     def chat_prompt(
         self, messages: Sequence[ChatMessage], room: int, enable_thinking: bool | None, omitted: int = 0
