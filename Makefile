@@ -31,6 +31,9 @@ bench: sysdeps $(STAMP)
 	$(BIN)/python -m bench.downloads
 	$(BIN)/python -m bench.compare
 	$(BIN)/python -m bench.startup
+	QT_QPA_PLATFORM=$${QT_QPA_PLATFORM:-offscreen} $(BIN)/python -m bench.chat_scale
+	$(BIN)/python -m bench.chat_search
+	QT_QPA_PLATFORM=$${QT_QPA_PLATFORM:-offscreen} $(BIN)/python -m bench.library_scale
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

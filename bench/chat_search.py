@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from app.chat.store import _SEARCH_TRIGGERS, ChatStore
+from bench import save_results
 
 CONVERSATIONS = 5_000
 MESSAGES = 30_000
@@ -233,6 +234,7 @@ def main() -> int:
     for name, spread in checkpoints.items():
         print(f"| {name} | {spread['median']:.2f} | {spread['max']:.2f} | {spread['per_reply']:.1f} | "
               f"{spread['finish']:.2f} |")  # fmt: skip
+    save_results("chat-search", result)
     if args.json:
         print(json.dumps(result))
     return 0
