@@ -572,7 +572,10 @@ def test_a_replaced_search_stops_asking_at_once_and_holds_nothing_up(hub: HubStu
     caller.join(timeout=1.0)
     assert not caller.is_alive() and answered == [[]]  # before the 2 s answers
     time.sleep(0.3)
-    assert _costs(hub) == (1, ARCHITECTURE_WORKERS)  # the ones in flight ended; no other was started
+    asked = {r.path for r in hub.log.all() if r.method == "GET" and r.path.startswith("/api/models/r/")}
+    # the ones in flight ended and no other repo was asked (a loaded machine may see a transport retry of
+    # one in flight: the same repo twice, once seen in a full run)
+    assert len(asked) == ARCHITECTURE_WORKERS
 
 
 def test_a_filtered_search_keeps_its_own_saved_page(hub: HubStub) -> None:

@@ -550,6 +550,7 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # as a real server's backlog: 8 parallel model infos are never refused
 
     def __init__(self, address: tuple[str, int], stub: HubStub, role: str) -> None:
         self.stub = stub
