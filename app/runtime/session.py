@@ -46,7 +46,8 @@ _GGML_TYPES = {"f16": 1, "q4_0": 2, "q8_0": 8}
 MIN_REPLY_ROOM = 64  # tokens kept free for the reply when a long chat is trimmed
 PIECE_INTERVAL_S = 0.025
 CONTENT_TOKENS_KEPT = 50_000  # messages whose token counts are remembered
-INITIAL_TURN_OVERHEAD = 8  # a role marker, an end-of-turn marker and newlines, until a render measures it
+ESTIMATED_STEPS = 3  # renders guided by the estimate before a binary search takes over
+INITIAL_TURN_OVERHEAD = 8.0  # a role marker, an end-of-turn marker and newlines, until a render measures it
 
 
 def _decode_failed(code: int) -> AppError:
@@ -182,7 +183,9 @@ class LlamaSession:
         self.reasoning_format = reasoning_format(header.chat_template)
         self.turn_end_tokens, self.turn_end_stops = self._turn_end()
         self.content_tokens: dict[str, int] = {}  # a message's text -> its token count
-        self.turn_overhead = INITIAL_TURN_OVERHEAD  # tokens the template adds per turn, as last measured
+        # tokens the template adds (fixed, per message), learned from renders: (messages, added) of the last
+        self.template_overhead = (0.0, INITIAL_TURN_OVERHEAD)
+        self.overhead_sample: tuple[int, int] | None = None
         self.model = LoadedModel(
             path=params.model_path,
             name=header.name,
@@ -218,6 +221,16 @@ class LlamaSession:
             self.piece_buffer = ctypes.create_string_buffer(-n)
             n = self.ll.llama_token_to_piece(self.vocab, token, self.piece_buffer, -n, 0, special)
         return self.piece_buffer.raw[:n]
+
+    def _learn_overhead(self, kept: int, extra: int) -> None:
+        """What the template adds to the messages' own tokens, as a fixed part and a part per message: from
+        the last two renders of different lengths (one render alone cannot tell the two apart)."""
+        previous, self.overhead_sample = self.overhead_sample, (kept, extra)
+        if previous is not None and previous[0] != kept:
+            per_turn = max(0.5, (extra - previous[1]) / (kept - previous[0]))
+            self.template_overhead = (max(0.0, extra - per_turn * kept), per_turn)
+        else:
+            self.template_overhead = (0.0, max(1.0, extra / kept))
 
     def _content_tokens(self, text: str) -> int:
         """How many tokens a message's text takes on its own (memoized: a chat's old turns are counted
@@ -306,10 +319,9 @@ class LlamaSession:
                 has_bos = bool(self.bos_text) and prompt.text.startswith(self.bos_text)
                 tokens = self.tokenize(prompt.text, add_bos=self.add_bos and not has_bos)
                 rendered[drop] = prompt, tokens
-                if prompt.notice is None:  # learn what this template adds per turn
-                    content = system_tokens + sum(turn_tokens[drop:])
-                    kept = len(system) + len(turns) - drop
-                    self.turn_overhead = max(1, -(-(len(tokens) - content) // kept))
+                kept = len(system) + len(turns) - drop
+                if prompt.notice is None and kept:  # learn what this template adds
+                    self._learn_overhead(kept, len(tokens) - system_tokens - sum(turn_tokens[drop:]))
             return rendered[drop]
 
         def fits(drop: int) -> bool:
@@ -317,24 +329,38 @@ class LlamaSession:
 
         def estimate() -> int:
             """The fewest turns to drop, by counts: the template's overhead per turn on each."""
-            limit = self.n_ctx - room - system_tokens - self.turn_overhead * len(system)
-            drop, total = len(turns), 0
-            while drop > first and total + turn_tokens[drop - 1] + self.turn_overhead <= limit:
+            fixed, per_turn = self.template_overhead
+            limit = self.n_ctx - room - system_tokens - fixed - per_turn * len(system)
+            drop, total = len(turns), 0.0
+            while drop > max(first, 0) and total + turn_tokens[drop - 1] + per_turn <= limit:
                 drop -= 1
-                total += turn_tokens[drop] + self.turn_overhead
+                total += turn_tokens[drop] + per_turn
             return min(drop, len(turns) - 1)
 
-        low, high = estimate(), max(len(turns) - 1, first)  # the answer is in [low, high]; high if none fits
-        if not fits(low):
-            low = max(low + 1, estimate())  # the overhead it just measured
-            if low < high and not fits(low):
-                low += 1
-                while low < high:
-                    middle = (low + high) // 2
-                    if fits(middle):
-                        high = middle
-                    else:
-                        low = middle + 1
+        def fewest(low: int, high: int) -> int:
+            """The fewest drops in [low, high] that fit (high when none does: the last turn always goes)."""
+            while low < high:
+                middle = (low + high) // 2
+                if fits(middle):
+                    high = middle
+                else:
+                    low = middle + 1
+            return high
+
+        # The answer is in [low, high] (high: the last turn alone, which always goes). A few steps guided by
+        # the estimate, each render teaching it the template's cost, then halving what is left.
+        low, high = first, max(len(turns) - 1, first)
+        for _ in range(ESTIMATED_STEPS):
+            guess = min(max(estimate(), low), high)
+            if not fits(guess):
+                low = guess + 1
+            elif guess == low or not fits(guess - 1):
+                low = high = guess
+            else:
+                high = guess - 1
+            if low >= high:
+                break
+        low = fewest(min(low, high), high)
         prompt, tokens = attempt(low)
         dropped = low + omitted
         notices = [prompt.notice] if prompt.notice else []
