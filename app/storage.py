@@ -21,3 +21,19 @@ def open_database(path: Path, *, shared: bool = False) -> sqlite3.Connection:
         db.close()
         raise
     return db
+
+
+class DamagedDatabase(sqlite3.DatabaseError):
+    """The file opened as a database but failed its quick_check."""
+
+
+_DAMAGED_CODES = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
+def is_damaged(exc: BaseException) -> bool:
+    """Whether the file itself is bad (not a database, or corrupt): only then may it be moved aside. A
+    locked database, a full disk or an I/O error is not the file's fault, and moving it would lose it."""
+    if isinstance(exc, DamagedDatabase):
+        return True
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF in _DAMAGED_CODES

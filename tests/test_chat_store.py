@@ -68,6 +68,27 @@ def test_an_unreadable_database_is_moved_aside_not_deleted() -> None:
     assert len(ChatStore(path).conversations()) == 1
 
 
+def test_a_database_another_process_holds_locked_is_never_moved_aside() -> None:
+    """Locked (or a full disk) is not damaged: the user's chats stay where they are, and the message says
+    what to do (it once moved a busy database aside and opened an empty list)."""
+    from app.errors import AppError
+
+    path = _db()
+    store = ChatStore(path)
+    store.create_conversation("Keep me")
+    store.close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another process writing, for longer than the busy timeout
+    try:
+        with pytest.raises(AppError, match="cannot be opened now"):
+            ChatStore(path)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert not list(path.parent.glob("*unreadable*"))
+    assert [c.title for c in ChatStore(path).conversations()] == ["Keep me"]
+
+
 def test_a_database_from_a_newer_hubside_is_refused_untouched() -> None:
     path = _db()
     ChatStore(path).close()

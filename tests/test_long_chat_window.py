@@ -142,3 +142,50 @@ def test_a_streaming_replys_code_is_coloured_once_when_it_ends(qtbot: QtBot, win
     fresh.show_messages([finished])
     # once at the end, not once per redraw (Qt may colour one line of an inserted fragment twice)
     assert 0 < fresh.highlighter.lines <= transcript.highlighter.lines <= fresh.highlighter.lines + 1
+
+
+def test_regenerating_in_a_long_chat_keeps_its_earlier_messages_reachable(
+    qtbot: QtBot, window: MainWindow, tiny_model: Path
+) -> None:
+    chat = window.chat
+    conversation = long_conversation(chat.store, 2_000)
+    chat.add_model_path(tiny_model)
+    chat.model_bar.context.setValue(512)
+    chat.load_selected_model()
+    qtbot.waitUntil(lambda: chat.model is not None, timeout=WAIT_MS)
+    chat.open_conversation(conversation)
+    chat.sampling_panel.max_tokens.setValue(4)
+    chat.regenerate(chat.active.shown[-1])
+    qtbot.waitUntil(lambda: chat.request_id is None, timeout=WAIT_MS)
+    assert chat.transcript.total == 2_000 and chat.active.shown[-1].versions == 2
+    assert chat.transcript.read_earlier is not None  # scrolling back still reads the older ones
+    rendered, drawn = chat.transcript.rendered, chat.transcript.drawn
+    for _ in range(25):  # 1,000 messages back, as a user scrolling up would
+        chat.transcript.show_earlier()
+    assert chat.transcript.drawn == drawn + 25 * DRAWN_MORE
+    assert chat.transcript.rendered - rendered == 25 * DRAWN_MORE  # each step its own 40, none again
+    text = chat.transcript.toPlainText()
+    oldest = 2_000 - chat.transcript.drawn
+    assert f"{oldest} earlier messages" in text and text.count("earlier messages") == 2  # head and its link
+    positions = [text.index(f"Message {n} word") for n in (oldest, oldest + 1, 1_000, 1_998)]
+    assert positions == sorted(positions) and f"Message {oldest - 1} " not in text  # in order, none twice
+
+
+def test_opening_another_chat_while_a_reply_streams_keeps_the_reply(
+    qtbot: QtBot, window: MainWindow, tiny_model: Path
+) -> None:
+    chat = window.chat
+    other = long_conversation(chat.store, 4, title="Other")
+    chat.add_model_path(tiny_model)
+    chat.model_bar.context.setValue(512)
+    chat.load_selected_model()
+    qtbot.waitUntil(lambda: chat.model is not None, timeout=WAIT_MS)
+    chat.sampling_panel.max_tokens.setValue(200)
+    qtbot.keyClicks(chat.chat_input, "Tell me a long story")
+    qtbot.keyClick(chat.chat_input, Qt.Key.Key_Return)
+    reply_id = chat.reply_id
+    window.show_conversation(other)  # as Compare's "Open as chat" does
+    assert chat.request_id is None and chat.conversation_id == other
+    saved = chat.store.message(reply_id)  # type: ignore[arg-type]
+    assert saved.state in ("stopped", "complete") and chat.transcript.highlighter.paused_from is None
+    assert "Message 3 word" in chat.transcript.toPlainText()

@@ -65,6 +65,8 @@ class ActiveChat:
 
     def read_earlier(self, count: int) -> list[Message]:
         """Read up to `count` more of the older messages (the user scrolled back to them); returns them."""
+        if count <= 0:
+            return []
         steps, self.unread = self.unread[-count:], self.unread[:-count]
         older = self.store.path_messages(steps)
         self.shown[:0] = older
@@ -139,9 +141,10 @@ class ActiveChat:
         used = sum(len(m.content) + TURN_OVERHEAD_CHARS for m in self.shown)
         unread = len(self.unread)
         while unread and used < budget:
-            part = self.store.path_messages(self.unread[max(0, unread - READ_MORE) : unread])
+            start = max(0, unread - READ_MORE)
+            part = self.store.path_messages(self.unread[start:unread])  # (one deleted meanwhile: left out)
             older[:0] = part
-            unread -= len(part) or unread  # (a message deleted meanwhile by another process: stop)
+            unread = start
             used += sum(len(m.content) + TURN_OVERHEAD_CHARS for m in part)
         return older, unread
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from app.errors import AppError, ErrorKind
-from app.storage import open_database
+from app.storage import DamagedDatabase, is_damaged, open_database
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,20 @@ _HAS_WORD = (
 _MIGRATIONS: dict[int, str] = {0: _SCHEMA_V1, 1: _V1_TO_V2, 2: _V2_TO_V3, 3: ""}  # v4: see _SEARCH_INDEX
 _IDS_PER_QUERY = 500  # SQLite allows at least 999 bound values a statement
 END = -1  # add_message's default parent: the last message of the conversation as shown
+
+
+def _unavailable(path: Path, exc: sqlite3.DatabaseError) -> AppError:
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    if code == sqlite3.SQLITE_FULL:
+        return AppError(
+            ErrorKind.DISK_FULL, "The disk is full: your chats cannot be opened until there is room."
+        )
+    return AppError(
+        ErrorKind.SETTINGS,
+        f"Your chats cannot be opened now ({exc}); nothing was changed. Close other programs using them, "
+        "then start Hubside again.",
+        str(path),
+    )
 
 
 class DatabaseTooNew(AppError):
@@ -226,8 +240,10 @@ class ChatStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.db = self._open()
-        except sqlite3.DatabaseError as exc:  # not a database, or damaged beyond reading
-            self.moved_aside = self._move_aside(exc)
+        except sqlite3.DatabaseError as exc:
+            if not is_damaged(exc):  # locked, a full disk, an I/O error: the chats are fine, keep them
+                raise _unavailable(path, exc) from exc
+            self.moved_aside = self._move_aside(exc)  # not a database, or damaged beyond reading
             self.db = self._open()
 
     # --- opening ---------------------------------------------------------------------------------
@@ -235,7 +251,7 @@ class ChatStore:
         db = open_database(self.path)
         try:
             if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
-                raise sqlite3.DatabaseError("quick_check failed")
+                raise DamagedDatabase("quick_check failed")
             self._migrate(db)
             with db:
                 db.execute("BEGIN IMMEDIATE")
@@ -502,6 +518,14 @@ class ChatStore:
             "SELECT id, parent_id, active FROM messages WHERE conversation_id = ?", (conversation_id,)
         ).fetchall()
         return path_steps(rows)
+
+    def versions(self, message: Message) -> list[int]:
+        """The ids of the versions at this message's point of the chat, oldest first."""
+        rows = self.db.execute(
+            "SELECT id FROM messages WHERE conversation_id = ? AND parent_id IS ? ORDER BY id",
+            (message.conversation_id, message.parent_id),
+        )
+        return [row["id"] for row in rows]
 
     def path_messages(self, steps: Sequence[PathStep]) -> list[Message]:
         """The messages at these points of the path, in order (a part of a long chat, read when shown)."""

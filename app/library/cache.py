@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app import __version__
-from app.storage import open_database
+from app.storage import DamagedDatabase, is_damaged, open_database
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,6 @@ CREATE TABLE headers (
 _MIGRATIONS: dict[int, tuple[str, ...]] = {0: (_SCHEMA_V1,)}
 _COLUMNS = "path, size, mtime_ns, reader, quant, architecture, parameters, context_length, problem"
 _MARKS = ", ".join("?" for _ in _COLUMNS.split(","))
-_DAMAGED = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
 
 
 @dataclass(frozen=True)
@@ -65,18 +64,6 @@ class _Unusable(Exception):
     """The cache cannot be used this time, but nothing is wrong with its file (newer than this code)."""
 
 
-class _Damaged(Exception):
-    """The cache file opened but failed its quick_check."""
-
-
-def is_damaged(exc: BaseException) -> bool:
-    """Only a file that is not a database or is corrupt is moved aside; locked, full or I/O errors are not."""
-    if isinstance(exc, _Damaged):
-        return True
-    code = getattr(exc, "sqlite_errorcode", None)
-    return isinstance(code, int) and code & 0xFF in _DAMAGED
-
-
 class HeaderCache:
     """The cache for one scan: open, `load`, `save`, `close`, all in the scanning thread. Any failure leaves
     `db` None: the scan goes on, reading every header itself."""
@@ -97,7 +84,7 @@ class HeaderCache:
     def _try_open(self) -> sqlite3.Connection | None:
         try:
             return self._open()
-        except (sqlite3.Error, _Damaged, _Unusable) as exc:
+        except (sqlite3.Error, DamagedDatabase, _Unusable) as exc:
             self._failed(exc)
             return None
 
@@ -106,7 +93,7 @@ class HeaderCache:
         try:
             db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
             if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
-                raise _Damaged("quick_check failed")
+                raise DamagedDatabase("quick_check failed")
             self._migrate(db)
         except BaseException:
             db.close()

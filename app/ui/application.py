@@ -11,10 +11,11 @@ from PySide6.QtCore import QTimer
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication, QMessageBox
 
-from app.chat.store import ChatStore, DatabaseTooNew
+from app.chat.store import ChatStore
 from app.compare.store import CompareStore
 from app.downloads.jobs import JobStore, job_files
 from app.downloads.manager import DownloadManager
+from app.errors import AppError
 from app.hub.client import HubClient, ModelDetails
 from app.hub.quants import Variant
 from app.hub.token import hub_token
@@ -187,7 +188,7 @@ def run_window(paths: AppPaths, argv: list[str], link: str | None = None) -> int
     reporter = CrashReporter(paths.log_file).install()
     try:
         window, services = build_window(paths)
-    except DatabaseTooNew as exc:
+    except AppError as exc:  # chats saved by a newer Hubside, or a chat database locked or on a full disk
         QMessageBox.critical(None, "Hubside", exc.user_message)
         return 1
     instance = SingleInstance(paths.data_dir)

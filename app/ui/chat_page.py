@@ -287,6 +287,8 @@ class ChatPage(QWidget):
         self.sidebar.focus_search()
 
     def open_conversation(self, conversation_id: int) -> None:
+        if self.request_id is not None:  # an Undo, an import, Compare's "Open as chat" while a reply streams
+            self.stop()  # it is kept as far as it came
         self.active.open(conversation_id)
         self.editing = None
         conversation = self.store.conversation(conversation_id)
@@ -364,9 +366,7 @@ class ChatPage(QWidget):
             self.continue_reply(message)
 
     def switch_version(self, message: Message, step: int) -> None:
-        siblings = [
-            m.id for m in self.store.all_messages(message.conversation_id) if m.parent_id == message.parent_id
-        ]
+        siblings = self.store.versions(message)
         target = siblings.index(message.id) + step
         if 0 <= target < len(siblings):
             self.store.select_version(siblings[target])
@@ -449,7 +449,7 @@ class ChatPage(QWidget):
         assert self.conversation_id is not None
         self.sidebar.touch(self.conversation_id)
         self._set_busy(True)
-        self.transcript.begin_reply(self.active.shown[:-1])
+        self.transcript.begin_reply(self.active.shown[:-1], len(self.active.unread), self.active.read_earlier)
         if self.reply.text or self.reply.reasoning_text:
             self._render_reply()
 

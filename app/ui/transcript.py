@@ -12,7 +12,14 @@ from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import QTimer, QUrl, Signal, Slot
-from PySide6.QtGui import QDesktopServices, QPalette, QTextBlockFormat, QTextCursor, QTextDocumentFragment
+from PySide6.QtGui import (
+    QDesktopServices,
+    QPalette,
+    QTextBlockFormat,
+    QTextCursor,
+    QTextDocumentFragment,
+    QTextFormat,
+)
 from PySide6.QtWidgets import QWidget
 
 from app.chat.export import SPEAKERS, quoted, thought_label
@@ -32,6 +39,7 @@ STATE_NOTES = {
     "error": "failed",
 }
 _SEPARATOR = "\n---\n\n"
+_RULE = QTextFormat.Property.BlockTrailingHorizontalRulerWidth  # the block a separator draws
 
 
 ACTIONS = ("copy", "edit", "delete", "regenerate", "continue", "previous", "next", "copycode", "thoughts")
@@ -165,6 +173,7 @@ class Transcript(SafeMarkdownView):
             super().show_markdown(markdown)
         self.messages, self._tail_start, self._live = [], None, False
         self.unread, self.read_earlier = 0, None
+        self.highlighter.paused_from = None
 
     def show_messages(
         self, messages: list[Message], unread: int = 0, read_earlier: ReadEarlier | None = None
@@ -193,13 +202,52 @@ class Transcript(SafeMarkdownView):
             older = self.read_earlier(max(DRAWN_MORE, READ_EARLIER))
             self.messages[:0] = older
             self.unread = max(0, self.unread - len(older)) if older else 0
+        drawn = self.drawn
+        more = min(drawn + DRAWN_MORE, len(self.messages)) - drawn
+        if more <= 0:
+            return
+        older = self.messages[len(self.messages) - drawn - more : len(self.messages) - drawn]
+        earlier = len(self.messages) - drawn - more + self.unread
+        markdown = self._earlier_head(earlier) + "".join(
+            self._saved(m, last=False) + _SEPARATOR for m in older
+        )
         bar = self.verticalScrollBar()
         from_bottom = bar.maximum() - bar.value()
-        self.draw_limit += DRAWN_MORE
-        self._draw_window()
+        self._put_before_drawn(markdown)
+        self.draw_limit = drawn + more
         bar.setValue(bar.maximum() - from_bottom)
 
-    def begin_reply(self, messages: list[Message]) -> None:
+    def _put_before_drawn(self, markdown: str) -> None:
+        """Draw `markdown` in place of the head ('N earlier messages'), before the drawn messages, which are
+        not drawn again: a step back costs its 40 messages, however many are drawn already."""
+        document = self.document()
+        block = document.begin()
+        while block.isValid() and not block.blockFormat().hasProperty(_RULE):
+            block = block.next()  # the head is one paragraph, then its rule
+        before = document.characterCount()
+        with self._keeping_the_end_in_view():
+            cursor = QTextCursor(document)
+            cursor.setPosition(
+                block.next().position() if block.isValid() else 0, QTextCursor.MoveMode.KeepAnchor
+            )
+            cursor.removeSelectedText()
+            cursor.insertBlock()  # for the fragment's last block to end in, not the first message
+            cursor.movePosition(QTextCursor.MoveOperation.PreviousBlock)
+            cursor.setBlockFormat(QTextBlockFormat())
+            cursor.insertFragment(QTextDocumentFragment.fromMarkdown(markdown, MARKDOWN))
+        if self._tail_start is not None:
+            self._tail_start += document.characterCount() - before
+
+    @staticmethod
+    def _earlier_head(earlier: int) -> str:
+        if not earlier:
+            return ""
+        more = _link(f"Show {min(earlier, DRAWN_MORE)} earlier messages", "earlier", 0)
+        return f"*{earlier} earlier messages* · {more}\n{_SEPARATOR}"  # a blank line: a rule, not a heading
+
+    def begin_reply(
+        self, messages: list[Message], unread: int = 0, read_earlier: ReadEarlier | None = None
+    ) -> None:
         """Show the conversation and an empty reply after it, which `update_reply` then fills. Messages
         added since the last drawing are appended; nothing drawn before is drawn again but the last one
         (its Continue link goes)."""
@@ -209,7 +257,7 @@ class Transcript(SafeMarkdownView):
             self.draw_limit += len(added)
             tail = [self.messages[-len(added) - 1], *added]
         else:
-            self.show_messages(messages)
+            self.show_messages(messages, unread, read_earlier)
             tail = self.messages[-1:]
         self._replace_tail("".join(self._saved(m, last=False) + _SEPARATOR for m in tail) + "…\n")
         self._tail_start = self.document().lastBlock().position()
@@ -251,13 +299,12 @@ class Transcript(SafeMarkdownView):
         return len(messages) >= len(old) and all(a.id == b.id for a, b in zip(old, messages, strict=False))
 
     def _draw_window(self) -> None:
+        self.highlighter.paused_from = None  # nothing streams into a fresh drawing
         drawn = self.messages[len(self.messages) - self.drawn :]
         earlier = len(self.messages) - len(drawn) + self.unread
-        head = ""
-        if earlier:
-            more = _link(f"Show {min(earlier, DRAWN_MORE)} earlier messages", "earlier", 0)
-            head = f"*{earlier} earlier messages* · {more}{_SEPARATOR}"
-        body = head + "".join(self._saved(m, last=False) + _SEPARATOR for m in drawn[:-1])
+        body = self._earlier_head(earlier) + "".join(
+            self._saved(m, last=False) + _SEPARATOR for m in drawn[:-1]
+        )
         with self._keeping_the_end_in_view():
             super().show_markdown(body + "…\n")  # a placeholder: the last message replaces it
         self._tail_start, self._live = self.document().lastBlock().position(), False
