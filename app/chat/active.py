@@ -15,11 +15,11 @@ from typing import Any
 from app.chat.reply import ReplyDraft
 from app.chat.store import ChatStore, Message, PathStep
 from app.runtime.protocol import (
-    CHARS_PER_TOKEN_MAX,
     TURN_OVERHEAD_CHARS,
     ChatMessage,
     LoadedModel,
     ReplyStats,
+    sendable_chars,
 )
 
 CHECKPOINT_INTERVAL_S = 1.0
@@ -32,7 +32,7 @@ FINAL_STATES = {"stop": "complete", "length": "complete", "stopped": "stopped"} 
 def sendable_turns(turns: Sequence[ChatMessage], n_ctx: int) -> tuple[list[ChatMessage], int]:
     """The newest turns that could fit a context of `n_ctx` tokens by their length (the last always), and
     how many older ones were left out. Only these cross the pipe; the engine picks the exact window."""
-    budget = n_ctx * CHARS_PER_TOKEN_MAX
+    budget = sendable_chars(n_ctx)
     first, used = len(turns), 0
     while first > 0 and (first == len(turns) or used + len(turns[first - 1].content) <= budget):
         first -= 1
@@ -124,7 +124,7 @@ class ActiveChat:
     def turns(self, system_prompt: str, n_ctx: int) -> tuple[tuple[ChatMessage, ...], int]:
         """What goes to the model for the reply: the system prompt, then the newest turns before the reply
         that could fit, then the reply itself if it has text (continued); and how many were left out."""
-        older, unread = self._older_to_send(n_ctx * CHARS_PER_TOKEN_MAX)
+        older, unread = self._older_to_send(sendable_chars(n_ctx))
         history = [
             ChatMessage(m.role, m.content, m.reasoning)
             for m in older + self.shown

@@ -12,6 +12,14 @@ DEFAULT_MAX_CONTEXT = 8192
 # out before any rendering or tokenizing (in the app before they cross the pipe, in the engine before the
 # template renders), so a long chat costs what its sendable part costs.
 CHARS_PER_TOKEN_MAX = 16
+SENT_CHARS_MAX = 1 << 19  # half of what a template may render (templates.MAX_OUTPUT): room for its markup
+
+
+def sendable_chars(n_ctx: int) -> int:
+    """The most characters of turns worth sending for a context of `n_ctx` tokens."""
+    return min(SENT_CHARS_MAX, n_ctx * CHARS_PER_TOKEN_MAX)
+
+
 TURN_OVERHEAD_CHARS = 64
 
 

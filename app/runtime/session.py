@@ -19,7 +19,6 @@ from app.errors import AppError, ErrorKind
 from app.runtime.gguf_header import GGUFHeader
 from app.runtime.memory import physical_cores
 from app.runtime.protocol import (
-    CHARS_PER_TOKEN_MAX,
     TURN_OVERHEAD_CHARS,
     ChatMessage,
     Event,
@@ -29,6 +28,7 @@ from app.runtime.protocol import (
     Notice,
     Piece,
     ReplyStats,
+    sendable_chars,
 )
 from app.runtime.reasoning import (
     HarmonySplitter,
@@ -38,7 +38,7 @@ from app.runtime.reasoning import (
     splitter_for,
 )
 from app.runtime.sampling import TokenSampler
-from app.runtime.templates import MAX_OUTPUT, RenderedPrompt, build_prompt, end_of_turn_text
+from app.runtime.templates import RenderedPrompt, build_prompt, end_of_turn_text
 
 log = logging.getLogger(__name__)
 
@@ -297,7 +297,7 @@ class LlamaSession:
         system = [m for m in messages[:1] if m.role == "system"]
         turns = list(messages[len(system) :])
         variables = {"enable_thinking": enable_thinking} if enable_thinking is not None else None
-        budget = min(MAX_OUTPUT // 2, self.n_ctx * CHARS_PER_TOKEN_MAX)
+        budget = sendable_chars(self.n_ctx)
         first = len(turns) - 1
         used = sum(len(m.content) + TURN_OVERHEAD_CHARS for m in system + turns[first:])
         while first > 0 and used + len(turns[first - 1].content) + TURN_OVERHEAD_CHARS <= budget:
