@@ -203,6 +203,7 @@ class ConversationSidebar(QWidget):
         menu.addSeparator()
         menu.addAction("Delete", lambda: self.delete_requested.emit(conversation_id))
         menu.exec(self.conversation_list.viewport().mapToGlobal(position))
+        menu.deleteLater()  # one menu per right-click would otherwise live as long as the sidebar
 
     def _ask_rename(self, conversation_id: int) -> None:
         current = self.store.conversation(conversation_id).title
