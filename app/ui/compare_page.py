@@ -50,6 +50,7 @@ from app.runtime.protocol import ChatMessage, LoadParams, SamplingParams
 from app.settings import write_atomic
 from app.ui.charts import ChartPanel
 from app.ui.safe_markdown import SafeMarkdownView
+from app.ui.transcript import LIVE_REASONING_CHARS
 from app.ui.widgets import add_new_items, named
 
 REDRAW_MS = 100
@@ -60,6 +61,7 @@ OpenAsChat = Callable[[str, str, list[ChatMessage]], None]  # title, system prom
 class ColumnView(QFrame):
     def __init__(self, number: int, open_as_chat: Callable[[int], None]) -> None:
         super().__init__()
+        self._drawn: dict[int, str] = {}  # what each text view shows now
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self.setObjectName(f"compareColumn{number}")
         self.title = named(QLabel(""), f"columnTitle{number}")
@@ -108,9 +110,16 @@ class ColumnView(QFrame):
             thinking_now = column.state == "answering" and not column.text
             label = "Thinking…" if thinking_now else thought_label(reasoning, column.reasoning_ms)
             self.thinking_label.setText(label)
-            self.thinking.show_markdown(reasoning)
-        self.text.show_markdown(column.text or "")
+            live = thinking_now and len(reasoning) > LIVE_REASONING_CHARS  # its end, while it grows
+            self._show(self.thinking, "…" + reasoning[-LIVE_REASONING_CHARS:] if live else reasoning)
+        self._show(self.text, column.text or "")
         self.chat_button.setEnabled(column.state == "done")
+
+    def _show(self, view: SafeMarkdownView, markdown: str) -> None:
+        """Redraw a view only when its text changed (the thinking stops changing once the answer starts)."""
+        if self._drawn.get(id(view)) != markdown:
+            self._drawn[id(view)] = markdown
+            view.show_markdown(markdown)
 
 
 class ComparePage(QWidget):
