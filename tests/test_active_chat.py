@@ -3,7 +3,7 @@ states and numbers, versions, and what is sent for a chat longer than the contex
 
 from __future__ import annotations
 
-from app.chat.active import CHECKPOINT_INTERVAL_S, ActiveChat, sendable_turns
+from app.chat.active import CHECKPOINT_INTERVAL_S, ActiveChat
 from app.chat.store import ChatStore
 from app.paths import AppPaths
 from app.runtime.protocol import CHARS_PER_TOKEN_MAX, ChatMessage
@@ -80,13 +80,17 @@ def test_regenerate_edit_and_continue_keep_the_path_in_step_with_the_store() -> 
 
 
 def test_only_the_turns_that_could_fit_are_sent() -> None:
-    turns = [ChatMessage("user", "x" * 1000) for _ in range(10_000)] + [ChatMessage("user", "last")]
-    sendable, omitted = sendable_turns(turns, n_ctx=512)
-    assert sendable[-1].content == "last" and omitted == len(turns) - len(sendable)
-    assert sum(len(t.content) for t in sendable) <= 512 * CHARS_PER_TOKEN_MAX
-    assert len(sendable) >= 512 * CHARS_PER_TOKEN_MAX // 1100  # as many as could fit by length
-    huge = [ChatMessage("user", "y" * 10**6)]
-    assert sendable_turns(huge, 512) == (huge, 0)  # the last one always goes (the engine says it's too long)
+    from tests.long_chats import long_conversation
+
+    active = _active()
+    active.open(long_conversation(active.store, 3_000, words=200))  # about 1,000 characters each
+    messages, omitted = active.turns("", n_ctx=512)
+    assert messages[-1].content.startswith("Message 2999 ") and len(messages) + omitted == 3_000
+    assert sum(len(m.content) for m in messages) <= 512 * CHARS_PER_TOKEN_MAX
+    assert len(messages) >= 512 * CHARS_PER_TOKEN_MAX // 1100  # as many as could fit by length
+    active.add_user_message("y" * 10**6, "", "", thinking=None, edited=None)
+    messages, omitted = active.turns("", n_ctx=512)
+    assert messages == (ChatMessage("user", "y" * 10**6),) and omitted == 3_000  # the last one always goes
 
 
 def test_continue_before_the_answer_began_starts_the_reply_again() -> None:

@@ -9,11 +9,19 @@ from PySide6.QtCore import Qt
 from pytestqt.qtbot import QtBot
 
 from app.chat.active import READ_AT_FIRST
+from app.ui.chat_page import ChatPage
 from app.ui.main_window import MainWindow
 from app.ui.transcript import DRAWN_AT_FIRST, DRAWN_MORE
 from tests.long_chats import long_conversation
 
 WAIT_MS = 60_000
+
+
+def _load(qtbot: QtBot, chat: ChatPage, model: Path) -> None:
+    chat.add_model_path(model)
+    chat.model_bar.context.setValue(512)
+    chat.load_selected_model()
+    qtbot.waitUntil(lambda: chat.model is not None, timeout=WAIT_MS)
 
 
 def test_a_long_chat_opens_on_its_newest_messages_and_loads_older_ones_on_scroll(
@@ -47,14 +55,13 @@ def test_sending_and_streaming_in_a_long_chat_draw_only_the_new_messages(
 ) -> None:
     chat = window.chat
     conversation = long_conversation(chat.store, 10_000)
-    chat.add_model_path(tiny_model)
-    chat.model_bar.context.setValue(512)
-    chat.load_selected_model()
-    qtbot.waitUntil(lambda: chat.model is not None, timeout=WAIT_MS)
+    _load(qtbot, chat, tiny_model)
     chat.open_conversation(conversation)
-    reads: list[int] = []
-    original = chat.store.messages
-    chat.store.messages = lambda cid: reads.append(cid) or original(cid)  # type: ignore[method-assign]
+    reads: list[str] = []  # the reads of a whole conversation (every message, or every id)
+    for name in ("messages", "all_messages", "active_steps"):
+        original = getattr(chat.store, name)
+        spy = lambda cid, name=name, original=original: reads.append(name) or original(cid)  # noqa: E731
+        setattr(chat.store, name, spy)
     rendered = chat.transcript.rendered
     chat.sampling_panel.max_tokens.setValue(24)
     qtbot.keyClicks(chat.chat_input, "One more question")
@@ -62,7 +69,7 @@ def test_sending_and_streaming_in_a_long_chat_draw_only_the_new_messages(
     qtbot.waitUntil(lambda: chat.request_id is None, timeout=WAIT_MS)
     # the last message again without its links, the question, the finished reply: three, of 10,002
     assert chat.transcript.rendered - rendered <= 3
-    assert reads == []  # the conversation is never read again whole
+    assert reads == []  # the conversation is never read again whole, not even as ids
     assert [m.role for m in chat.active.shown[-2:]] == ["user", "assistant"]
     assert chat.transcript.total == 10_002 == len(chat.store.messages(conversation))
     assert chat.active.shown == chat.store.messages(conversation)[-len(chat.active.shown) :]
@@ -149,10 +156,7 @@ def test_regenerating_in_a_long_chat_keeps_its_earlier_messages_reachable(
 ) -> None:
     chat = window.chat
     conversation = long_conversation(chat.store, 2_000)
-    chat.add_model_path(tiny_model)
-    chat.model_bar.context.setValue(512)
-    chat.load_selected_model()
-    qtbot.waitUntil(lambda: chat.model is not None, timeout=WAIT_MS)
+    _load(qtbot, chat, tiny_model)
     chat.open_conversation(conversation)
     chat.sampling_panel.max_tokens.setValue(4)
     chat.regenerate(chat.active.shown[-1])
@@ -176,10 +180,7 @@ def test_opening_another_chat_while_a_reply_streams_keeps_the_reply(
 ) -> None:
     chat = window.chat
     other = long_conversation(chat.store, 4, title="Other")
-    chat.add_model_path(tiny_model)
-    chat.model_bar.context.setValue(512)
-    chat.load_selected_model()
-    qtbot.waitUntil(lambda: chat.model is not None, timeout=WAIT_MS)
+    _load(qtbot, chat, tiny_model)
     chat.sampling_panel.max_tokens.setValue(200)
     qtbot.keyClicks(chat.chat_input, "Tell me a long story")
     qtbot.keyClick(chat.chat_input, Qt.Key.Key_Return)

@@ -1,14 +1,15 @@
 """The conversation on screen and the reply streaming into it, without Qt.
 
-The active path of versions is read once when a conversation opens and then kept in step with every change
-made through here, so a send in a chat of 10,000 messages reads one row, not 10,000. The user's message is
+The active path of versions is read when a conversation opens (all of it as ids, its newest messages whole)
+and then kept in step with every change made through here, so a send in a chat of 10,000 messages reads one
+row, not 10,000. The user's message is
 saved before anything is sent; the reply is saved as it streams (at most CHECKPOINT_INTERVAL_S of text at
 risk) and finalized with its state and numbers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -27,17 +28,6 @@ READ_AT_FIRST = 200  # messages of a conversation read when it opens; the rest a
 READ_MORE = 200
 TITLE_LENGTH = 60
 FINAL_STATES = {"stop": "complete", "length": "complete", "stopped": "stopped"}  # finish reason -> state
-
-
-def sendable_turns(turns: Sequence[ChatMessage], n_ctx: int) -> tuple[list[ChatMessage], int]:
-    """The newest turns that could fit a context of `n_ctx` tokens by their length (the last always), and
-    how many older ones were left out. Only these cross the pipe; the engine picks the exact window."""
-    budget = sendable_chars(n_ctx)
-    first, used = len(turns), 0
-    while first > 0 and (first == len(turns) or used + len(turns[first - 1].content) <= budget):
-        first -= 1
-        used += len(turns[first].content) + TURN_OVERHEAD_CHARS
-    return list(turns[first:]), first
 
 
 class ActiveChat:
@@ -123,30 +113,30 @@ class ActiveChat:
 
     def turns(self, system_prompt: str, n_ctx: int) -> tuple[tuple[ChatMessage, ...], int]:
         """What goes to the model for the reply: the system prompt, then the newest turns before the reply
-        that could fit, then the reply itself if it has text (continued); and how many were left out."""
-        older, unread = self._older_to_send(sendable_chars(n_ctx))
-        history = [
-            ChatMessage(m.role, m.content, m.reasoning)
-            for m in older + self.shown
-            if m.content.strip() and m.state != "error"
-        ]
-        sendable, omitted = sendable_turns(history, n_ctx)
+        that could fit the context by their length (the engine picks the exact window), then the reply
+        itself if it has text (continued); and how many older messages were left out."""
+        budget, used = sendable_chars(n_ctx), 0
+        kept: list[ChatMessage] = []  # newest first
+        walked = 0
+        for message in self._newest_first():
+            if kept and used + len(message.content) > budget:
+                break
+            walked += 1
+            if message.content.strip() and message.state != "error":
+                kept.append(ChatMessage(message.role, message.content, message.reasoning))
+                used += len(message.content) + TURN_OVERHEAD_CHARS
         system = [ChatMessage("system", system_prompt.strip())] if system_prompt.strip() else []
-        return tuple(system + sendable), omitted + unread
+        return tuple(system + kept[::-1]), len(self.shown) + len(self.unread) - walked
 
-    def _older_to_send(self, budget: int) -> tuple[list[Message], int]:
-        """Unread older messages that could still fit `budget` characters (read for this request only),
-        and how many stay unread."""
-        older: list[Message] = []
-        used = sum(len(m.content) + TURN_OVERHEAD_CHARS for m in self.shown)
-        unread = len(self.unread)
-        while unread and used < budget:
-            start = max(0, unread - READ_MORE)
-            part = self.store.path_messages(self.unread[start:unread])  # (one deleted meanwhile: left out)
-            older[:0] = part
-            unread = start
-            used += sum(len(m.content) + TURN_OVERHEAD_CHARS for m in part)
-        return older, unread
+    def _newest_first(self) -> Iterator[Message]:
+        """The conversation from its end: what was read, then the unread older part, READ_MORE at a time
+        (read for this request only)."""
+        yield from reversed(self.shown)
+        end = len(self.unread)
+        while end > 0:
+            start = max(0, end - READ_MORE)
+            yield from reversed(self.store.path_messages(self.unread[start:end]))
+            end = start
 
     def add_piece(self, text: str, reasoning: bool, now: float) -> None:
         self.draft.add(text, reasoning, now)

@@ -13,6 +13,7 @@ class ReplyDraft:
     reasoning: list[str] = field(default_factory=list)
     thinking_since: float | None = None  # when the first reasoning text came
     thinking_until: float | None = None  # when the first answer text came after it
+    _thought: str | None = field(default=None, repr=False)  # the label once thinking ended
 
     @classmethod
     def resumed(cls, text: str, reasoning: str) -> ReplyDraft:
@@ -22,6 +23,7 @@ class ReplyDraft:
     def add(self, text: str, is_reasoning: bool, now: float) -> None:
         if is_reasoning:
             self.reasoning.append(text)
+            self._thought = None
             if self.thinking_since is None:
                 self.thinking_since = now
         else:
@@ -47,4 +49,8 @@ class ReplyDraft:
             return ""
         if self.thinking_until is None:
             return f"Thinking… {now - self.thinking_since:.0f} s"
-        return thought_label(self.reasoning_text, (self.thinking_until - self.thinking_since) * 1000)
+        if self._thought is None:  # once: it is redrawn ten times a second while the answer streams
+            self._thought = thought_label(
+                self.reasoning_text, (self.thinking_until - self.thinking_since) * 1000
+            )
+        return self._thought

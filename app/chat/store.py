@@ -331,7 +331,7 @@ class ChatStore:
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             if parent_id == END:
-                path = self.messages(conversation_id)
+                path = self.active_steps(conversation_id)  # ids only, not every message whole
                 parent_id = path[-1].id if path else None
             self.db.execute(
                 "UPDATE messages SET active = 0 WHERE conversation_id = ? AND parent_id IS ?",

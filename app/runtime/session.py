@@ -182,7 +182,9 @@ class LlamaSession:
         self.eos_text = self._token_text(llama_cpp.llama_vocab_eos(self.vocab))
         self.reasoning_format = reasoning_format(header.chat_template)
         self.turn_end_tokens, self.turn_end_stops = self._turn_end()
-        self.content_tokens: dict[str, int] = {}  # a message's text -> its token count
+        # (length, hash) of a message's text -> its token count; a collision only misjudges the estimate,
+        # which a render checks
+        self.content_tokens: dict[tuple[int, int], int] = {}
         # tokens the template adds (fixed, per message), learned from renders: (messages, added) of the last
         self.template_overhead = (0.0, INITIAL_TURN_OVERHEAD)
         self.overhead_sample: tuple[int, int] | None = None
@@ -235,11 +237,12 @@ class LlamaSession:
     def _content_tokens(self, text: str) -> int:
         """How many tokens a message's text takes on its own (memoized: a chat's old turns are counted
         once, not once per reply)."""
-        count = self.content_tokens.get(text)
+        key = (len(text), hash(text))  # not the text: 50,000 long messages kept would be a lot of memory
+        count = self.content_tokens.get(key)
         if count is None:
             if len(self.content_tokens) >= CONTENT_TOKENS_KEPT:
                 self.content_tokens.clear()
-            count = self.content_tokens[text] = len(self.tokenize(text, add_bos=False))
+            count = self.content_tokens[key] = len(self.tokenize(text, add_bos=False))
         return count
 
     def tokenize(self, text: str, add_bos: bool) -> list[int]:
@@ -290,10 +293,10 @@ class LlamaSession:
         """Tokens for the chat, without the oldest turns (never the system prompt or the last message) that
         do not fit the context with `room` tokens left for the reply; `omitted`: turns the app left out.
 
-        Turns too long to fit by their length alone are never rendered. The window is chosen from each
-        turn's own token count (memoized) plus what the template adds per turn (learned from the last
-        render), then checked by one render; a second render when the estimate was short. Only when the
-        template's overhead is far from even is the window found by a binary search over rendered suffixes."""
+        Turns too long to fit by their length alone are never rendered. The window is estimated from each
+        turn's own token count (memoized) plus what the template adds (learned from the renders), and
+        checked by rendering it and the window one turn larger: two renders once the template's cost is
+        known. A binary search over rendered suffixes finishes what the estimate's steps leave open."""
         system = [m for m in messages[:1] if m.role == "system"]
         turns = list(messages[len(system) :])
         variables = {"enable_thinking": enable_thinking} if enable_thinking is not None else None

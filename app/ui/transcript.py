@@ -146,10 +146,10 @@ class Transcript(SafeMarkdownView):
         self.action_link_clicked.connect(self._action)
         dark = self.palette().color(QPalette.ColorRole.Base).lightness() < 128
         self.highlighter = CodeHighlighter(self.document(), dark)
-        self.messages: list[Message] = []  # the conversation as shown, all of it
+        self.messages: list[Message] = []  # the conversation as shown, as far back as it was read
         self.draw_limit = DRAWN_AT_FIRST  # how many of its newest messages are drawn
         self.unread = 0  # older messages not even read yet
-        self.read_earlier: ReadEarlier | None = None  # reads them, newest first
+        self.read_earlier: ReadEarlier | None = None  # reads the newest of them
         self._tail_start: int | None = None  # where the last drawn message (or the live reply) begins
         self._live = False  # a reply is streaming into the tail
         self._live_plain = 0  # characters of the reply appended as plain text (past the limit)
@@ -251,7 +251,7 @@ class Transcript(SafeMarkdownView):
         """Show the conversation and an empty reply after it, which `update_reply` then fills. Messages
         added since the last drawing are appended; nothing drawn before is drawn again but the last one
         (its Continue link goes)."""
-        if self._tail_start is not None and not self._live and self.messages and self._extends(messages):
+        if self._tail_start is not None and not self._live and self._extends(messages):
             added = messages[len(self.messages) :]
             self.messages.extend(added)
             self.draw_limit += len(added)
@@ -294,9 +294,10 @@ class Transcript(SafeMarkdownView):
         )
 
     def _extends(self, messages: list[Message]) -> bool:
-        """Whether `messages` are the drawn conversation with messages added at its end."""
+        """Whether `messages` are the drawn conversation with messages added at its end (both come from the
+        page's one copy of the path, so its last drawn message in its place says so)."""
         old = self.messages
-        return len(messages) >= len(old) and all(a.id == b.id for a, b in zip(old, messages, strict=False))
+        return bool(old) and len(messages) >= len(old) and messages[len(old) - 1].id == old[-1].id
 
     def _draw_window(self) -> None:
         self.highlighter.paused_from = None  # nothing streams into a fresh drawing
