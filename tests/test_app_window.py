@@ -185,6 +185,7 @@ def test_the_welcome_suggests_models_that_fit(
     qtbot.addWidget(dialog)
     qtbot.waitUntil(lambda: dialog.source != "", timeout=10_000)
     assert dialog.source == "hub" and dialog.suggested == ["bartowski/SmolLM2-135M-Instruct-GGUF"]
+    assert dialog.facts.text().startswith("This machine: ")  # measured off the GUI thread, then shown
     assert "Most downloaded" in dialog.note.text()
     from PySide6.QtWidgets import QPushButton
 

@@ -4,6 +4,7 @@ fit it, as the Hub says (shown in Discover), or a GGUF file already on disk."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from PySide6.QtCore import Qt
@@ -39,16 +40,10 @@ class WelcomeDialog(QDialog):
         self.setObjectName("welcomeDialog")
         self.setWindowTitle("Welcome to Hubside")
         self.show_model = show_model
-        ram, vram = free_ram(), free_vram()
-        self.free = max(ram, vram or 0)
-        facts = named(QLabel(), "welcomeMachine")
-        facts.setTextFormat(Qt.TextFormat.PlainText)
-        facts.setText(
-            f"This machine: {gb(ram)} of memory free · CPU {cpu_name()} · "
-            f"GPU {gpu_name() or 'none found (models run on the CPU)'}"
-            + (f" ({gb(vram)} free)" if vram is not None else "")
-        )
-        facts.setWordWrap(True)
+        # nvidia-smi answers in tenths of a second (5 s at worst): measured off the GUI thread, with the Hub
+        self.facts = named(QLabel("Looking at this machine…"), "welcomeMachine")
+        self.facts.setTextFormat(Qt.TextFormat.PlainText)
+        self.facts.setWordWrap(True)
         self.note = named(QLabel("Asking the Hugging Face Hub which models are popular…"), "welcomeSource")
         self.note.setWordWrap(True)
         self.picks = QVBoxLayout()
@@ -56,7 +51,7 @@ class WelcomeDialog(QDialog):
         self.source = ""  # where the suggestions came from, once they are shown
         layout = QVBoxLayout(self)
         layout.addWidget(QLabel("<h2>Welcome to Hubside</h2>"))
-        layout.addWidget(facts)
+        layout.addWidget(self.facts)
         layout.addWidget(self.note)
         layout.addLayout(self.picks)
         buttons = QHBoxLayout()
@@ -68,14 +63,13 @@ class WelcomeDialog(QDialog):
         buttons.addStretch(1)
         buttons.addWidget(close)
         layout.addLayout(buttons)
-        if hub is None:
-            self._show(built_in_suggestions(self.free), None)
-        else:
-            background.run(lambda: hub_suggestions(hub(), self.free), self._show)
+        background.run(lambda: _look(hub), self._show)
 
-    def _show(self, found: Any, error: AppError | None) -> None:
-        if not isinstance(found, Suggestions) or error is not None:  # an answer that made no sense
-            found = built_in_suggestions(self.free)
+    def _show(self, looked: Any, error: AppError | None) -> None:
+        if not isinstance(looked, _Looked) or error is not None:  # a failure that made no sense
+            looked = _Looked("This machine: its memory could not be read.", built_in_suggestions(0))
+        self.facts.setText(looked.facts)
+        found = looked.suggestions
         self.source = found.source
         self.note.setText(SOURCE_NOTES[found.source])
         self.suggested = [p.repo for p in found.starters]
@@ -98,3 +92,21 @@ class WelcomeDialog(QDialog):
     def _choose(self, then: Callable[[], None]) -> None:
         self.accept()
         then()
+
+
+@dataclass(frozen=True)
+class _Looked:
+    facts: str  # this machine, in a line
+    suggestions: Suggestions
+
+
+def _look(hub: Callable[[], HubClient] | None) -> _Looked:
+    """This machine's free memory, CPU and GPU, and what fits it: blocking, off the GUI thread."""
+    ram, vram = free_ram(), free_vram()
+    facts = (
+        f"This machine: {gb(ram)} of memory free · CPU {cpu_name()} · "
+        f"GPU {gpu_name() or 'none found (models run on the CPU)'}"
+        + (f" ({gb(vram)} free)" if vram is not None else "")
+    )
+    free = max(ram, vram or 0)
+    return _Looked(facts, hub_suggestions(hub(), free) if hub is not None else built_in_suggestions(free))
