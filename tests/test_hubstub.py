@@ -346,6 +346,9 @@ def test_listing_rows_carry_only_the_hubs_fields_unless_expanded(tiny_repo: HubS
     ]
     for bad in ({"expand[]": "lastmodified"}, {"expand[]": "gated", "full": "true"}, {"sort": "name"}):
         assert requests.get(url, params=bad).status_code == 400, bad
+    info = requests.get(f"{url}/acme/Tiny-GGUF", params={"expand[]": "gguf"}).json()  # model info too
+    assert set(info) == {"_id", "id", "gguf"} and info["gguf"]["architecture"]
+    assert requests.get(f"{url}/acme/Tiny-GGUF", params={"expand[]": "ggufs"}).status_code == 400
 
 
 def test_no_architecture_tags_the_architecture_is_in_model_info(hub: HubStub, tiny_model: Path) -> None:

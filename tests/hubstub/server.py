@@ -76,6 +76,26 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
     return _json({"error": message}, status, all_headers)
 
 
+def _expanded(query: dict[str, list[str]]) -> list[str]:
+    return query.get("expand[]", []) + query.get("expand", [])
+
+
+def _expand_refused(query: dict[str, list[str]]) -> Answer | None:
+    """The Hub's 400 for an unknown expand key, or expand with full/cardData; None when it is fine."""
+    expand = _expanded(query)
+    unknown = [key for key in expand if key not in EXPAND_KEYS]
+    if unknown:
+        return _error(400, "BadRequest", f'"expand" must be one of the allowed values, not {unknown[0]}')
+    if expand and ("full" in query or "cardData" in query):
+        return _error(400, "BadRequest", '"expand" cannot be combined with "full" or "cardData"')
+    return None
+
+
+def _only(info: dict[str, Any], expand: list[str]) -> dict[str, Any]:
+    """An info with only the expanded fields (and its ids), as the Hub answers expand[]."""
+    return {"_id": info["_id"], "id": info["id"]} | {key: info[key] for key in expand if key in info}
+
+
 def _truthy(values: list[str] | None) -> bool:
     return bool(values) and values[-1].lower() in ("1", "true", "yes")
 
@@ -256,8 +276,10 @@ class HubStub:
             answer = _error(404, "RepoNotFound", "Repository not found")
         elif groups.get("rev", "main") not in ("main", repo.sha):
             answer = _error(404, "RevisionNotFound", f"Invalid rev id: {groups['rev']}")
-        elif route == "info":
-            answer = _json(repo.info(blobs=_truthy(query.get("blobs"))))
+        elif route == "info":  # with expand[], as in a listing: only the fields asked (or a 400)
+            info = repo.info(blobs=_truthy(query.get("blobs")))
+            refused = _expand_refused(query)
+            answer = refused or _json(_only(info, _expanded(query)) if _expanded(query) else info)
         elif route == "tree":
             answer = self._tree(repo, groups.get("path", ""), query, base)
         elif route == "paths_info":
@@ -363,20 +385,12 @@ class HubStub:
             return _error(400, "BadRequest", f"Invalid sort key: {sort}")
         if sort:
             repos.sort(key=lambda r: r.info(blobs=False)[sort], reverse=True)
-        expand = query.get("expand[]", []) + query.get("expand", [])
-        unknown = [key for key in expand if key not in EXPAND_KEYS]
-        if unknown:
-            return _error(400, "BadRequest", f'"expand" must be one of the allowed values, not {unknown[0]}')
-        if expand and ("full" in query or "cardData" in query):
-            return _error(400, "BadRequest", '"expand" cannot be combined with "full" or "cardData"')
-
-        def row(repo: StubRepo) -> dict[str, Any]:
-            if not expand:
-                return repo.summary()
-            info = repo.info(blobs=False)
-            return {"_id": info["_id"], "id": repo.repo_id} | {k: info[k] for k in expand if k in info}
-
-        return self._paged([row(r) for r in repos], query, base + "/api/models")
+        refused = _expand_refused(query)
+        if refused is not None:
+            return refused
+        expand = _expanded(query)
+        rows = [_only(repo.info(blobs=False), expand) if expand else repo.summary() for repo in repos]
+        return self._paged(rows, query, base + "/api/models")
 
     def _paged(self, rows: list[Any], query: dict[str, list[str]], url: str) -> Answer:
         limit = int((query.get("limit") or [str(self.page_size)])[-1])
