@@ -63,6 +63,7 @@ def test_results_status() -> None:
     assert results_status(0, False) == "No GGUF models found."
     assert results_status(1, False) == "1 model"
     assert results_status(100, True) == "100 models (scroll for more)"
+    assert results_status(0, False, capped=True) == "0 models so far; more repos to look through."
 
 
 def test_model_facts_and_what_a_gated_repo_needs() -> None:

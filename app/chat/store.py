@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from app.errors import AppError, ErrorKind
-from app.storage import DamagedDatabase, is_damaged, open_database
+from app.storage import DamagedDatabase, is_damaged, move_aside, open_database
 
 log = logging.getLogger(__name__)
 
@@ -287,11 +287,7 @@ class ChatStore:
             raise
 
     def _move_aside(self, reason: Exception) -> Path:
-        aside = self.path.with_name(f"{self.path.name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}")
-        for suffix in ("", "-wal", "-shm"):
-            part = Path(f"{self.path}{suffix}")
-            if part.exists():
-                part.replace(Path(f"{aside}{suffix}"))
+        aside = move_aside(self.path)
         log.error("chat database unreadable (%s); moved to %s", reason, aside)
         return aside
 

@@ -124,7 +124,7 @@ def download(
     while part.offset < remote.size:
         before = part.offset
         try:
-            with _get(transfer, remote.url, remote.url, part.offset, etag) as response:
+            with _get(transfer, remote.url, part.offset, etag) as response:
                 transfer.live = response
                 if response.status_code == 416:  # the server has nothing past our offset: not the same file
                     part.restart()
@@ -168,7 +168,9 @@ class _Retry(Exception):
         self.response = response
 
 
-def _get(transfer: Transfer, url: str, hub_url: str, offset: int, etag: str | None) -> requests.Response:
+def _get(transfer: Transfer, url: str, offset: int, etag: str | None) -> requests.Response:
+    """GET the file, following redirects ourselves: the token goes only where the Hub's URL points."""
+    hub_url = url
     headers = {"Accept-Encoding": "identity"}
     if offset:
         headers["Range"] = f"bytes={offset}-"

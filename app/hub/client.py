@@ -10,10 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import queue
 import re
-import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -241,7 +239,7 @@ class HubCache:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             data = json.dumps(value).encode()
-            (write_atomic if durable else _write_replace)(self._file(key, ".json"), data)
+            write_atomic(self._file(key, ".json"), data, durable)
         except OSError as exc:  # a cache that cannot be written only costs a refetch
             log.warning("hub cache: cannot write %s: %s", key, exc)
 
@@ -257,18 +255,6 @@ class HubCache:
             write_atomic(self._file(key, ".bin"), data)
         except OSError as exc:
             log.warning("hub cache: cannot write %s: %s", key, exc)
-
-
-def _write_replace(path: Path, data: bytes) -> None:
-    """A temporary file renamed into place, without fsync: readers see the old file or the new one."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass
@@ -584,7 +570,7 @@ class HubClient:
 
     def with_known_facts(self, row: ModelSummary) -> ModelSummary:
         """Parameters and architecture, which listings lack, from the repo's details seen before."""
-        known = self.cache.get(f"facts:{row.id}") or {}
+        known = self.known_facts(row.id) or {}
         return replace(row, parameters=_int(known.get("parameters")), architecture=known.get("architecture"))
 
     def details(self, repo: str) -> Fetched:

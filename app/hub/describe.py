@@ -41,8 +41,11 @@ def top_context_step(context_length: int) -> int:
     return max(i for i, n in enumerate(CONTEXT_STEPS) if n <= max(context_length, 512))
 
 
-def results_status(shown: int, more: bool) -> str:
+def results_status(shown: int, more: bool, capped: bool = False) -> str:
+    """The line under the results; `capped`: the search stopped at its budget with repos left to look at."""
     count = f"{shown} model" + ("" if shown == 1 else "s")
+    if capped:
+        return f"{count} so far; more repos to look through."
     return f"{count}{' (scroll for more)' if more else ''}" if shown else "No GGUF models found."
 
 

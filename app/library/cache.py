@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from app import __version__
-from app.storage import DamagedDatabase, is_damaged, open_database
+from app.storage import DamagedDatabase, is_damaged, move_aside, open_database
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +83,7 @@ class HeaderCache:
     def _try_open(self) -> sqlite3.Connection | None:
         try:
             return self._open()
-        except (sqlite3.Error, DamagedDatabase, _Unusable) as exc:
+        except (sqlite3.Error, _Unusable) as exc:  # DamagedDatabase is an sqlite3.Error
             self._failed(exc)
             return None
 
@@ -121,18 +120,10 @@ class HeaderCache:
             self.db.close()
             self.db = None
         if is_damaged(exc) and self.moved_aside is None:
-            self.moved_aside = self._move_aside()
+            self.moved_aside = move_aside(self.path)
             log.warning("library cache %s unreadable (%s); moved to %s", self.path, exc, self.moved_aside)
         else:
             log.warning("library cache %s not used this time: %s", self.path, exc)
-
-    def _move_aside(self) -> Path:
-        aside = self.path.with_name(f"{self.path.name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}")
-        for suffix in ("", "-wal", "-shm"):
-            part = Path(f"{self.path}{suffix}")
-            if part.exists():
-                part.replace(Path(f"{aside}{suffix}"))
-        return aside
 
     def load(self) -> dict[str, CachedHeader]:
         """Every header this version of Hubside read, by path."""

@@ -114,11 +114,6 @@ def _text_size(value: Any, indent: int = 0) -> int:
     return size
 
 
-def _length(value: Any) -> int:
-    """The length of a value that an operation converts to text first."""
-    return len(value) if isinstance(value, str) else _text_size(value)
-
-
 def _percent_size(fmt: str, values: Any) -> int:
     """About the length of `fmt % values`: each `%[(key)][flags][width][.precision]` spec gives its
     width and precision (from `values` where they are `*`) and the text of the value it formats."""
@@ -148,8 +143,8 @@ def _percent_size(fmt: str, values: Any) -> int:
 
 
 def _replace_size(s: Any, old: Any = "", new: Any = "", count: Any = None) -> int:
-    length = _length(s)
-    growth = _length(new) - _length(old)
+    length = _text_size(s)
+    growth = _text_size(new) - _text_size(old)
     if growth <= 0:
         return length
     found = s.count(old) if isinstance(s, str) and isinstance(old, str) else length + 1
@@ -159,7 +154,7 @@ def _replace_size(s: Any, old: Any = "", new: Any = "", count: Any = None) -> in
 
 
 def _padded_size(s: Any, width: Any = 0, *_: Any) -> int:  # center, ljust, rjust, zfill
-    return max(_length(s), width if isinstance(width, int) else 0)
+    return max(_text_size(s), width if isinstance(width, int) else 0)
 
 
 def _expandtabs_size(s: str, tabsize: Any = 8) -> int:
@@ -167,12 +162,12 @@ def _expandtabs_size(s: str, tabsize: Any = 8) -> int:
 
 
 def _translate_size(s: str, table: Any = None) -> int:
-    longest = max((_length(v) for v in table.values()), default=1) if isinstance(table, Mapping) else 1
+    longest = max((_text_size(v) for v in table.values()), default=1) if isinstance(table, Mapping) else 1
     return len(s) * max(longest, 1)
 
 
 def _join_size(separator: Any, items: Sequence[Any]) -> int:
-    size = _length(separator) * max(len(items) - 1, 0)
+    size = _text_size(separator) * max(len(items) - 1, 0)
     for item in items:
         size += _text_size(item)
         if size > MAX_OUTPUT:
@@ -185,8 +180,8 @@ def _lines(s: Any) -> int:
 
 
 def _indent_size(s: Any, width: Any = 4, first: Any = False, blank: Any = False) -> int:
-    indent = _length(width) if isinstance(width, str) else width if isinstance(width, int) else 0
-    return _length(s) + _lines(s) * max(indent, 0)
+    indent = _text_size(width) if isinstance(width, str) else width if isinstance(width, int) else 0
+    return _text_size(s) + _lines(s) * max(indent, 0)
 
 
 def _wordwrap_size(
@@ -197,9 +192,9 @@ def _wordwrap_size(
     break_on_hyphens: Any = True,
 ) -> int:
     # Two lines in a row hold more than `width` characters, or the words would have shared one line.
-    wrap = 1 if wrapstring is None else _length(wrapstring)
-    lines = 2 * _length(s) // max(width if isinstance(width, int) else 1, 1) + _lines(s) + 1
-    return _length(s) + lines * wrap
+    wrap = 1 if wrapstring is None else _text_size(wrapstring)
+    lines = 2 * _text_size(s) // max(width if isinstance(width, int) else 1, 1) + _lines(s) + 1
+    return _text_size(s) + lines * wrap
 
 
 def _format_size(value: Any, *args: Any, **kwargs: Any) -> int:
@@ -453,7 +448,7 @@ def _tojson(
     width = len(indent) if isinstance(indent, str) else indent if isinstance(indent, int) else 0
     if width > MAX_JSON_INDENT:
         raise TemplateLimitExceeded(f"a JSON indent ({width}) larger than the template limits")
-    if isinstance(separators, Sequence) and any(_length(s) > MAX_JSON_INDENT for s in separators):
+    if isinstance(separators, Sequence) and any(_text_size(s) > MAX_JSON_INDENT for s in separators):
         raise TemplateLimitExceeded("JSON separators longer than the template limits")
     _refuse_past(_text_size(value, indent=width), "a JSON value")
     return json.dumps(

@@ -140,6 +140,7 @@ def build_window(paths: AppPaths, engine: Engine | None = None) -> tuple[MainWin
     pages = {"discover": discover, "models": models, "downloads": downloads_page, "compare": compare}
     window = MainWindow(chat, bridge, settings, settings_store, pages)
     window.closing.connect(compare.shutdown)
+    window.closing.connect(discover.shutdown)  # a search under way asks the Hub nothing more
 
     def apply_settings(changed: Settings) -> None:
         """Settings take effect now: the chat's load defaults, the queue, the library, the theme."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import QCoreApplication, Slot
+from PySide6.QtCore import Slot
 from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import QSplitter, QVBoxLayout, QWidget
 
@@ -64,9 +64,6 @@ class DiscoverPage(QWidget):
         layout.addWidget(self.search_bar)
         layout.addWidget(self.banner)
         layout.addWidget(splitter, 1)
-        app = QCoreApplication.instance()
-        if app is not None:  # a search under way asks the Hub nothing more once the app quits
-            app.aboutToQuit.connect(self.shutdown)
 
         # The parts under the names the window and the tests have always used.
         self.search_box = self.search_bar.search_box

@@ -125,11 +125,7 @@ class ResultsList(QWidget):
 
     def show_count(self) -> None:
         shown = len(self.results.rows)
-        if self.results.at_cap:
-            found = f"{shown} model" + ("" if shown == 1 else "s")
-            self.status.setText(f"{found} so far; more repos to look through.")
-        else:
-            self.status.setText(results_status(shown, self.results.more_wanted))
+        self.status.setText(results_status(shown, self.results.more_wanted, self.results.at_cap))
         self.further.setVisible(self.results.at_cap)
 
     @Slot()
