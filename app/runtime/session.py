@@ -307,7 +307,11 @@ class LlamaSession:
             first -= 1
             used += len(turns[first].content) + TURN_OVERHEAD_CHARS
         system_tokens = sum(self._content_tokens(m.content) for m in system)
-        turn_tokens = [0] * first + [self._content_tokens(m.content) for m in turns[first:]]  # never before
+
+        def turn_tokens(index: int) -> int:
+            """Counted as the window reaches back: the turns it never reaches are never tokenized."""
+            return self._content_tokens(turns[index].content)
+
         rendered: dict[int, tuple[RenderedPrompt, list[int]]] = {}
 
         def attempt(drop: int) -> tuple[RenderedPrompt, list[int]]:
@@ -324,7 +328,9 @@ class LlamaSession:
                 rendered[drop] = prompt, tokens
                 kept = len(system) + len(turns) - drop
                 if prompt.notice is None and kept:  # learn what this template adds
-                    self._learn_overhead(kept, len(tokens) - system_tokens - sum(turn_tokens[drop:]))
+                    self._learn_overhead(
+                        kept, len(tokens) - system_tokens - sum(map(turn_tokens, range(drop, len(turns))))
+                    )
             return rendered[drop]
 
         def fits(drop: int) -> bool:
@@ -335,9 +341,9 @@ class LlamaSession:
             fixed, per_turn = self.template_overhead
             limit = self.n_ctx - room - system_tokens - fixed - per_turn * len(system)
             drop, total = len(turns), 0.0
-            while drop > max(first, 0) and total + turn_tokens[drop - 1] + per_turn <= limit:
+            while drop > max(first, 0) and total + turn_tokens(drop - 1) + per_turn <= limit:
                 drop -= 1
-                total += turn_tokens[drop] + per_turn
+                total += turn_tokens(drop) + per_turn
             return min(drop, len(turns) - 1)
 
         def fewest(low: int, high: int) -> int:
