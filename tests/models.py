@@ -43,9 +43,13 @@ GEMMA3 = PyPIModel(
 )
 
 
+# Read once at import, before the tests' own HOME is set: the cache is shared by every test and session.
+_DEFAULT_CACHE = Path.home() / ".cache" / "hubside-test-models"
+
+
 def cache_dir() -> Path:
     configured = os.environ.get("HUBSIDE_TEST_MODELS")
-    path = Path(configured) if configured else Path.home() / ".cache" / "hubside-test-models"
+    path = Path(configured) if configured else _DEFAULT_CACHE
     path.mkdir(parents=True, exist_ok=True)
     return path
 
