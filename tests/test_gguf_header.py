@@ -5,13 +5,17 @@ from __future__ import annotations
 import contextlib
 import struct
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
+from gguf import GGUFWriter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.runtime.gguf_header import BadModelFile, read_header
+from app.runtime.memory import kv_cache_bytes
 from tests.tinymodel import CORRUPTIONS, corrupt, truncate
 
 
@@ -163,3 +167,63 @@ def test_checking_a_model_imports_neither_gguf_nor_numpy(smollm2_path: Path) -> 
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split("\n")[:2] == ["Q4_1", "[]"]
+
+
+def _gguf_with(path: Path, add: Callable[[GGUFWriter], None]) -> Path:
+    """A small llama GGUF written by the gguf package, with `add` putting in the keys under test."""
+    writer = GGUFWriter(path, "llama")
+    add(writer)
+    writer.add_tensor("token_embd.weight", np.zeros((4, 32), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+# Keys Hubside reads, each holding the wrong kind of value: before the type checks these raised ValueError
+# or TypeError where the value was used (or passed silently and broke the memory estimate).
+WRONG_TYPES: dict[str, Callable[[GGUFWriter], None]] = {
+    "general.file_type": lambda w: w.add_string("general.file_type", "Q4_K_M"),
+    "llama.block_count": lambda w: w.add_array("llama.block_count", [2, 2]),
+    "llama.context_length": lambda w: w.add_float32("llama.context_length", 4096.5),
+    "general.name": lambda w: w.add_uint32("general.name", 7),
+    "llama.embedding_length": lambda w: w.add_int32("llama.embedding_length", -64),
+    "llama.attention.head_count_kv": lambda w: w.add_array("llama.attention.head_count_kv", ["a", "b"]),
+    "llama.attention.head_count": lambda w: w.add_bool("llama.attention.head_count", True),
+    "tokenizer.chat_template": lambda w: w.add_uint64("tokenizer.chat_template", 1),
+    "general.alignment": lambda w: w.add_string("general.alignment", "32"),
+}
+
+
+@pytest.mark.parametrize("key", sorted(WRONG_TYPES))
+def test_a_key_of_the_wrong_type_is_a_bad_model_file_naming_it(key: str, tmp_path: Path) -> None:
+    path = _gguf_with(tmp_path / "typed.gguf", WRONG_TYPES[key])
+    with pytest.raises(BadModelFile) as raised:
+        header = read_header(path)
+        # What used to fail late: the properties and the memory estimate every caller uses.
+        facts = (header.quant, header.name, header.context_length, header.block_count, header.chat_template)
+        kv_cache_bytes(header, 512)
+        pytest.fail(f"read as {facts}")
+    assert f"the key {key} holds " in raised.value.problem
+
+
+def test_an_architecture_that_is_not_a_string_is_named(tmp_path: Path) -> None:
+    data = _mini_gguf(kvs=[("general.architecture", 4, struct.pack("<I", 7))])
+    with pytest.raises(BadModelFile, match=r"the key general\.architecture holds the number 7, not a string"):
+        read_header(_write(tmp_path, data))
+
+
+def test_per_layer_head_counts_of_a_deep_model_are_kept(tmp_path: Path) -> None:
+    # 80 layers with one KV head count each (as Nemotron-51B has): more than the 64 values other arrays keep.
+    layers = 80
+
+    def add(writer: GGUFWriter) -> None:
+        writer.add_block_count(layers)
+        writer.add_embedding_length(64)
+        writer.add_head_count(4)
+        writer.add_array("llama.attention.head_count_kv", [1, 2] * (layers // 2))
+
+    header = read_header(_gguf_with(tmp_path / "deep.gguf", add))
+    assert header.arch_value("attention.head_count_kv") == [1, 2] * (layers // 2)
+    assert kv_cache_bytes(header, 100) == 100 * 2 * 16 * 2 * (layers // 2) * (1 + 2)

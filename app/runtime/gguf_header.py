@@ -2,7 +2,7 @@
 
 It checks magic, version, counts, string and array lengths, value types, tensor shapes, types and data
 offsets against the file's real size before llama.cpp sees the file, and never allocates more than the file
-holds. Any problem is one error type, `BadModelFile`, with a message a user can act on.
+holds. Every key Hubside reads must hold the kind of value it is read as (a whole number, a string). Any problem is one error type, `BadModelFile`, with a message a user can act on.
 """
 
 from __future__ import annotations
@@ -40,7 +40,30 @@ MAX_STRING = 1 << 24  # 16 MiB: chat templates are large, nothing legitimate is 
 MAX_ARRAY = 1 << 24  # vocabularies and merges have at most a few hundred thousand entries
 MAX_DIMS = 4
 KEEP_ARRAY_VALUES = 64  # arrays longer than this are checked and skipped, only their length kept
+MAX_LAYERS = 512  # llama.cpp's LLAMA_MAX_LAYERS: per-layer arrays of the file's architecture are kept whole
 DEFAULT_ALIGNMENT = 32
+
+# The keys Hubside reads, and what each must hold. Sizes alone are not enough: a string file type or an
+# array block count would otherwise fail later as a ValueError or TypeError, far from the file's name.
+_COUNT, _TEXT, _COUNTS = "a whole number", "a string", "a whole number or one per layer"
+_GENERAL_KEYS = {
+    "general.architecture": _TEXT,
+    "general.name": _TEXT,
+    "general.file_type": _COUNT,
+    "general.alignment": _COUNT,
+    "tokenizer.chat_template": _TEXT,
+}
+_ARCH_KEYS = {  # under "<architecture>."
+    "context_length": _COUNT,
+    "block_count": _COUNT,
+    "embedding_length": _COUNT,
+    "attention.head_count": _COUNTS,
+    "attention.head_count_kv": _COUNTS,
+    "attention.key_length": _COUNT,
+    "attention.value_length": _COUNT,
+    "attention.sliding_window": _COUNT,
+}
+_PER_LAYER = ("attention.head_count", "attention.head_count_kv")
 
 # value type -> (struct format, size); 8 = string, 9 = array
 _SCALARS: dict[int, tuple[str, int]] = {
@@ -170,6 +193,7 @@ class _Parser:
         self.size = size  # of the whole file
         self.available = min(len(view), size)  # of it in `view`
         self.pos = 0
+        self.metadata: dict[str, Any] = {}
 
     def fail(self, problem: str) -> BadModelFile:
         return BadModelFile(self.path, problem)
@@ -216,7 +240,7 @@ class _Parser:
             min_item = _SCALARS[item_type][1] if item_type in _SCALARS else 8
             if length > MAX_ARRAY or length * min_item > self.size - self.pos:
                 raise self.fail(f"the array {key} claims {length} elements, more than the file holds")
-            if length <= KEEP_ARRAY_VALUES:
+            if length <= KEEP_ARRAY_VALUES or (length <= MAX_LAYERS and self.per_layer(key)):
                 return [self.value(item_type, key) for _ in range(length)]
             if item_type == _STRING:
                 for _ in range(length):
@@ -241,7 +265,7 @@ class _Parser:
         if n_kv > MAX_KV:
             raise self.fail(f"it claims {n_kv} metadata entries (more than {MAX_KV})")
 
-        metadata: dict[str, Any] = {}
+        metadata = self.metadata
         for _ in range(n_kv):
             key = self.string("metadata key")
             if key in metadata:
@@ -249,9 +273,10 @@ class _Parser:
             value_type = self.unpack("<I", 4, f"value type of {key}")
             metadata[key] = self.value(value_type, key)
 
+        self.check_types(metadata)
         infos = [self.tensor_info() for _ in range(n_tensors)]
         alignment = metadata.get("general.alignment", DEFAULT_ALIGNMENT)
-        if not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):
+        if alignment <= 0 or alignment & (alignment - 1):
             raise self.fail(f"its alignment {alignment!r} is not a power of two")
         data_offset = -(-self.pos // alignment) * alignment
         data_size = self.size - data_offset
@@ -268,6 +293,22 @@ class _Parser:
                 raise self.fail(f"the tensor {name} runs past the end of the file (truncated download?)")
             tensors.append(TensorInfo(name, shape, ggml_type, offset, n_bytes))
         return GGUFHeader(self.path, version, self.size, metadata, tuple(tensors), data_offset)
+
+    def per_layer(self, key: str) -> bool:
+        """A per-layer array of the file's own architecture (named first, as every writer does): at most two
+        such keys, so keeping them whole stays small."""
+        arch = self.metadata.get("general.architecture")
+        return isinstance(arch, str) and key in (f"{arch}.{name}" for name in _PER_LAYER)
+
+    def check_types(self, metadata: dict[str, Any]) -> None:
+        """Every key Hubside reads holds the kind of value it must (absent keys are fine)."""
+        arch = metadata.get("general.architecture")
+        wanted = dict(_GENERAL_KEYS)
+        if isinstance(arch, str):
+            wanted.update({f"{arch}.{name}": kind for name, kind in _ARCH_KEYS.items()})
+        for key, kind in wanted.items():
+            if key in metadata and not _holds(metadata[key], kind):
+                raise self.fail(f"the key {key} holds {_described(metadata[key])}, not {kind}")
 
     def tensor_info(self) -> tuple[str, tuple[int, ...], int, int]:
         name = self.string("tensor name")
@@ -291,3 +332,33 @@ class _Parser:
         if shape[0] % block:
             raise self.fail(f"the tensor {name} has a shape {shape} that does not fit its blocks")
         return count // block * block_bytes
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _holds(value: Any, kind: str) -> bool:
+    if kind == _TEXT:
+        return isinstance(value, str)
+    if kind == _COUNTS and isinstance(value, list):
+        return all(_is_count(v) for v in value)
+    return _is_count(value)
+
+
+def _described(value: Any) -> str:
+    """What a value is, for a message (never the value itself when it is long)."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return f"the number {value}"
+    if isinstance(value, float):
+        return "a fractional number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, ArrayInfo):
+        return f"an array of {value.length} values"
+    if isinstance(value, list):
+        counts = all(_is_count(v) for v in value)
+        return f"an array of {len(value)} values" if counts else "an array not all of whole numbers"
+    return type(value).__name__
