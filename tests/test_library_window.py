@@ -6,6 +6,7 @@ import hashlib
 import shutil
 from pathlib import Path
 
+import pytest
 from PySide6.QtCore import QObject, Qt
 from PySide6.QtWidgets import QPushButton
 from pytestqt.qtbot import QtBot
@@ -20,6 +21,7 @@ from app.ui.models_page import ModelsPage
 from tests.hubstub.faults import Fault
 from tests.hubstub.server import HubStub
 from tests.library_files import make_library
+from tests.library_hostile import BAD, GOOD, make_hostile_folder
 
 WAIT_MS = 60_000
 REPO = "bartowski/SmolLM2-135M-Instruct-GGUF"
@@ -112,7 +114,7 @@ def test_models_found_in_place_are_hidden_never_deleted(
     assert (
         by_name["broken-Q4_0.gguf"].problem
         and models.model.index(models.model.rows.index(by_name["broken-Q4_0.gguf"]), 8).data()
-        == "⚠ cannot be used"
+        == f"⚠ {by_name['broken-Q4_0.gguf'].problem}"
     )
     assert by_name["theirs-Q4_0.gguf"].source == FOLDER
     assert "in all" in models.summary.text() and "(1 cannot be used)" in models.summary.text()
@@ -144,3 +146,20 @@ def test_the_page_lists_2000_models_and_a_rescan_reads_no_header(
     models.rescan()
     qtbot.waitUntil(lambda: models.model.rowCount() == 1999, timeout=WAIT_MS)
     assert models.scanner.headers_read == [] and told == [2000, 1999]
+
+
+def test_the_page_lists_good_files_and_shows_each_bad_one_with_its_reason(
+    qtbot: QtBot, window: MainWindow, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, models, _ = _pages(window)
+    folder = make_hostile_folder(tmp_path / "hostile", monkeypatch)
+    qtbot.waitUntil(lambda: not models.scanning, timeout=WAIT_MS)
+    models.add_folder(str(folder))
+    qtbot.waitUntil(lambda: models.model.rowCount() == len(GOOD) + len(BAD), timeout=WAIT_MS)
+    status = models.model.COLUMNS.index("Status")
+    shown = {models.model.index(row, 0).data(): models.model.index(row, status).data() for row in range(7)}
+    assert {name: shown[name] for name in GOOD} == dict.fromkeys(GOOD, "ok")
+    for name, reason in BAD.items():
+        assert shown[name].startswith("⚠ ") and reason in shown[name], name
+    assert models.summary.text().startswith(f"7 models ({len(BAD)} cannot be used)")
+    assert not models.problem.isVisible()  # no scan failure: the bad files cost only their own rows

@@ -5,6 +5,7 @@ header alone; a file that cannot be read is listed with the reason, never loaded
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from collections.abc import Iterable
@@ -162,56 +163,95 @@ def _entries(roots: Iterable[Root], hidden: Iterable[str], headers: _Headers) ->
     seen: set[object] = set()
     entries: list[LibraryEntry] = []
     for root in roots:
-        if not root.path.is_dir():
+        if not _is_dir(root.path):
             continue
         for path in _model_files(root):
             if str(path) in skip:
                 continue
-            stamp = _stat(path)  # follows links: the HF cache's snapshot link gives its blob
-            identity = _identity(path, stamp)
-            if identity in seen:
-                continue
-            seen.add(identity)
-            entries.append(entry_for(path, root, stamp, headers))
+            try:
+                entry = _new_entry(path, root, headers, seen)
+            except Exception as exc:  # whatever one file does (a link loop, a race), it costs that file only
+                log.warning("listing %s failed", path, exc_info=True)
+                entry = _unusable(path, root, f"it cannot be listed ({_reason(exc)})")
+            if entry is not None:
+                entries.append(entry)
     return entries
 
 
-def _identity(path: Path, stamp: os.stat_result | None) -> object:
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # a root behind a folder this user cannot enter: nothing to list there
+        return False
+
+
+def _new_entry(path: Path, root: Root, headers: _Headers, seen: set[object]) -> LibraryEntry | None:
+    """The entry for the file, or None when another root already listed it."""
+    try:
+        stamp = path.stat()  # follows links: the HF cache's snapshot link gives its blob
+    except OSError as exc:
+        return _unusable(path, root, _stat_problem(path, exc))
+    identity = _identity(path, stamp)
+    if identity in seen:
+        return None
+    seen.add(identity)
+    return entry_for(path, root, stamp, headers)
+
+
+def _identity(path: Path, stamp: os.stat_result) -> object:
     """The file behind the path, as its real path names it. A file with one directory entry (the usual
     case) is named by its inode alone, without resolve()'s walk over every folder of the path (30 µs a
     file, as much as the rest of a rescan); hard links are different paths to the library: resolved."""
-    if stamp is not None and stamp.st_nlink == 1:
+    if stamp.st_nlink == 1:
         return (stamp.st_dev, stamp.st_ino)
     return path.resolve()
 
 
-def _stat(path: Path) -> os.stat_result | None:
-    try:
-        return path.stat()
-    except OSError:
-        return None
+def _stat_problem(path: Path, exc: OSError) -> str:
+    if exc.errno == errno.ENOENT and path.is_symlink():
+        return "it is a link to a file that is not there"
+    return f"it cannot be read ({_reason(exc)})"
 
 
-def entry_for(path: Path, root: Root, stamp: os.stat_result | None, headers: _Headers) -> LibraryEntry:
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def _unusable(path: Path, root: Root, problem: str) -> LibraryEntry:
+    """A file listed with the reason it cannot be used, and what its path alone says."""
+    repo = _repo_of(path, root)
+    quant = quant_label(path.name) or "?"
+    return LibraryEntry(
+        _id(path, root, repo, quant), path, (path,), root.source, repo, quant, 0, problem=problem
+    )
+
+
+def _id(path: Path, root: Root, repo: str, quant: str) -> str:
+    return _PREFIX[root.source] + (f"{repo}:{quant}" if root.source != FOLDER else path.stem)
+
+
+def entry_for(path: Path, root: Root, stamp: os.stat_result, headers: _Headers) -> LibraryEntry:
     files = shard_files(path)
-    stamps = [stamp, *(_stat(f) for f in files[1:])]
-    size = sum(s.st_size for s in stamps if s is not None)
-    missing = [f.name for f, s in zip(files, stamps, strict=True) if s is None]
-    if stamp is None or missing:
-        facts = HeaderFacts(problem=f"shard {missing[0]} is missing")
-    else:
-        facts = headers.facts(path, stamp)
+    stamps, problem = [stamp], ""
+    for shard in files[1:]:
+        try:
+            stamps.append(shard.stat())
+        except OSError as exc:
+            unreadable = "is missing" if exc.errno == errno.ENOENT else f"cannot be read ({_reason(exc)})"
+            problem = problem or f"shard {shard.name} {unreadable}"
+    facts = HeaderFacts(problem=problem) if problem else headers.facts(path, stamp)
     repo = _repo_of(path, root)
     quant = facts.quant or quant_label(path.name) or "?"
-    label = f"{repo}:{quant}" if root.source != FOLDER else path.stem
     return LibraryEntry(
-        _PREFIX[root.source] + label,
+        _id(path, root, repo, quant),
         path,
         files,
         root.source,
         repo,
         quant,
-        size,
+        sum(s.st_size for s in stamps),
         facts.architecture,
         facts.parameters,
         facts.context_length,

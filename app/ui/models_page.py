@@ -49,7 +49,7 @@ class LibraryModel(RowsModel):
             f"{e.parameters / 1e9:.2f} B" if e.parameters else "",
             f"{e.context_length:,}" if e.context_length else "",
             e.source,
-            "⚠ cannot be used" if e.problem else "ok",
+            f"⚠ {e.problem}" if e.problem else "ok",  # the reason in the row, not only in a tooltip
         )[column]
 
 
