@@ -5,6 +5,7 @@ GUI thread. The newest request wins; failures are a banner over the last results
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -44,6 +45,8 @@ class DiscoverPage(QWidget):
         self.machine = Machine(free_ram(), None)
         self.pages: SearchPages | None = None
         self.search_serial = 0  # the newest search; answers to older ones are dropped
+        self.token_serial = 0  # the newest token entered: the one kept
+        self._token_lock = threading.Lock()  # one keyring write at a time
         self.details_serial = 0
 
         self.search_bar = SearchBar()
@@ -214,10 +217,23 @@ class DiscoverPage(QWidget):
     # --- token and machine -------------------------------------------------------------------------
     @Slot(str)
     def set_token(self, token: str) -> None:
-        try:
-            save_token(token)
-        except AppError as exc:
-            self.banner.show_message(exc.user_message)
+        """Keep the token in the keyring off the GUI thread: an OS keyring can take seconds (its daemon,
+        an unlock prompt). A token entered while an older one is being saved is the one kept."""
+        self.token_serial += 1
+        serial = self.token_serial
+
+        def save() -> None:
+            with self._token_lock:  # writes in turn, so an older token never lands after a newer one
+                if serial == self.token_serial:
+                    save_token(token)
+
+        self.background.run(save, lambda _, error: self._token_saved(serial, error))
+
+    def _token_saved(self, serial: int, error: AppError | None) -> None:
+        if serial != self.token_serial:
+            return  # a newer token is on its way
+        if error is not None:
+            self.banner.show_message(error.user_message)
             return
         self.client = self.client_factory()
         self.banner.hide()

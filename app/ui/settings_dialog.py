@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.errors import AppError
+from app.errors import AppError, to_app_error
 from app.hub.token import save_token
 from app.settings import Settings
 from app.ui.widgets import named
@@ -214,20 +214,43 @@ class SettingsDialog(QDialog):
         return str(problems[0]) if problems else ""
 
     def _save_token(self, token: str) -> bool:
-        try:
-            save_token(token)
-        except AppError:
-            answer = QMessageBox.question(
-                self,
-                "Hugging Face token",
-                "This system has no keyring. Keep the token in a file that only you can read "
-                f"({self.token_file})?",
-            )
-            if answer != QMessageBox.StandardButton.Yes:
-                self.problem.setText("The token was not saved (no keyring); you can set HF_TOKEN instead.")
-                return False
-            save_token(token, self.token_file)
+        if self._keep_token(lambda: save_token(token)) is None:
+            return True
+        answer = QMessageBox.question(
+            self,
+            "Hugging Face token",
+            "This system has no keyring. Keep the token in a file that only you can read "
+            f"({self.token_file})?",
+        )
+        if answer != QMessageBox.StandardButton.Yes:
+            self.problem.setText("The token was not saved (no keyring); you can set HF_TOKEN instead.")
+            return False
+        if (problem := self._keep_token(lambda: save_token(token, self.token_file))) is not None:
+            self.problem.setText(f"The token was not saved: {problem.user_message}")
+            return False
         return True
+
+    def _keep_token(self, save: Callable[[], None]) -> AppError | None:
+        """Run a keyring call on a thread of its own while the window goes on drawing (an OS keyring can
+        take seconds: its daemon, an unlock prompt); returns what went wrong, or None."""
+        problems: list[AppError] = []
+
+        def keep() -> None:
+            try:
+                save()
+            except Exception as exc:  # reported in the dialog
+                problems.append(to_app_error(exc))
+
+        keeper = threading.Thread(target=keep, name="save-token", daemon=True)
+        keeper.start()
+        self.problem.setText("Saving the token…")
+        self.setEnabled(False)
+        while keeper.is_alive():
+            QApplication.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
+            keeper.join(0.02)
+        self.setEnabled(True)
+        self.problem.setText("")
+        return problems[0] if problems else None
 
 
 def _move_contents(old: Path, new: Path) -> None:
