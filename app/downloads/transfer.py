@@ -28,8 +28,9 @@ import requests
 import urllib3
 
 from app.downloads.jobs import RemoteFile
-from app.errors import AppError, ErrorKind
+from app.errors import AppError, ErrorKind, to_app_error
 from app.hub.client import retry_after_s, same_origin
+from app.net import use_system_trust
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,9 @@ class Transfer:
     stall_s: float = 30.0
     sleep: Callable[[float], None] = time.sleep
     live: requests.Response | None = None  # the response being read, so that a pause need not wait for it
+
+    def __post_init__(self) -> None:
+        use_system_trust(self.session)  # the Hub API's trust store (the system's), not certifi's
 
     def interrupt(self) -> None:
         """Unblock a read waiting on the network (from another thread): the download then sees its stop."""
@@ -177,13 +181,19 @@ def _get(transfer: Transfer, url: str, offset: int, etag: str | None) -> request
         if etag:
             headers["If-Range"] = etag
     for _ in range(MAX_REDIRECTS + 1):
-        response = transfer.session.get(
-            url,
-            headers=headers | transfer.headers_for(url, hub_url),
-            stream=True,
-            allow_redirects=False,
-            timeout=(CONNECT_TIMEOUT_S, transfer.stall_s),
-        )
+        try:
+            response = transfer.session.get(
+                url,
+                headers=headers | transfer.headers_for(url, hub_url),
+                stream=True,
+                allow_redirects=False,
+                timeout=(CONNECT_TIMEOUT_S, transfer.stall_s),
+            )
+        except requests.exceptions.SSLError as exc:
+            error = to_app_error(exc)
+            if error.kind is ErrorKind.TLS:  # a certificate does not change in a few seconds: no retry
+                raise error from exc
+            raise
         if response.status_code not in (301, 302, 303, 307, 308):
             return response
         url = urljoin(url, response.headers.get("Location", ""))

@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import queue
-import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -20,7 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
-from app.errors import AppError, ErrorKind
+from app.errors import AppError, ErrorKind, RateLimited, hub_error
+from app.errors import retry_after_s as retry_after_s  # the downloads import it from here
 from app.hub.quants import RepoFile, Variant, group_variants
 from app.runtime.gguf_header import BadModelFile, GGUFHeader, HeaderIncomplete, parse_header_bytes
 from app.settings import write_atomic
@@ -159,7 +159,11 @@ def origin(url: str) -> tuple[str, str, int] | None:
 
 
 def same_origin(url: str, other: str) -> bool:
-    """Whether both URLs have the same scheme, host and port: who may be sent the Hub token."""
+    """Whether both URLs have the same scheme, host and port: who may be sent the Hub token.
+
+    The token goes to the endpoint's own origin only: never to another host or port (a CDN), never from
+    https to http (a redirect to plain http on the same host gets none). An http endpoint gets it only
+    because the user set it so (HF_ENDPOINT, as the tests' loopback stand-in is): that is their choice."""
     mine = origin(url)
     return mine is not None and mine == origin(other)
 
@@ -168,54 +172,6 @@ def _date(value: Any) -> str:
     if value is None:
         return ""
     return value.isoformat() if hasattr(value, "isoformat") else str(value)
-
-
-class RateLimited(AppError):
-    """The Hub answered 429: asking it more now only prolongs the limit."""
-
-
-def hub_error(exc: BaseException, repo: str = "") -> AppError:
-    """An exception from huggingface_hub or the network, in words for the user."""
-    import httpx2
-    from huggingface_hub import errors as hub_errors
-
-    if isinstance(exc, AppError):
-        return exc
-    if isinstance(exc, hub_errors.GatedRepoError):
-        return AppError(
-            ErrorKind.GATED,
-            f"{repo or 'This model'} is gated: accept its license on the Hub (huggingface.co/{repo}), then "
-            "add your token (Hub token… on the Discover page, or HF_TOKEN).",
-            str(exc),
-        )
-    status = getattr(getattr(exc, "response", None), "status_code", 0)
-    if isinstance(exc, hub_errors.HfHubHTTPError) and status == 401:
-        # The Hub answers a missing repo and a private one alike to a stranger (401, no error code)
-        return AppError(
-            ErrorKind.NOT_FOUND,
-            f"{repo or 'That model'}: not found, or private: sign in (Hub token… on the Discover page, or "
-            "HF_TOKEN).",
-            str(exc),
-        )
-    if isinstance(exc, hub_errors.RepositoryNotFoundError):
-        return AppError(
-            ErrorKind.NOT_FOUND,
-            f"There is no model called {repo or 'that'} on the Hub (or it is private: add your token).",
-            str(exc),
-        )
-    if isinstance(exc, hub_errors.RevisionNotFoundError | hub_errors.EntryNotFoundError):
-        return AppError(ErrorKind.NOT_FOUND, "That file or version is not on the Hub (any more).", str(exc))
-    if isinstance(exc, hub_errors.HfHubHTTPError):
-        if status == 429:
-            wait = retry_after_s(exc.response) if exc.response is not None else None
-            after = f" in {wait} s" if wait is not None else " later"
-            return RateLimited(ErrorKind.HUB, f"The Hub is limiting requests; try again{after}.", str(exc))
-        return AppError(ErrorKind.HUB, f"The Hub answered with an error (HTTP {status}).", str(exc))
-    if isinstance(exc, hub_errors.OfflineModeIsEnabled | httpx2.TransportError | OSError):
-        return AppError(ErrorKind.NETWORK, "Can't reach the Hub (offline?).", repr(exc))
-    if isinstance(exc, ValueError | TypeError | KeyError | AttributeError):  # JSON or shapes we can't read
-        return AppError(ErrorKind.HUB, "The Hub sent an answer Hubside could not read.", repr(exc))
-    return AppError(ErrorKind.INTERNAL, "Something went wrong talking to the Hub.", repr(exc))
 
 
 class HubCache:
@@ -461,16 +417,6 @@ def _in_parallel(
     finally:
         halt.set()
     return [results[i] for i in range(len(items))]
-
-
-def retry_after_s(response: Any) -> int | None:
-    """Seconds to wait: Retry-After, else the `t` of the Hub's `RateLimit: "api";r=0;t=55` (often the only
-    one a 429 carries); None when neither says."""
-    value = response.headers.get("Retry-After", "").strip()
-    if value.isdigit():
-        return int(value)
-    match = re.search(r"(?:^|;)\s*t=(\d+)", response.headers.get("RateLimit", ""))
-    return int(match.group(1)) if match else None
 
 
 class HubClient:
