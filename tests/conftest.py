@@ -9,7 +9,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import keyring
 import pytest
+from keyring.backend import KeyringBackend
+from keyring.errors import PasswordDeleteError
 
 from tests import models
 from tests.hubstub import HubStub
@@ -29,6 +32,11 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
     os.environ.pop("HF_TOKEN", None)
     os.environ.pop("HF_HUB_OFFLINE", None)
+    # The real models' download cache stays where it is, though every test gets a HOME of its own.
+    os.environ.setdefault("HUBSIDE_TEST_MODELS", str(Path.home() / ".cache" / "hubside-test-models"))
+    # Keyring's own choice (and any child process's) is the backend that stores nothing: no test can
+    # reach the OS keyring, even before the in-memory one is installed.
+    os.environ["PYTHON_KEYRING_BACKEND"] = "keyring.backends.fail.Keyring"
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -48,6 +56,57 @@ def hubside_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "hubside-home"
     monkeypatch.setenv("HUBSIDE_HOME", str(home))
     return home
+
+
+@pytest.fixture(autouse=True)
+def user_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own empty HOME: what the app finds from Path.home() (LM Studio's folders, the
+    XDG defaults) is the test's, never the real user's."""
+    home = tmp_path / "user-home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("USERPROFILE", str(home))  # Path.home() on Windows
+    for name in ("XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    return home
+
+
+class InMemoryKeyring(KeyringBackend):
+    """A real keyring backend that keeps passwords in a dict: tests never read or write the OS keyring."""
+
+    priority = 1  # type: ignore[assignment]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.passwords: dict[tuple[str, str], str] = {}
+
+    def get_password(self, service: str, username: str) -> str | None:
+        return self.passwords.get((service, username))
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        self.passwords[(service, username)] = password
+
+    def delete_password(self, service: str, username: str) -> None:
+        if self.passwords.pop((service, username), None) is None:
+            raise PasswordDeleteError(f"no password for {username} in {service}")
+
+
+@pytest.fixture(autouse=True)
+def memory_keyring() -> Iterator[InMemoryKeyring]:
+    """Each test's own empty keyring, installed for the test and the previous one restored after."""
+    previous = keyring.get_keyring()
+    backend = InMemoryKeyring()
+    keyring.set_keyring(backend)
+    yield backend
+    keyring.set_keyring(previous)
+
+
+@pytest.fixture
+def no_keyring(memory_keyring: InMemoryKeyring) -> None:
+    """A system without a keyring service (keyring's fail backend), for this test only."""
+    from keyring.backends import fail
+
+    keyring.set_keyring(fail.Keyring())  # memory_keyring puts the previous one back after the test
 
 
 @pytest.fixture(autouse=True)

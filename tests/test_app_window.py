@@ -66,7 +66,7 @@ def test_every_setting_persists_and_takes_effect(qtbot: QtBot, window: MainWindo
 
 
 def test_the_token_needs_a_yes_for_a_plain_file(
-    qtbot: QtBot, window: MainWindow, monkeypatch: pytest.MonkeyPatch
+    qtbot: QtBot, window: MainWindow, monkeypatch: pytest.MonkeyPatch, no_keyring: None
 ) -> None:
     from PySide6.QtWidgets import QMessageBox
 
