@@ -5,11 +5,11 @@ never answered."""
 from __future__ import annotations
 
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
+
+import psutil
 
 from app.errors import AppError
 from app.runtime.memory import CPU_MARGIN, GIB, physical_cores
@@ -166,10 +166,6 @@ def _label(row: ModelSummary, parameters: int) -> str:
 
 
 def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({physical_cores()} cores)"
-    except OSError:
-        pass
-    return f"{os.cpu_count() or '?'} logical cores"
+    """The CPU as its cores (psutil, on every system; the model name is in no portable place)."""
+    threads = psutil.cpu_count() or 0
+    return f"{physical_cores()} cores ({threads} threads)" if threads else f"{physical_cores()} cores"

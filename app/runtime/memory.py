@@ -11,8 +11,9 @@ import os
 import shutil
 import subprocess
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
+
+import psutil
 
 from app.errors import AppError, ErrorKind
 from app.runtime.gguf_header import GGUFHeader, shard_files
@@ -91,32 +92,12 @@ def estimate(
 
 def physical_cores() -> int:
     """Physical cores (not hyper-threads), which is what llama.cpp runs fastest on."""
-    cores: set[tuple[str, str]] = set()
-    physical = core = ""
-    try:
-        with Path("/proc/cpuinfo").open() as cpuinfo:
-            for line in cpuinfo:
-                name, _, value = line.partition(":")
-                if name.strip() == "physical id":
-                    physical = value.strip()
-                elif name.strip() == "core id":
-                    core = value.strip()
-                    cores.add((physical, core))
-    except OSError:
-        pass
-    return len(cores) or os.cpu_count() or 1
+    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
 
 
 def free_ram() -> int:
-    """MemAvailable (Linux); elsewhere free physical pages."""
-    try:
-        with Path("/proc/meminfo").open() as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    """Memory available to a new process without swapping (MemAvailable on Linux)."""
+    return int(psutil.virtual_memory().available)
 
 
 def _nvidia_smi(query: str) -> str | None:

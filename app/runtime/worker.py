@@ -20,6 +20,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import psutil
+
 from app.errors import AppError, ErrorKind
 from app.runtime.preflight import check_load
 from app.runtime.protocol import (
@@ -134,8 +136,7 @@ class EngineProcess:
 
     def _stats(self) -> EngineStats:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        with Path("/proc/self/statm").open() as statm:
-            rss = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        rss = psutil.Process().memory_info().rss
         return EngineStats(os.getpid(), rss, peak, self.session.model if self.session else None)
 
     def _work(self) -> None:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 from PySide6.QtCore import QByteArray, Qt, QTimer, QUrl, Signal, Slot
 from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import QDialog, QHBoxLayout, QLabel, QListWidget, QMainWindow, QStackedWidget, QWidget
@@ -24,14 +24,13 @@ STATUS_INTERVAL_MS = 2000
 
 
 def _engine_rss(pid: int | None) -> int | None:
-    """The engine's resident memory from /proc: a file read, no call into the engine."""
+    """The engine's resident memory, asked of the system: no call into the engine."""
     if pid is None:
         return None
     try:
-        pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
-    except (OSError, ValueError, IndexError):
+        return int(psutil.Process(pid).memory_info().rss)
+    except psutil.Error:  # gone, or not ours to look at
         return None
-    return pages * os.sysconf("SC_PAGE_SIZE")
 
 
 class MainWindow(QMainWindow):
