@@ -80,7 +80,8 @@ def _load_params(args: argparse.Namespace) -> LoadParams:
 
 @contextmanager
 def _ctrl_c_stops(engine: Engine) -> Iterator[None]:
-    """While a reply streams, Ctrl-C asks the engine to stop it (the reply then ends as 'stopped')."""
+    """From the request on (prompt processing included), Ctrl-C asks the engine to stop the reply, which
+    then ends as 'stopped' with what it said so far; no KeyboardInterrupt is raised meanwhile."""
 
     def on_sigint(signum: int, frame: FrameType | None) -> None:
         threading.Thread(target=engine.stop, daemon=True).start()  # never block inside a handler
@@ -186,11 +187,13 @@ def _interactive(
         )
         try:
             reply = _stream(engine, request, echo=True)
-        except KeyboardInterrupt:  # Ctrl-C before the reply began streaming: forget the question
+        except KeyboardInterrupt:  # Ctrl-C in the instant before the stop handler is in place
             print(file=sys.stderr)
             continue
         stats = reply.stats
-        history += [question, ChatMessage("assistant", reply.text, reply.reasoning)]
+        if reply.text or reply.reasoning or stats.finish_reason != "stopped":
+            history += [question, ChatMessage("assistant", reply.text, reply.reasoning)]
+        # else: stopped before a word (during prompt processing): no empty reply; the question goes too
         print(
             f"\n[{stats.completion_tokens} tokens, {stats.tokens_per_s:.1f} tok/s, {stats.finish_reason}]",
             file=sys.stderr,
