@@ -124,7 +124,7 @@ class CrashReporter(QObject):
         self.dialogs: list[CrashDialog] = []
         self.seen: dict[str, int] = {}  # error_key -> how many times it came (from any thread)
         self._seen_lock = threading.Lock()
-        self._shown: dict[str, CrashDialog] = {}  # the dialog each distinct error opened
+        self._shown: dict[str, CrashDialog] = {}  # the open dialog of each distinct error
         self._caught.connect(self._show)
         self._previous = (sys.excepthook, threading.excepthook)
 
@@ -167,14 +167,21 @@ class CrashReporter(QObject):
     def _show(self, key: str, summary: str, details: str, times: int, chats_safe: bool) -> None:
         if not self.show_dialog or QApplication.instance() is None:
             return
-        if key in self._shown:  # the same error again: its dialog counts it (once closed, the log does)
+        if key in self._shown:  # the same error again: its open dialog counts it
             self._shown[key].set_count(max(times, self._shown[key].count))
             return
+        if times > 1:
+            return  # its dialog was closed: the user has seen it, the log counts the rest
         dialog = CrashDialog(summary, details, self.log_file, QApplication.activeWindow(), chats_safe)
         self._shown[key] = dialog
         self.dialogs.append(dialog)
-        dialog.finished.connect(lambda _: self.dialogs.remove(dialog) if dialog in self.dialogs else None)
+        dialog.finished.connect(lambda _: self._closed(key, dialog))
         dialog.show()
+
+    def _closed(self, key: str, dialog: CrashDialog) -> None:
+        self._shown.pop(key, None)
+        if dialog in self.dialogs:
+            self.dialogs.remove(dialog)
 
 
 def _qt_message(kind: QtMsgType, context: object, message: str) -> None:
