@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from pathlib import Path
 
 from app.errors import AppError, ErrorKind
+from app.settings import write_atomic
 
 log = logging.getLogger(__name__)
 KEYRING_SERVICE = "hubside"
@@ -65,7 +65,6 @@ def save_token(token: str, token_file: Path | None = None) -> None:
     if not token:
         token_file.unlink(missing_ok=True)
         return
-    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(token)
-    token_file.chmod(0o600)
+    # A new file renamed into place: mkstemp creates it O_EXCL with mode 0600, so the token is never in a
+    # file another user can read, nor in an older file's inode that someone may hold open.
+    write_atomic(token_file, token.encode("utf-8"))
