@@ -12,8 +12,8 @@ from typing import Any
 
 import requests
 
-from app.downloads.jobs import Job, JobFile, job_files
-from app.downloads.manager import fetch_job
+from app.downloads.jobs import QUEUED, Job, JobFile, JobStore, job_files
+from app.downloads.manager import pull
 from app.downloads.transfer import Transfer
 from app.errors import AppError, ErrorKind
 from app.hub.client import HubClient, ModelDetails
@@ -83,7 +83,7 @@ def pull_command(args: argparse.Namespace, paths: AppPaths) -> int:
     details: ModelDetails = client.details(repo).value
     variant = choose_variant(details, wanted or None)
     files: tuple[JobFile, ...] = job_files(details, variant, client.api.endpoint)
-    job = Job(0, details.id, details.sha, variant.label, files, "running")
+    job = Job(0, details.id, details.sha, variant.label, files, QUEUED)
     settings = SettingsStore(paths.settings_file).load()
     models_dir = settings.models_folder(paths.models_dir)
     total = job.total_bytes
@@ -101,9 +101,13 @@ def pull_command(args: argparse.Namespace, paths: AppPaths) -> int:
                   f"{gb(speed)}/s   ", end="", file=sys.stderr, flush=True)  # fmt: skip
 
     try:
-        with requests.Session() as session:
-            transfer = Transfer(session, token, stall_s=float(settings.download_stall_seconds))
-            targets = fetch_job(models_dir, job, transfer, progress)
+        store = JobStore(paths.downloads_file)  # the window's Downloads page lists this pull too
+        try:
+            with requests.Session() as session:
+                transfer = Transfer(session, token, stall_s=float(settings.download_stall_seconds))
+                targets = pull(store, models_dir, job, transfer, progress)
+        finally:
+            store.close()
     finally:
         if shown:
             print(file=sys.stderr)

@@ -1,9 +1,14 @@
 """Download jobs: one per variant (its shards and vision projector together), kept in SQLite so that after a
-restart or a kill -9 they come back and resume from the bytes already on disk (the `.part` files)."""
+restart or a kill -9 they come back and resume from the bytes already on disk (the `.part` files).
+
+The window and `hubside pull` share this database. The process running a job holds its claim (a lock file
+beside the database), so another process sees that it runs elsewhere, and sees when that process has gone.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -11,8 +16,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from app.downloads.locks import FileLock, is_locked, try_lock
 from app.errors import AppError, ErrorKind
-from app.storage import open_database
+from app.storage import DamagedDatabase, is_damaged, move_aside, open_database
 
 if TYPE_CHECKING:
     from app.hub.client import ModelDetails
@@ -27,8 +33,10 @@ QUEUED, RUNNING, PAUSED, FAILED, DONE, CANCELLED = (
     "cancelled",
 )
 ACTIVE = (QUEUED, RUNNING)
+log = logging.getLogger(__name__)
 
-_SCHEMA = """
+SCHEMA_VERSION = 1
+_SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS jobs (
     id         INTEGER PRIMARY KEY,
     repo       TEXT NOT NULL,
@@ -42,6 +50,29 @@ CREATE TABLE IF NOT EXISTS jobs (
     updated_at REAL NOT NULL
 )
 """
+# user_version N -> the SQL that brings a version-N database to N+1 (0: new, or made before versions).
+_MIGRATIONS: dict[int, str] = {0: _SCHEMA_V1}
+
+
+class DownloadsTooNew(AppError):
+    def __init__(self, path: Path, version: int) -> None:
+        super().__init__(
+            ErrorKind.SETTINGS,
+            f"Your downloads list was saved by a newer Hubside (database version {version}); this version "
+            f"understands up to {SCHEMA_VERSION}. Update Hubside to open it. Nothing was changed.",
+            str(path),
+        )
+
+
+def _unavailable(path: Path, exc: sqlite3.DatabaseError) -> AppError:
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    kind = ErrorKind.DISK_FULL if code == sqlite3.SQLITE_FULL else ErrorKind.SETTINGS
+    return AppError(
+        kind,
+        f"The downloads list cannot be opened now ({exc}); nothing was changed. Close other programs "
+        "using it (or free disk space), then try again.",
+        str(path),
+    )
 
 
 @dataclass(frozen=True)
@@ -69,6 +100,7 @@ class Job:
     error: str = ""
     done_bytes: int = 0
     speed: float = 0.0  # bytes per second, recent (not stored)
+    elsewhere: bool = False  # run by another Hubside process (not stored: its claim says so)
 
     @property
     def total_bytes(self) -> int:
@@ -80,24 +112,79 @@ class Job:
 
 
 class JobStore:
-    """The one owner of the downloads database; safe to use from several threads."""
+    """The downloads database of this process (the window or the CLI); safe to use from several threads.
+    A damaged file is moved aside and a new list started; a locked or unreadable one is an AppError."""
 
     def __init__(self, path: Path) -> None:
-        self.db = open_database(path, shared=True)
+        self.path = path
+        self.moved_aside: Path | None = None
         self.lock = threading.Lock()
-        with self.lock:
-            self.db.execute(_SCHEMA)
+        try:
+            self.db = self._open()
+        except sqlite3.DatabaseError as exc:
+            if not is_damaged(exc):  # locked, a full disk, an I/O error: the file is fine, keep it
+                raise _unavailable(path, exc) from exc
+            self.moved_aside = move_aside(path)
+            log.error("downloads database unreadable (%s); moved to %s", exc, self.moved_aside)
+            self.db = self._open()
 
-    def add(self, repo: str, revision: str, label: str, files: tuple[JobFile, ...]) -> Job:
+    def _open(self) -> sqlite3.Connection:
+        db = open_database(self.path, shared=True)
+        try:
+            if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                raise DamagedDatabase("quick_check failed")
+            self._migrate(db)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise DownloadsTooNew(self.path, version)
+        if version == SCHEMA_VERSION:
+            return
+        if version > 0:  # a copy of the old database first, so a failed migration loses nothing
+            with sqlite3.connect(self.path.with_name(f"{self.path.name}.before-v{SCHEMA_VERSION}")) as copy:
+                db.backup(copy)
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            while version < SCHEMA_VERSION:
+                for statement in _MIGRATIONS[version].split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                version += 1
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    # --- who runs a job ----------------------------------------------------------------------------
+    def _claim_file(self, job_id: int) -> Path:
+        return self.path.with_name(f"{self.path.name}.job-{job_id}.lock")
+
+    def claim(self, job_id: int) -> FileLock | None:
+        """The right to run the job, held until released (or this process ends); None if another has it."""
+        return try_lock(self._claim_file(job_id))
+
+    def claimed(self, job_id: int) -> bool:
+        """Whether some process (this one included) runs the job now."""
+        return is_locked(self._claim_file(job_id))
+
+    def add(
+        self, repo: str, revision: str, label: str, files: tuple[JobFile, ...], state: str = QUEUED
+    ) -> Job:
         now = time.time()
         encoded = json.dumps([{"path": f.path, **vars(f.remote)} for f in files])
         with self.lock:
             cursor = self.db.execute(
                 "INSERT INTO jobs (repo, revision, label, files_json, state, created_at, updated_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (repo, revision, label, encoded, QUEUED, now, now),
+                (repo, revision, label, encoded, state, now, now),
             )
-        return Job(int(cursor.lastrowid or 0), repo, revision, label, files, QUEUED)
+        return Job(int(cursor.lastrowid or 0), repo, revision, label, files, state)
 
     def save(self, job: Job) -> None:
         with self.lock:
@@ -114,6 +201,11 @@ class JobStore:
         with self.lock:
             rows = self.db.execute("SELECT * FROM jobs ORDER BY id").fetchall()
         return [_job(row) for row in rows]
+
+    def get(self, job_id: int) -> Job | None:
+        with self.lock:
+            row = self.db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return _job(row) if row is not None else None
 
     def close(self) -> None:
         with self.lock:

@@ -1,6 +1,7 @@
 """The download queue: at most `parallel` jobs at once, each on a thread of its own; pause, resume and cancel
 per job or all; progress with speed and ETA. The UI reads `jobs()` (a snapshot) on a timer; the CLI runs one
-job in the foreground with `fetch_job`.
+job in the foreground with `fetch_job`, recorded in the same job store: the manager lists it as running
+elsewhere, and takes it over (queued) if that process dies.
 """
 
 from __future__ import annotations
@@ -32,11 +33,26 @@ from app.errors import AppError, ErrorKind, to_app_error
 from app.runtime.memory import gb
 
 if TYPE_CHECKING:
+    from app.downloads.locks import FileLock
     from app.downloads.transfer import Transfer
 
 log = logging.getLogger(__name__)
 SAVE_INTERVAL_S = 1.0  # progress written to the database at most this often (the part files are the truth)
 SPEED_WINDOW_S = 3.0
+SYNC_INTERVAL_S = 1.0  # how often `jobs()` reads what other processes (`hubside pull`) did
+
+
+def _files_of(job: Job) -> set[tuple[str, str]]:
+    return {(job.repo, f.path) for f in job.files}
+
+
+class AlreadyQueued(AppError):
+    def __init__(self, job: Job) -> None:
+        super().__init__(
+            ErrorKind.BAD_INPUT,
+            f"A file of this download is already in the downloads list ({job.repo} {job.label}, "
+            f"{job.state}); wait for it to finish, or cancel it first.",
+        )
 
 
 def check_free_space(models_dir: Path, job: Job, already: int) -> None:
@@ -88,6 +104,54 @@ def fetch_job(
     return targets
 
 
+def pull(
+    store: JobStore,
+    models_dir: Path,
+    wanted: Job,
+    transfer: Transfer,
+    progress: Callable[[int], None] = lambda done: None,
+) -> list[Path]:
+    """Run one download in this process (`hubside pull`), recorded in the shared job store so the window
+    lists it: the job already listed for the same files is taken over, else `wanted` is added. Raises
+    AlreadyDownloading while another process runs one of its files, or what `fetch_job` raises."""
+    from app.downloads.transfer import AlreadyDownloading
+
+    files = _files_of(wanted)
+    listed = [j for j in store.all() if j.state not in (DONE, CANCELLED) and _files_of(j) & files]
+    busy = next((j for j in listed if j.state == RUNNING and store.claimed(j.id)), None)
+    if busy is not None:
+        raise AlreadyDownloading(f"{busy.repo} {busy.label}")
+    same = [
+        j for j in listed if (j.repo, j.revision, j.files) == (wanted.repo, wanted.revision, wanted.files)
+    ]
+    # added as paused, so that a window never takes it for one of its own queued jobs before the claim
+    job = same[0] if same else store.add(wanted.repo, wanted.revision, wanted.label, wanted.files, PAUSED)
+    claim = store.claim(job.id)
+    if claim is None:
+        raise AlreadyDownloading(f"{job.repo} {job.label}")
+    last_save = 0.0
+
+    def saving_progress(done: int) -> None:
+        nonlocal last_save
+        progress(done)
+        if time.monotonic() - last_save >= SAVE_INTERVAL_S:
+            last_save = time.monotonic()
+            store.save(replace(job, state=RUNNING, done_bytes=done))
+
+    with claim:
+        job = with_state(job, RUNNING)
+        store.save(job)
+        try:
+            targets = fetch_job(models_dir, job, transfer, saving_progress)
+        except BaseException as exc:  # Ctrl-C pauses; an error fails, with its message for the window
+            error = exc.user_message if isinstance(exc, AppError) else to_app_error(exc).user_message
+            stopped = isinstance(exc, KeyboardInterrupt)
+            store.save(with_state(job, PAUSED if stopped else FAILED, "" if stopped else error))
+            raise
+        store.save(replace(with_state(job, DONE), done_bytes=job.total_bytes))
+    return targets
+
+
 class DownloadManager:
     def __init__(
         self,
@@ -107,17 +171,32 @@ class DownloadManager:
         self._transfers: dict[int, Transfer] = {}
         self._samples: dict[int, list[tuple[float, int]]] = {}
         self._done: dict[int, int] = {}  # bytes so far of each running job, written by its thread
+        self._claims: dict[int, FileLock] = {}  # the jobs this process runs, held until each ends
+        self._synced = 0.0
         self.closed = False
-        for job in store.all():  # after a restart or a kill: running jobs go on from their parts
-            if job.state == RUNNING:
-                job = with_state(job, QUEUED)
-            self._jobs[job.id] = job
+        with self.lock:
+            self._sync()  # after a restart or a kill: running jobs go on from their parts
         self._schedule()
 
     # --- what the UI and CLI call ----------------------------------------------------------------
     def add(self, repo: str, revision: str, label: str, files: tuple[JobFile, ...]) -> Job:
+        """Queue a download; the same download already listed is joined (resumed if stopped), one that
+        shares a file with it is refused (AlreadyQueued): one job per file."""
         for f in files:  # refuse unsafe names before anything is queued
             target_for(self.models_dir, repo, f.path)
+        wanted = {(repo, f.path) for f in files}
+        with self.lock:
+            self._sync()  # jobs `hubside pull` started count too
+            same = [
+                j for j in self._jobs.values() if j.state not in (DONE, CANCELLED) and _files_of(j) & wanted
+            ]
+        for job in same:
+            if (job.revision, job.files) != (revision, files):
+                raise AlreadyQueued(job)
+        if same:
+            self.resume(same[0].id)  # nothing if it is queued or running already
+            with self.lock:
+                return self._jobs[same[0].id]
         job = self.store.add(repo, revision, label, files)
         with self.lock:
             self._jobs[job.id] = job
@@ -128,6 +207,11 @@ class DownloadManager:
         """A snapshot: every job, the running ones with their bytes so far and speed (over a few seconds of
         the calls to this, which the UI makes 4 times a second)."""
         now = time.monotonic()
+        if now - self._synced >= SYNC_INTERVAL_S:
+            with self.lock:
+                taken_over = self._sync()
+            if taken_over:
+                self._schedule()
         with self.lock:
             for job_id, done in list(self._done.items()):
                 samples = self._samples.setdefault(job_id, [])
@@ -149,7 +233,7 @@ class DownloadManager:
     def resume(self, job_id: int) -> None:
         with self.lock:
             job = self._jobs.get(job_id)
-            if job is None or job.state not in (PAUSED, FAILED):
+            if job is None or job.elsewhere or job.state not in (PAUSED, FAILED):
                 return
             self._set(with_state(job, QUEUED))
         self._schedule()
@@ -168,7 +252,7 @@ class DownloadManager:
         """Forget a finished, failed or cancelled job (its files stay)."""
         with self.lock:
             job = self._jobs.get(job_id)
-            if job is None or job.state in ACTIVE:
+            if job is None or job.elsewhere or job.state in ACTIVE:
                 return
             del self._jobs[job_id]
         self.store.delete(job_id)
@@ -190,11 +274,27 @@ class DownloadManager:
         """Record a job's new state (call with the lock held)."""
         self._jobs[job.id] = job
         self.store.save(job)
+    def _sync(self) -> bool:
+        """Read the jobs this process does not run from the store (call with the lock held): one that another
+        process runs (holds its claim) is shown as running elsewhere; one left running by a process that
+        has gone (a kill, a crash, the last session) is queued again, to go on from its parts. Returns
+        whether one was."""
+        self._synced = time.monotonic()
+        queued = False
+        for job in self.store.all():
+            if job.id in self._threads:
+                continue
+            if job.state == RUNNING:
+                job = replace(job, elsewhere=True) if self.store.claimed(job.id) else with_state(job, QUEUED)
+                queued = queued or job.state == QUEUED
+            self._jobs[job.id] = job
+        return queued
+
 
     def _halt(self, job_id: int, state: str) -> None:
         with self.lock:
             job = self._jobs.get(job_id)
-            if job is None or job.state in (DONE, CANCELLED):
+            if job is None or job.elsewhere or job.state in (DONE, CANCELLED):
                 return
             if job_id in self._threads:
                 self._stop[job_id] = state  # the thread stops within one chunk and records it
@@ -218,6 +318,11 @@ class DownloadManager:
                     thread = threading.Thread(
                         target=self._run, args=(job.id,), name=f"download-{job.id}", daemon=True
                     )
+                    claim = self.store.claim(job.id)
+                    if claim is None:  # `hubside pull` took it meanwhile
+                        self._jobs[job.id] = replace(job, state=RUNNING, elsewhere=True)
+                        continue
+                    self._claims[job.id] = claim
                     self._threads[job.id] = thread
                     thread.start()
 
@@ -268,6 +373,7 @@ class DownloadManager:
             self._transfers.pop(job_id, None)
             self._samples.pop(job_id, None)
             self._done.pop(job_id, None)
+            self._claims.pop(job_id).release()
         if outcome == CANCELLED:
             self._delete_parts(final)
         log.info("download %s (%s %s): %s %s", job_id, job.repo, job.label, outcome, error)

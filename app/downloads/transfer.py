@@ -6,6 +6,10 @@ file (never appends); a 416 finishes only if the hash matches. Network faults ar
 jittered backoff (a Retry-After is honoured, up to a cap); no byte for `stall_s` seconds is a fault too.
 A full disk stops at once and keeps the part. The token goes to the Hub's own host only: redirects are
 followed by hand, without it.
+
+One writer per part: `NAME.part.lock` is held (flock) from before the first byte until the rename, so a
+second download of the file, in this process or another, is refused at once. The part is fsynced before
+its rename and the folder after it: a power cut never leaves a "verified" model made of unwritten blocks.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import NoReturn
 from urllib.parse import urljoin
@@ -28,6 +34,7 @@ import requests
 import urllib3
 
 from app.downloads.jobs import RemoteFile
+from app.downloads.locks import try_lock
 from app.errors import AppError, ErrorKind, to_app_error
 from app.hub.client import retry_after_s, same_origin
 from app.net import use_system_trust
@@ -45,6 +52,15 @@ MAX_REDIRECTS = 5
 
 class Stopped(Exception):
     """The job was paused or cancelled; the part stays for a resume."""
+
+
+class AlreadyDownloading(AppError):
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            ErrorKind.BAD_INPUT,
+            f"{name} is already being downloaded (by another Hubside process).",
+            "its .part.lock is held",
+        )
 
 
 class ChecksumMismatch(AppError):
@@ -120,8 +136,24 @@ def download(
     progress: Callable[[int], None] = lambda done: None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> None:
-    """Fetch `remote` into `target` (via `target.part`); raises Stopped, ChecksumMismatch or AppError."""
-    part = _Part(target.with_name(target.name + ".part"), remote)
+    """Fetch `remote` into `target` (via `target.part`); raises Stopped, ChecksumMismatch, AlreadyDownloading
+    or AppError."""
+    part_path = target.with_name(target.name + ".part")
+    lock = try_lock(part_path.with_name(part_path.name + ".lock"))
+    if lock is None:
+        raise AlreadyDownloading(target.name)
+    with lock:  # held until the part is renamed or given up
+        _download(transfer, remote, target, _Part(part_path, remote), progress, should_stop)
+
+
+def _download(
+    transfer: Transfer,
+    remote: RemoteFile,
+    target: Path,
+    part: _Part,
+    progress: Callable[[int], None],
+    should_stop: Callable[[], bool],
+) -> None:
     progress(part.offset)
     failures = 0
     etag: str | None = None
@@ -291,21 +323,37 @@ def _read_some(response: requests.Response) -> bytes:
 
 
 def _failed(transfer: Transfer, failures: int, reason: str, response: requests.Response | None) -> int:
-    """Count a failed attempt and wait before the next (Retry-After if given, else capped backoff)."""
+    """Count a failed attempt and wait before the next (Retry-After if given, else capped backoff); after
+    too many, AppError (the job then fails, keeping its part, and can be resumed)."""
     failures += 1
     if failures > MAX_FAILURES_WITHOUT_PROGRESS:
         raise AppError(
             ErrorKind.NETWORK,
-            f"The download keeps failing ({reason}); it is paused. Resume it to try again.",
+            f"The download keeps failing ({reason}); it stopped. Resume it to try again.",
             reason,
         )
     wait = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (failures - 1)) * random.uniform(0.5, 1.0)
-    asked = retry_after_s(response) if response is not None else None  # Retry-After, or RateLimit's t
+    asked = _asked_wait_s(response) if response is not None else None
     if asked is not None:
         wait = min(float(asked), RETRY_AFTER_CAP_S)
     log.info("download attempt failed (%s); retrying in %.1f s", reason, wait)
     transfer.sleep(wait)
     return failures
+
+
+def _asked_wait_s(response: requests.Response) -> float | None:
+    """Retry-After as seconds or as an HTTP date (seconds from now, 0 if past), else the RateLimit's t."""
+    value = response.headers.get("Retry-After", "").strip()
+    if value and not value.isdigit():
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            when = None
+        if when is not None:
+            when = when if when.tzinfo else when.replace(tzinfo=UTC)  # an HTTP date is always GMT
+            return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    asked = retry_after_s(response)
+    return None if asked is None else float(asked)
 
 
 def _http_error(response: requests.Response, name: str) -> AppError:
@@ -324,9 +372,21 @@ def _http_error(response: requests.Response, name: str) -> AppError:
 def _verify(part: _Part, target: Path, remote: RemoteFile) -> None:
     digest = part.hasher.hexdigest()
     expected, kind = (remote.sha256, "sha256") if remote.sha256 else (remote.git_blob, "git blob")
-    if part.offset != remote.size or not expected or digest != expected:
+    on_disk = part.path.stat().st_size if part.path.exists() else -1  # the file's size, not our count
+    if on_disk != remote.size or part.offset != remote.size or not expected or digest != expected:
         part.path.unlink(missing_ok=True)
         raise ChecksumMismatch(
-            target.name, f"size {part.offset} vs {remote.size}, {kind} {digest} vs {expected}"
+            target.name,
+            f"size {on_disk} ({part.offset} counted) vs {remote.size}, {kind} {digest} vs {expected}",
         )
+    _fsync(part.path, os.O_RDONLY)  # the bytes on disk before the name says "model"
     os.replace(part.path, target)
+    _fsync(target.parent, os.O_RDONLY | os.O_DIRECTORY)  # and the rename itself
+
+
+def _fsync(path: Path, flags: int) -> None:
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -47,6 +47,12 @@ def _eta(seconds: float | None) -> str:
     return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
 
 
+def _state(job: Job) -> str:
+    if job.elsewhere:
+        return "running in another Hubside process"
+    return f"{job.state}: {job.error}" if job.error else job.state
+
+
 class JobsModel(RowsModel):
     COLUMNS = ("Model", "Variant", "Progress", "Speed", "ETA", "State")
     rows: list[Job]
@@ -72,7 +78,7 @@ class JobsModel(RowsModel):
             gb_of(job.done_bytes, job.total_bytes),
             f"{gb(job.speed)}/s" if running else "",
             _eta(job.eta_s) if running else "",
-            f"{job.state}: {job.error}" if job.error else job.state,
+            _state(job),
         )[column]
 
 

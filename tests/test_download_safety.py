@@ -1,0 +1,224 @@
+"""One writer per file (across threads and processes), durable renames, Retry-After dates, and the downloads
+database's versions and damage, against the Hub stand-in with the real model file."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+
+import pytest
+import requests
+
+from app.downloads.jobs import DONE, RUNNING, JobFile, JobStore
+from app.downloads.manager import DownloadManager
+from app.downloads.targets import target_for
+from app.downloads.transfer import RemoteFile, Transfer, download
+from app.errors import AppError
+from app.paths import AppPaths
+from tests.hubstub.faults import Fault
+from tests.hubstub.server import HubStub
+from tests.test_downloads import NAME, REPO, ROOT, SMOL_SHA, _until
+
+PULL = [sys.executable, "-m", "app", "pull", f"{REPO}:Q4_1"]
+BUSY = f"{REPO} Q4_1 is already being downloaded (by another Hubside process)."
+
+
+@pytest.fixture
+def served(hub: HubStub, smollm2_path: Path) -> RemoteFile:
+    repo = hub.add_repo(REPO, {NAME: smollm2_path})
+    return RemoteFile(
+        f"{hub.endpoint}/{REPO}/resolve/{repo.sha}/{NAME}", smollm2_path.stat().st_size, SMOL_SHA
+    )
+
+
+def _target() -> Path:
+    target = target_for(AppPaths.from_env().ensure().models_dir, REPO, NAME)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_two_pulls_of_one_model_one_writes_the_other_is_refused(hub: HubStub, served: RemoteFile) -> None:
+    part = _target().with_name(NAME + ".part")
+    hub.add_fault(Fault(path=NAME, stall_after=5_000_000, stall_seconds=4, times=1))  # the first one waits
+    first = subprocess.Popen(PULL, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _until(lambda: part.exists() and part.stat().st_size >= 5_000_000)
+    second = subprocess.run(PULL, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert second.returncode == 1 and second.stderr.splitlines() == [f"hubside: {BUSY}"]
+    _, errors = first.communicate(timeout=120)
+    assert first.returncode == 0, errors
+    assert _sha(_target()) == SMOL_SHA and not part.exists()
+    assert len([r for r in hub.log.all() if r.server == "cdn"]) == 2  # the first's two requests, no other
+
+
+def test_a_second_download_of_a_file_being_written_is_refused_at_once(
+    hub: HubStub, served: RemoteFile
+) -> None:
+    target = _target()
+    part = target.with_name(NAME + ".part")
+    hub.add_fault(Fault(path=NAME, stall_after=2_000_000, stall_seconds=3, times=1))
+    writer = threading.Thread(target=download, args=(Transfer(requests.Session()), served, target))
+    writer.start()
+    _until(lambda: part.exists() and part.stat().st_size >= 2_000_000)
+    started = time.monotonic()
+    with requests.Session() as session, pytest.raises(AppError) as refused:
+        download(Transfer(session), served, target)
+    assert refused.value.user_message == f"{NAME} is already being downloaded (by another Hubside process)."
+    assert time.monotonic() - started < 1.0
+    writer.join(60)
+    assert _sha(target) == SMOL_SHA and not part.exists()
+
+
+def test_the_part_is_fsynced_before_its_rename_and_the_folder_after(
+    hub: HubStub, served: RemoteFile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events: list[tuple[str, int, bool]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        info = os.fstat(fd)
+        events.append(("fsync", info.st_ino, stat.S_ISDIR(info.st_mode)))
+        real_fsync(fd)
+
+    def replace(src: str | Path, dst: str | Path) -> None:
+        events.append(("replace", Path(src).stat().st_ino, False))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    target = _target()
+    with requests.Session() as session:
+        download(Transfer(session), served, target)
+    model, folder = target.stat().st_ino, target.parent.stat().st_ino
+    assert [e for e in events if e[1] in (model, folder)] == [
+        ("fsync", model, False),
+        ("replace", model, False),
+        ("fsync", folder, True),
+    ]
+
+
+def test_retry_after_as_an_http_date_is_honoured_and_capped(hub: HubStub, served: RemoteFile) -> None:
+    now = datetime.now(UTC)
+    for when in (now + timedelta(seconds=30), now + timedelta(days=1), now - timedelta(hours=1)):
+        hub.add_fault(Fault(path=NAME, status=503, retry_after=format_datetime(when, usegmt=True), times=1))
+    waits: list[float] = []
+    with requests.Session() as session:
+        download(Transfer(session, sleep=waits.append), served, _target())
+    assert len(waits) == 3 and 27 <= waits[0] <= 30  # seconds from now (an HTTP date has whole seconds)
+    assert waits[1:] == [120.0, 0.0]  # capped; a date gone by: at once
+    assert _sha(_target()) == SMOL_SHA
+
+
+def _jobs_file() -> Path:
+    return AppPaths.from_env().ensure().downloads_file
+
+
+def _aside(path: Path) -> list[Path]:
+    return sorted(path.parent.glob(f"{path.name}.unreadable-*"))
+
+
+def test_a_downloads_database_from_a_newer_hubside_is_refused(served: RemoteFile) -> None:
+    path = _jobs_file()
+    store = JobStore(path)
+    store.add(REPO, "main", "Q4_1", (JobFile(NAME, served),))
+    store.close()
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version = 99")
+    with pytest.raises(AppError) as refused:
+        JobStore(path)
+    assert refused.value.user_message == (
+        "Your downloads list was saved by a newer Hubside (database version 99); this version understands "
+        "up to 1. Update Hubside to open it. Nothing was changed."
+    )
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 99
+        assert db.execute("SELECT count(*) FROM jobs").fetchone()[0] == 1
+    assert _aside(path) == []
+
+
+def test_a_locked_downloads_database_is_reported_and_not_moved_aside() -> None:
+    path = _jobs_file()
+    holder = sqlite3.connect(path, isolation_level=None)  # another program, in rollback-journal mode
+    holder.execute("CREATE TABLE other (x)")
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("INSERT INTO other VALUES (1)")
+    try:
+        with pytest.raises(AppError) as refused:
+            JobStore(path)
+        assert refused.value.user_message.startswith(
+            "The downloads list cannot be opened now (database is locked)"
+        )
+        assert "nothing was changed" in refused.value.user_message
+        assert _aside(path) == []
+    finally:
+        holder.execute("COMMIT")
+        holder.close()
+    store = JobStore(path)  # once free, the same file opens, with what it held
+    assert store.all() == [] and store.db.execute("SELECT x FROM other").fetchone()[0] == 1
+    store.close()
+
+
+def test_a_damaged_downloads_database_is_moved_aside_and_a_new_list_started() -> None:
+    path = _jobs_file()
+    path.write_bytes(b"this is not a database " * 200)
+    store = JobStore(path)
+    (aside,) = _aside(path)
+    assert aside == store.moved_aside and aside.read_bytes() == b"this is not a database " * 200
+    assert store.all() == []
+    store.close()
+
+
+def test_adding_the_same_download_twice_gives_one_job(hub: HubStub, served: RemoteFile) -> None:
+    paths = AppPaths.from_env().ensure()
+    hub.add_fault(Fault(path=NAME, stall_after=2_000_000, stall_seconds=2, times=1))
+    store = JobStore(paths.downloads_file)
+    manager = DownloadManager(paths.models_dir, store, lambda: Transfer(requests.Session()))
+    files = (JobFile(NAME, served),)
+    first = manager.add(REPO, "main", "Q4_1", files)
+    again = manager.add(REPO, "main", "Q4_1", files)  # the window's Download clicked twice: joined
+    assert again.id == first.id and [j.id for j in manager.jobs()] == [first.id]
+    with pytest.raises(AppError, match="already in the downloads list"):  # the same file at another commit
+        manager.add(REPO, "0" * 40, "Q4_1", files)
+    _until(lambda: manager.jobs()[0].state == DONE)
+    assert [j.id for j in manager.jobs()] == [first.id] and _sha(_target()) == SMOL_SHA
+    manager.close()
+    store.close()
+
+
+def test_the_window_lists_a_cli_pull_and_takes_it_over_when_it_dies(hub: HubStub, served: RemoteFile) -> None:
+    paths = AppPaths.from_env().ensure()
+    part = _target().with_name(NAME + ".part")
+    hub.add_fault(Fault(path=NAME, stall_after=3_000_000, stall_seconds=60, times=1))
+    child = subprocess.Popen(PULL, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _until(lambda: part.exists() and part.stat().st_size >= 3_000_000)
+        store = JobStore(paths.downloads_file)
+        manager = DownloadManager(paths.models_dir, store, lambda: Transfer(requests.Session()))
+        _until(lambda: [(j.repo, j.state, j.elsewhere) for j in manager.jobs()] == [(REPO, RUNNING, True)])
+        (job,) = manager.jobs()
+        manager.pause(job.id)  # the window does not steer another process's download
+        manager.cancel(job.id)
+        time.sleep(1.2)
+        assert [(j.state, j.elsewhere) for j in manager.jobs()] == [(RUNNING, True)] and part.exists()
+        assert child.poll() is None
+    finally:
+        child.kill()
+        child.wait()
+    _until(lambda: manager.jobs()[0].state == DONE)  # its process died: the window went on from the part
+    assert not manager.jobs()[0].elsewhere and _sha(_target()) == SMOL_SHA
+    ranged = [r for r in hub.log.all() if r.server == "cdn" and "range" in r.headers]
+    assert ranged and ranged[-1].headers["range"].startswith("bytes=3000000-")
+    manager.close()
+    store.close()
