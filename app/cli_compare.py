@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,6 @@ def compare_command(args: argparse.Namespace, paths: AppPaths) -> int:
         max_tokens=args.max_tokens,
         mode=args.mode,
     )
-    comparison = Comparison(paths, [LoadParams(m, n_ctx=args.ctx) for m in models], settings)
 
     def progress(index: int, column: Column) -> None:
         if column.state in ("loading", "done", "failed"):
@@ -46,11 +46,17 @@ def compare_command(args: argparse.Namespace, paths: AppPaths) -> int:
                 file=sys.stderr,
             )
 
-    comparison.turn(args.prompt, progress)
-    store = CompareStore(paths.compare_file)
-    run_id = store.save_run(args.prompt, comparison.data())
-    store.close()
-    columns = comparison.columns
+    # Opened first: a locked database, or one from a newer Hubside, stops the command before the models run.
+    with closing(CompareStore(paths.compare_file)) as store:
+        params = [LoadParams(m, n_ctx=args.ctx) for m in models]
+        comparison = Comparison(paths, params, settings, store.sha256)
+        comparison.turn(args.prompt, progress)
+        run_id = store.save_run(args.prompt, comparison.data())
+    _print_results(args, run_id, comparison.columns)
+    return 1 if all(c.error for c in comparison.columns) else 0
+
+
+def _print_results(args: argparse.Namespace, run_id: int, columns: list[Column]) -> None:
     if args.json:
         results = [
             {
@@ -67,12 +73,11 @@ def compare_command(args: argparse.Namespace, paths: AppPaths) -> int:
                 {"run": run_id, "prompt": args.prompt, "mode": args.mode, "results": results}, indent=2
             )
         )
-    else:
-        for c in columns:
-            print(f"=== {c.name or c.params.model_path.name}")
-            print(c.text.strip() if not c.error else f"FAILED: {c.error}")
-            speeds = f"{c.tokens_per_s:.1f} tok/s · prompt {c.prompt_tokens_per_s:.0f} tok/s"
-            rest = f"first token {c.ttft_ms:.0f} ms · {c.completion_tokens} tokens · load {c.load_ms:.0f} ms"
-            memory = f"peak memory {gb(c.peak_memory_bytes)}"
-            print(f"--- {speeds} · {rest} · {memory} · {c.finish_reason or c.state}\n")
-    return 1 if all(c.error for c in columns) else 0
+        return
+    for c in columns:
+        print(f"=== {c.name or c.params.model_path.name}")
+        print(c.text.strip() if not c.error else f"FAILED: {c.error}")
+        speeds = f"{c.tokens_per_s:.1f} tok/s · prompt {c.prompt_tokens_per_s:.0f} tok/s"
+        rest = f"first token {c.ttft_ms:.0f} ms · {c.completion_tokens} tokens · load {c.load_ms:.0f} ms"
+        memory = f"peak memory {gb(c.peak_memory_bytes)}"
+        print(f"--- {speeds} · {rest} · {memory} · {c.finish_reason or c.state}\n")

@@ -23,7 +23,7 @@ from app.hub.token import hub_token
 from app.library.scan import LibraryEntry, default_roots, delete, find, scan
 from app.paths import AppPaths
 from app.runtime.memory import gb
-from app.settings import SettingsStore
+from app.settings import SettingsStore, update
 
 PROGRESS_INTERVAL_S = 0.25
 
@@ -135,14 +135,11 @@ def ls_command(args: argparse.Namespace, paths: AppPaths) -> int:
 
 def rm_command(args: argparse.Namespace, paths: AppPaths) -> int:
     entry = find(library(paths), args.id)
-    settings_store = SettingsStore(paths.settings_file)
-    settings = settings_store.load()
-    models_dir = settings.models_folder(paths.models_dir)
+    models_dir = SettingsStore(paths.settings_file).load().models_folder(paths.models_dir)
     if entry.source == "hubside":
         delete(entry, models_dir)
         print(f"deleted {entry.id} ({gb(entry.size)})")
-    else:  # found in place: never deleted, only hidden from the library
-        settings.hidden_models.append(str(entry.path))
-        settings_store.save(settings)
+    else:  # found in place: never deleted, only hidden from the library (added to the file as it is now)
+        update(paths.settings_file, lambda settings: settings.hidden_models.append(str(entry.path)))
         print(f"hidden {entry.id} (its file stays at {entry.path})")
     return 0

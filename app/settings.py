@@ -1,12 +1,18 @@
 """Typed user settings, stored as JSON with a schema version and saved atomically.
 
+One writer path, for the window and the CLI alike: `update()` takes a lock on a sibling file, reads the file
+as it is now, applies a change and writes it atomically, so that no writer undoes another's change (the
+window once rewrote its whole copy on quit, bringing back a model `hubside rm` had just hidden).
+
 A settings file Hubside cannot read is moved aside (never deleted) and defaults are used. A file written by a
 newer Hubside is read for the fields this version knows and is never overwritten by it.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import fcntl
 import json
 import logging
 import os
@@ -14,7 +20,8 @@ import tempfile
 import time
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,14 +89,55 @@ def _coerce(raw: dict[str, Any]) -> Settings:
     return Settings(**values)
 
 
+Change = Callable[[Settings], None]
+
+
 class SettingsStore:
-    """Loads and saves `Settings` at one path. The only writer of the settings file."""
+    """Reads `Settings` at one path, and writes them only through `update()` (the one writer path)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.read_only = False  # set when the file comes from a newer Hubside
+        self._known: Settings | None = None  # what this store last read or wrote (None: not yet)
 
     def load(self) -> Settings:
+        settings = self._read()
+        self._known = copy.deepcopy(settings)
+        return settings
+
+    def update(self, change: Change) -> Settings:
+        """Under the lock: read the file as it is now, apply `change`, write it; the settings written."""
+        with _locked(self.path):
+            settings = self._read()
+            change(settings)
+            if self.read_only:
+                log.warning("settings: not saved, the file belongs to a newer Hubside")
+            else:
+                data = json.dumps(dataclasses.asdict(settings), indent=2, sort_keys=True) + "\n"
+                write_atomic(self.path, data.encode("utf-8"))
+        self._known = copy.deepcopy(settings)
+        return settings
+
+    def save(self, settings: Settings, change: Change | None = None) -> None:
+        """Write the fields `settings` changed since this store last read or wrote them (every field if it
+        has not yet), then `change` (for what must apply to the file as it is now, such as adding to a
+        list), onto the file as another process may have left it; then `settings` takes what it holds now."""
+        known = self._known
+        changed = {
+            name: copy.deepcopy(value)
+            for name, value in vars(settings).items()
+            if known is None or value != getattr(known, name)
+        }
+
+        def apply(on_disk: Settings) -> None:
+            vars(on_disk).update(changed)
+            if change is not None:
+                change(on_disk)
+
+        vars(settings).update(vars(self.update(apply)))
+
+    def _read(self) -> Settings:
+        self.read_only = False
         try:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -114,18 +162,25 @@ class SettingsStore:
         settings.schema_version = SCHEMA_VERSION
         return settings
 
-    def save(self, settings: Settings) -> None:
-        if self.read_only:
-            log.warning("settings: not saved, the file belongs to a newer Hubside")
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        data = json.dumps(dataclasses.asdict(settings), indent=2, sort_keys=True) + "\n"
-        write_atomic(self.path, data.encode("utf-8"))
-
     def _move_aside(self, reason: Exception) -> None:
         aside = self.path.with_name(f"{self.path.name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}")
         os.replace(self.path, aside)
         log.warning("settings: unreadable (%s); moved to %s, using defaults", reason, aside)
+
+
+def update(path: Path, change: Change) -> Settings:
+    """Change the settings file at `path` as it is now, under its lock (see `SettingsStore.update`)."""
+    return SettingsStore(path).update(change)
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path`'s sibling lock file (every Hubside process takes the same one). The
+    settings file itself is replaced by each write, so it cannot carry the lock."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.with_name(f"{path.name}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
 
 
 def write_atomic(path: Path, data: bytes, durable: bool = True) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 
@@ -48,3 +50,39 @@ def move_aside(path: Path) -> Path:
         if part.exists():
             part.replace(Path(f"{aside}{suffix}"))
     return aside
+
+
+Step = str | Callable[[sqlite3.Connection], None]  # the SQL of one migration step, or a function doing it
+
+
+def migrate(
+    db: sqlite3.Connection, path: Path, steps: dict[int, Step], too_new: Callable[[int], Exception]
+) -> None:
+    """Bring the database to version len(steps) by `steps` (user_version N -> the step to N + 1), in one
+    transaction, after a copy of the file as it was (`NAME.before-vN`) when it holds any table (a file
+    from before versions were kept is version 0 with its tables). A database newer than the code raises
+    `too_new(its version)` and is left untouched."""
+    target = len(steps)
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > target:
+        raise too_new(version)
+    if version == target:
+        return
+    if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:  # a failed migration loses nothing
+        with closing(sqlite3.connect(path.with_name(f"{path.name}.before-v{target}"))) as copy:
+            db.backup(copy)
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for number in range(version, target):
+            step = steps[number]
+            if callable(step):
+                step(db)
+            else:
+                for statement in step.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+        db.execute(f"PRAGMA user_version = {target}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise

@@ -123,11 +123,12 @@ def test_runs_and_votes_are_kept_and_reports_are_self_contained(tmp_path: Path) 
         ],
     }  # fmt: skip
     run_id = store.save_run(PROMPT, data)
-    store.vote(run_id, "Small <b>one</b>", "Other", "a")
+    vote = Vote("ab" * 32, "cd" * 32, "a", "Small <b>one</b> (a.gguf)", "Other (b.gguf)")
+    store.vote(run_id, vote)
     store.close()
     again = CompareStore(AppPaths.from_env().data_dir / "compare.sqlite3")
     (run,) = again.runs()
-    assert run.id == run_id and run.data == data and again.votes() == [Vote("Small <b>one</b>", "Other", "a")]
+    assert run.id == run_id and run.data == data and again.votes() == [vote]
     png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
     page = to_html(run, {"Generation speed": png, "Tokens over time": png})
     assert "Paris. &lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script" not in page

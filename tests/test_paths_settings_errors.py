@@ -57,7 +57,8 @@ def test_settings_default_when_missing_and_round_trip() -> None:
     assert store.load() == changed
     on_disk = json.loads(store.path.read_text())
     assert on_disk["schema_version"] == SCHEMA_VERSION
-    assert [p.name for p in store.path.parent.iterdir()] == ["settings.json"]  # no temp file left
+    names = sorted(p.name for p in store.path.parent.iterdir())
+    assert names == ["settings.json", "settings.json.lock"]  # no temp file left
 
 
 @settings(max_examples=50, deadline=None)

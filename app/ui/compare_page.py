@@ -38,10 +38,10 @@ from PySide6.QtWidgets import (
 )
 
 from app.chat.export import thought_label
-from app.compare.elo import leaderboard
+from app.compare.elo import Vote, leaderboard
 from app.compare.report import to_html, to_json
 from app.compare.runner import FAIR, MAX_MODELS, MIN_MODELS, PARALLEL, Column, CompareSettings, Comparison
-from app.compare.store import CompareStore, SavedRun
+from app.compare.store import CompareStore, SavedRun, entry
 from app.errors import AppError, to_app_error
 from app.library.scan import LibraryEntry
 from app.paths import AppPaths
@@ -294,7 +294,7 @@ class ComparePage(QWidget):
         )
         try:
             if not follow_up:
-                self.comparison = Comparison(self.paths, models, settings)
+                self.comparison = Comparison(self.paths, models, settings, self.store.sha256)
                 self.blind_chosen = self.blind.isChecked()
                 self.run_id = None
                 self.order = list(range(len(models)))
@@ -401,10 +401,12 @@ class ComparePage(QWidget):
         """A blind verdict on A versus B; then the names are shown."""
         if self.comparison is None or self.blind_revealed or len(self.comparison.columns) != 2:
             return
-        a, b = (self.comparison.columns[i] for i in self.order)
-        self.store.vote(
-            self.run_id, a.name or a.params.model_path.name, b.name or b.params.model_path.name, outcome
-        )
+        saved = self.store.run(self.run_id) if self.run_id is not None else None
+        if saved is None:
+            return
+        # Each model is its file (two quants of one model are two entries), labelled by name and file name.
+        (key_a, label_a), (key_b, label_b) = (entry(saved.data["columns"][i]) for i in self.order)
+        self.store.vote(self.run_id, Vote(key_a, key_b, outcome, label_a, label_b))
         self.blind_revealed = True
         self.vote_bar.hide()
         self.snapshots = dict(enumerate(self.comparison.columns))
@@ -420,9 +422,11 @@ class ComparePage(QWidget):
         self.board.setRowCount(len(standings))
         for row, standing in enumerate(standings):
             for column, value in enumerate(
-                (standing.model, f"{standing.rating:.0f}", f"{standing.interval:.0f}", str(standing.votes))
+                (standing.label, f"{standing.rating:.0f}", f"{standing.interval:.0f}", str(standing.votes))
             ):
-                self.board.setItem(row, column, QTableWidgetItem(value))
+                item = QTableWidgetItem(value)
+                item.setToolTip(standing.model)  # the file's sha256
+                self.board.setItem(row, column, item)
 
     def _list_runs(self) -> None:
         self.runs.clear()
