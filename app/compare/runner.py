@@ -87,7 +87,13 @@ class Comparison:
     """Columns that answer the same prompts. `turn()` blocks until every column is done; `listener` sees
     each column change (text arrives, numbers are in, it failed)."""
 
-    def __init__(self, paths: AppPaths, columns: list[LoadParams], settings: CompareSettings) -> None:
+    def __init__(
+        self,
+        paths: AppPaths,
+        columns: list[LoadParams],
+        settings: CompareSettings,
+        sha256: Callable[[Path], str] = file_sha256,  # CompareStore.sha256: hashed once per file version
+    ) -> None:
         if not MIN_MODELS <= len(columns) <= MAX_MODELS:
             raise AppError(ErrorKind.BAD_INPUT, f"Compare takes {MIN_MODELS} to {MAX_MODELS} models.")
         self.paths = paths
@@ -98,6 +104,7 @@ class Comparison:
         self._lock = threading.Lock()
         self.turns: list[list[dict[str, Any]]] = [[] for _ in columns]  # per column: prompt, text, metrics
         self._sha256: dict[Path, str] = {}
+        self._hash = sha256
 
     def data(self) -> dict[str, Any]:
         """Everything a saved run keeps: settings, and per column the model (with its file's sha256) and
@@ -105,7 +112,7 @@ class Comparison:
         for column in self.columns:
             path = column.params.model_path
             if path not in self._sha256:
-                self._sha256[path] = file_sha256(path)
+                self._sha256[path] = self._hash(path)
         sampling = self.settings.sampling
         return {
             "settings": {

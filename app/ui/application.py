@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from contextlib import ExitStack
 from dataclasses import dataclass
 from importlib.resources import as_file, files
 from pathlib import Path
@@ -15,7 +17,7 @@ from app.chat.store import ChatStore
 from app.compare.store import CompareStore
 from app.downloads.jobs import JobStore, job_files
 from app.downloads.manager import DownloadManager
-from app.errors import AppError
+from app.errors import AppError, to_app_error
 from app.hub.client import HubClient, ModelDetails
 from app.hub.quants import Variant
 from app.hub.token import hub_token
@@ -63,11 +65,24 @@ class Services:
         self.chat_store.close()
 
 
+def _open_stores(paths: AppPaths) -> tuple[ChatStore, JobStore, CompareStore]:
+    """The databases, each of which may refuse to open (locked, a full disk, from a newer Hubside): then
+    those already open are closed and nothing else has started (no engine, no download)."""
+    with ExitStack() as opened:
+        chat_store = ChatStore(paths.database_file)
+        opened.callback(chat_store.close)
+        jobs = JobStore(paths.downloads_file)
+        opened.callback(jobs.close)
+        comparisons = CompareStore(paths.compare_file)
+        opened.pop_all()
+    return chat_store, jobs, comparisons
+
+
 def build_window(paths: AppPaths, engine: Engine | None = None) -> tuple[MainWindow, Services]:
     """The window and its services; `engine` replaces the real one (the GUI benchmark's fast fake)."""
     settings_store = SettingsStore(paths.settings_file)
     settings = settings_store.load()
-    chat_store = ChatStore(paths.database_file)
+    chat_store, jobs, comparisons = _open_stores(paths)  # first: a database that cannot open starts nothing
     bridge = EngineBridge(engine or Engine(paths))
     background = Background()
 
@@ -84,14 +99,12 @@ def build_window(paths: AppPaths, engine: Engine | None = None) -> tuple[MainWin
 
         return Transfer(requests.Session(), token(), stall_s=float(settings.download_stall_seconds))
 
-    jobs = JobStore(paths.downloads_file)
     downloads = DownloadManager(models_dir(), jobs, transfer, settings.max_parallel_downloads)
-    comparisons = CompareStore(paths.compare_file)
     services = Services(
         settings_store, settings, chat_store, bridge, background, downloads, jobs, comparisons
     )
 
-    def save() -> None:
+    def save() -> None:  # what the window changed, onto the file as it is now (`hubside rm` may write too)
         settings_store.save(settings)
 
     chat = ChatPage(chat_store, bridge, settings, save)
@@ -108,13 +121,14 @@ def build_window(paths: AppPaths, engine: Engine | None = None) -> tuple[MainWin
     discover = DiscoverPage(hub_client, background, download)
 
     def add_folder(folder: str) -> None:
-        if folder not in settings.extra_model_dirs:
-            settings.extra_model_dirs.append(folder)
-            save()
+        def add(on_disk: Settings) -> None:
+            if folder not in on_disk.extra_model_dirs:
+                on_disk.extra_model_dirs.append(folder)
+
+        settings_store.save(settings, add)
 
     def hide(path: str) -> None:
-        settings.hidden_models.append(path)
-        save()
+        settings_store.save(settings, lambda on_disk: on_disk.hidden_models.append(path))
 
     models = ModelsPage(
         lambda: default_roots(models_dir(), settings.extra_model_dirs),
@@ -172,7 +186,23 @@ def build_window(paths: AppPaths, engine: Engine | None = None) -> tuple[MainWin
         )
         chat.reload_button.hide()
         chat.banner.show()
+    if comparisons.moved_aside is not None:
+        compare.message.setText(
+            f"Your comparisons could not be read; they were kept as {comparisons.moved_aside.name} and a "
+            "new file was started."
+        )
     return window, services
+
+
+def show_startup_error(exc: Exception) -> None:
+    """A window that cannot start says why in a dialog (started from a menu, it has no terminal to read)."""
+    error = to_app_error(exc)
+    logging.getLogger(__name__).error("start-up failed: %s", error, exc_info=not isinstance(exc, AppError))
+    box = QMessageBox(QMessageBox.Icon.Critical, "Hubside", error.user_message)
+    box.setObjectName("startupError")
+    if error.detail:
+        box.setDetailedText(error.detail)
+    box.exec()
 
 
 def run_window(paths: AppPaths, argv: list[str], link: str | None = None) -> int:
@@ -189,8 +219,9 @@ def run_window(paths: AppPaths, argv: list[str], link: str | None = None) -> int
     reporter = CrashReporter(paths.log_file).install()
     try:
         window, services = build_window(paths)
-    except AppError as exc:  # chats saved by a newer Hubside, or a chat database locked or on a full disk
-        QMessageBox.critical(None, "Hubside", exc.user_message)
+    except Exception as exc:  # a database locked, on a full disk or from a newer Hubside, a folder denied
+        show_startup_error(exc)
+        reporter.uninstall()
         return 1
     instance = SingleInstance(paths.data_dir)
     instance.message.connect(window.handle_request)
