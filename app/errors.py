@@ -164,7 +164,7 @@ def _tls_failure(exc: BaseException, detail: str) -> AppError | None:
         f"The certificate of {host} could not be verified, so Hubside did not connect. If your network "
         "inspects HTTPS (a company proxy, an antivirus), add its root certificate to the system's "
         "certificate store: Hubside trusts the certificates the system trusts.",
-        f"{detail} ({failure.verify_message or failure})",
+        detail,
     )
 
 

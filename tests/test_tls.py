@@ -146,3 +146,31 @@ def test_https_proxy_and_no_proxy_are_honoured_by_both_clients(
         _client(tls_hub).details(REPO)
         _download(tls_hub, []).unlink()
         assert proxy.lines == []
+
+
+def test_the_last_saved_details_stand_in_with_the_certificate_message(
+    tls_hub: TLSHubStub, test_ca: ThrowawayCA, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _trust(monkeypatch, test_ca)
+    assert not _client(tls_hub).details(REPO).stale
+    monkeypatch.delenv("SSL_CERT_FILE")  # the proxy's root is gone from the system's store
+    from huggingface_hub import close_session
+
+    close_session()
+    saved = _client(tls_hub).details(REPO)
+    assert saved.stale and saved.value.id == REPO
+    assert saved.problem.startswith("The certificate of 127.0.0.1 could not be verified")
+
+
+def test_an_https_endpoint_never_follows_a_next_page_to_plain_http(
+    tls_hub: TLSHubStub, hub: HubStub, test_ca: ThrowawayCA, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.hub.client import SearchQuery
+
+    _trust(monkeypatch, test_ca)
+    hub.add_repo("acme/other-GGUF", {NAME: DATA})
+    link = f'<{hub.endpoint}/api/models?cursor=1&filter=gguf>; rel="next"'  # same host, plain http
+    tls_hub.add_fault(Fault(path="/api/models", body=b'[{"id": "x/m-GGUF"}]', headers={"Link": link}))
+    pages = _client(tls_hub, token="hf_secret").search(SearchQuery(text="anything"))
+    assert [m.id for m in pages.next(50)] == ["x/m-GGUF"] and pages.done
+    assert hub.log.all() == []  # the plain-http page was never asked

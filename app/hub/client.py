@@ -56,6 +56,8 @@ STOP_POLL_S = 0.1  # how soon a cancelled next() notices while model infos are i
 # The Hub keeps every file over 10 MiB in LFS: only a smaller file without `lfs` is a plain git blob, which
 # its blobId (sha1 of b"blob <size>\0" + content) verifies. A larger one's blobId is its LFS pointer's.
 GIT_FILE_MAX_BYTES = 10 * 1024 * 1024
+# Failures for which the last answer saved is shown instead (marked stale, with the failure's message)
+SAVED_ANSWER_STANDS_IN = (ErrorKind.NETWORK, ErrorKind.TLS, ErrorKind.HUB)
 
 
 @dataclass(frozen=True)
@@ -275,7 +277,7 @@ class SearchPages:
                 self.client.cache.put(self._cache_key(), [vars(row) for row in self._buffer])
             except Exception as exc:
                 error = self._failed(exc)
-                if error.kind in (ErrorKind.NETWORK, ErrorKind.HUB) and cached is not None:
+                if error.kind in SAVED_ANSWER_STANDS_IN and cached is not None:
                     return self._from_cache(cached)
                 raise error from exc
         try:
@@ -527,7 +529,7 @@ class HubClient:
         except Exception as exc:
             error = hub_error(exc, repo)
             cached = self.cache.get(f"details:{repo}")
-            if error.kind in (ErrorKind.NETWORK, ErrorKind.HUB) and cached is not None:
+            if error.kind in SAVED_ANSWER_STANDS_IN and cached is not None:
                 return Fetched(_details_from_json(cached), stale=True, problem=error.user_message)
             raise error from exc
         self.cache.put(f"details:{repo}", _details_to_json(details))
