@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 from pytestqt.qtbot import QtBot
 
+from app.compare.store import file_sha256
 from app.ui.compare_page import ComparePage
 from app.ui.main_window import MainWindow
+from tests.conftest import TinyModelFactory
 
 pytestmark = pytest.mark.real_model
 WAIT_MS = 120_000
@@ -80,6 +82,30 @@ def test_blind_mode_hides_the_names_until_the_vote(
     revealed = [view.title.text() for view in page.column_views[:2]]
     assert revealed[0].startswith("A: ") and revealed[1].startswith("B: ")
     assert page.board.rowCount() == 2
-    winner = page.board.item(0, 0).text()
-    assert revealed[0].endswith(winner) and page.board.item(0, 1).text() == "1016"
+    assert page.comparison is not None
+    file_a = page.comparison.columns[page.order[0]].params.model_path.name
+    assert page.board.item(0, 0).text() == f"{revealed[0].removeprefix('A: ')} ({file_a})"  # name and file
+    assert page.board.item(0, 1).text() == "1016"
     assert page.board.item(1, 1).text() == "984" and page.board.item(0, 3).text() == "1"
+
+
+def test_two_files_of_one_model_are_two_leaderboard_entries(
+    qtbot: QtBot, window: MainWindow, tiny_model_factory: TinyModelFactory
+) -> None:
+    """Two files with the same general.name (two quants of one model): the vote was once keyed by the name,
+    so both were one entry that voted against itself."""
+    first, second = tiny_model_factory(), tiny_model_factory(seed=1)
+    page = _page(window, first, second)
+    page.max_tokens.setValue(4)
+    page.blind.setChecked(True)
+    _run(qtbot, page)
+    page.vote_buttons["a"].click()
+    assert page.board.rowCount() == 2
+    rows = [(page.board.item(r, 0).text(), page.board.item(r, 0).toolTip()) for r in range(2)]  # type: ignore[union-attr]
+    winner = page.comparison.columns[page.order[0]].params.model_path  # type: ignore[union-attr]
+    loser = page.comparison.columns[page.order[1]].params.model_path  # type: ignore[union-attr]
+    assert rows == [
+        (f"tiny-llama ({winner.name})", file_sha256(winner)),
+        (f"tiny-llama ({loser.name})", file_sha256(loser)),
+    ]
+    assert page.store.db.execute("SELECT count(*) FROM file_hashes").fetchone()[0] == 2  # kept for next time
