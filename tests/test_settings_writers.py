@@ -12,6 +12,8 @@ from pytestqt.qtbot import QtBot
 
 from app.paths import AppPaths
 from app.settings import Settings, SettingsStore, update
+from app.ui.main_window import MainWindow
+from app.ui.settings_dialog import SettingsDialog
 from tests.library_files import write_tiny_gguf
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,3 +122,18 @@ def test_cli_rm_goes_through_update(tmp_path: Path) -> None:
     assert lock.exists() and lock.stat().st_size == 0
     assert SettingsStore(paths.settings_file).load().hidden_models == [str(folder / "a.gguf")]
     assert Settings().hidden_models == []
+
+
+def test_the_settings_dialog_keeps_what_another_process_changed(
+    qtbot: QtBot, window: MainWindow, tmp_path: Path
+) -> None:
+    """OK in the dialog writes the fields it shows onto the file as it is now, not the window's old copy."""
+    paths = AppPaths.from_env()
+    dialog = window.open_settings()
+    assert isinstance(dialog, SettingsDialog)
+    update(paths.settings_file, lambda s: s.hidden_models.append("/elsewhere/x.gguf"))  # `hubside rm`
+    dialog.theme.setCurrentText("dark")
+    assert dialog.save(move_files=False)
+    saved = SettingsStore(paths.settings_file).load()
+    assert (saved.theme, saved.hidden_models) == ("dark", ["/elsewhere/x.gguf"])
+    assert window.settings.hidden_models == ["/elsewhere/x.gguf"]  # the window's copy is up to date
