@@ -174,3 +174,16 @@ def test_an_https_endpoint_never_follows_a_next_page_to_plain_http(
     pages = _client(tls_hub, token="hf_secret").search(SearchQuery(text="anything"))
     assert [m.id for m in pages.next(50)] == ["x/m-GGUF"] and pages.done
     assert hub.log.all() == []  # the plain-http page was never asked
+
+
+def test_a_bundle_only_requests_would_read_is_not_a_second_trust_store(
+    tls_hub: TLSHubStub, test_ca: ThrowawayCA, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """REQUESTS_CA_BUNDLE is requests' own setting: honouring it for downloads alone would bring back two
+    stores that disagree (the Hub API's details fail, the download works)."""
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(test_ca.ca_file))
+    with pytest.raises(AppError) as api:
+        _client(tls_hub).details(REPO)
+    with pytest.raises(AppError) as transfer:
+        _download(tls_hub, [])
+    assert api.value.kind is transfer.value.kind is ErrorKind.TLS
