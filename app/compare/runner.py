@@ -33,6 +33,7 @@ from app.runtime.protocol import (
 
 FAIR, PARALLEL = "fair", "parallel"
 MIN_MODELS, MAX_MODELS = 2, 4
+KILL_RESERVE_S = 0.5  # of a close's time: what is kept for killing engines that have not stopped
 
 
 @dataclass(frozen=True)
@@ -100,8 +101,10 @@ class Comparison:
         self.settings = settings
         self.columns = [Column(params) for params in columns]
         self.stopping = threading.Event()
+        self.closed = False  # quitting: no engine starts any more
         self._engines: dict[int, Engine] = {}
         self._lock = threading.Lock()
+        self._engines_ended = threading.Condition(self._lock)
         self.turns: list[list[dict[str, Any]]] = [[] for _ in columns]  # per column: prompt, text, metrics
         self._sha256: dict[Path, str] = {}
         self._hash = sha256
@@ -192,10 +195,29 @@ class Comparison:
         for engine in engines:
             engine.stop()
 
+    def close(self, timeout_s: float) -> bool:
+        """Quitting: stop every answer and start no engine; wait up to `timeout_s` for the engines to end,
+        killing those still running near the end (a load, a hung engine). True if all have ended."""
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            self.closed = True
+        self.stop()
+        with self._engines_ended:
+            self._engines_ended.wait_for(
+                lambda: not self._engines, deadline - KILL_RESERVE_S - time.monotonic()
+            )
+            running = list(self._engines.values())
+        for engine in running:
+            engine.kill()  # the call waiting on it fails at once; its thread then closes it
+        with self._engines_ended:
+            return self._engines_ended.wait_for(lambda: not self._engines, deadline - time.monotonic())
+
     def _answer(self, index: int, listener: Listener) -> None:
         column = self.columns[index]
         engine = Engine(self.paths)
         with self._lock:
+            if self.closed:
+                return
             self._engines[index] = engine
         try:
             column.state = "loading"
@@ -244,7 +266,8 @@ class Comparison:
             if column.messages and column.messages[-1].role == "user":
                 column.messages.pop()  # its turn did not happen
         finally:
-            with self._lock:
-                self._engines.pop(index, None)
             engine.close()  # fair: unload before the next model loads; parallel: free it when done
+            with self._engines_ended:
+                self._engines.pop(index, None)
+                self._engines_ended.notify_all()
             listener(index, column)

@@ -44,6 +44,8 @@ from app.runtime.protocol import (
 
 log = logging.getLogger(__name__)
 SHUTDOWN_GRACE_S = 3.0
+KILL_WAIT_S = 1.0  # a SIGKILL cannot be refused: the process is gone within milliseconds
+POLL_S = 0.2  # how often a wait for the engine checks that its process still runs
 
 
 class EngineCrashed(AppError):
@@ -98,23 +100,35 @@ class Engine:
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
-    def close(self) -> None:
-        """Ask the engine to exit; after a short grace, kill it. Never leaves an orphan process."""
+    def close(self, timeout_s: float = SHUTDOWN_GRACE_S) -> None:
+        """Ask the engine to exit; if it has not within `timeout_s` (busy in a native call, or hung), kill
+        it. Never leaves an orphan process."""
         process, conn = self._process, self._conn
         if process is None or conn is None:
             return
-        try:
-            with self._send_lock:
+        deadline = time.monotonic() + timeout_s
+        if self._send_lock.acquire(timeout=timeout_s):  # a send stuck on a hung engine must not hold us
+            try:
                 conn.send(Shutdown())
-        except OSError:
-            pass
-        process.join(SHUTDOWN_GRACE_S)
+            except OSError:
+                pass
+            finally:
+                self._send_lock.release()
+        process.join(max(0.0, deadline - time.monotonic()))
         if process.is_alive():
+            log.warning("engine %s did not exit within %.1f s: killing it", process.pid, timeout_s)
             process.kill()
-            process.join(SHUTDOWN_GRACE_S)
+            process.join(KILL_WAIT_S)
         conn.close()
         self._process = self._conn = None
         self.model = None
+
+    def kill(self) -> None:
+        """End the engine process at once (from any thread): a load that cannot be interrupted, an engine
+        that does not answer. The call waiting on it in another thread then fails with EngineCrashed."""
+        process = self._process
+        if process is not None:
+            process.kill()  # SIGKILL: also ends a stopped (SIGSTOP) or hung process
 
     def __enter__(self) -> Engine:
         return self.start()
@@ -136,9 +150,15 @@ class Engine:
             raise self._crashed() from exc
 
     def _receive(self) -> Event:
-        assert self._conn is not None
+        """The next event; an engine that was killed (or died) raises EngineCrashed, even if something
+        else still holds its end of the pipe open."""
+        conn, process = self._conn, self._process
+        assert conn is not None and process is not None
         try:
-            event: Event = self._conn.recv()
+            while not conn.poll(POLL_S):
+                if not process.is_alive():
+                    raise EOFError("the engine process has ended")
+            event: Event = conn.recv()
         except (EOFError, OSError) as exc:
             raise self._crashed() from exc
         return event

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import threading
+import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from importlib.resources import as_file, files
@@ -36,13 +39,16 @@ from app.ui.engine_bridge import EngineBridge
 from app.ui.main_window import MainWindow
 from app.ui.models_page import ModelsPage
 from app.ui.settings_dialog import SettingsDialog, apply_theme
-from app.ui.single_instance import SingleInstance, hand_over
+from app.ui.single_instance import SingleInstance, claim
 from app.ui.welcome import WelcomeDialog
 
 if TYPE_CHECKING:
     from app.downloads.transfer import Transfer
 
+log = logging.getLogger(__name__)
 LIBRARY_SCAN_DELAY_MS = 300
+QUIT_TIMEOUT_S = 2.5  # the whole quit, whatever runs (the bar: the window's process ends within 3 s)
+ENGINE_RESERVE_S = 0.5  # of what is left after Compare: for the chat's engine to be stopped, or killed
 
 
 @dataclass
@@ -55,14 +61,40 @@ class Services:
     downloads: DownloadManager
     jobs: JobStore
     comparisons: CompareStore
+    compare_page: ComparePage | None = None  # its comparison and the thread that runs it
 
-    def close(self) -> None:
-        self.background.close()
-        self.comparisons.close()
-        self.downloads.close()  # running downloads stop where they are and go on at the next start
-        self.jobs.close()
-        self.bridge.shutdown()
+    def close(self, timeout_s: float = QUIT_TIMEOUT_S) -> None:
+        """Quit within `timeout_s` in every state: all is told to stop first, then each part is waited on
+        with what is left of one deadline; an engine that has not stopped by then is killed. Running
+        downloads stop where they are and go on at the next start (their parts and jobs are on disk)."""
+        deadline = time.monotonic() + timeout_s
+
+        def left(reserve_s: float = 0.0) -> float:
+            return max(0.0, deadline - reserve_s - time.monotonic())
+
+        self.downloads.close(0)  # told to stop now, waited on below
+        page = self.compare_page
+        if page is not None and page.comparison is not None:
+            page.comparison.close(left(ENGINE_RESERVE_S))
+        self.bridge.shutdown(left())
+        compare_ended = _joined(page.worker if page else None, left())
+        downloads_ended = self.downloads.close(left())
+        self.background.close(int(left() * 1000))
+        for child in multiprocessing.active_children():  # an engine started while all this stopped
+            log.warning("engine %s still running at quit: killed", child.pid)
+            child.kill()
+        # A thread left behind (a daemon, ended with the process) may still write: its store stays open.
+        if compare_ended:
+            self.comparisons.close()
+        if downloads_ended:
+            self.jobs.close()
         self.chat_store.close()
+
+
+def _joined(thread: threading.Thread | None, timeout_s: float) -> bool:
+    if thread is not None:
+        thread.join(timeout_s)
+    return thread is None or not thread.is_alive()
 
 
 def _open_stores(paths: AppPaths) -> tuple[ChatStore, JobStore, CompareStore]:
@@ -153,7 +185,8 @@ def build_window(paths: AppPaths, engine: Engine | None = None) -> tuple[MainWin
     downloads_page.finished_one.connect(models.rescan)
     pages = {"discover": discover, "models": models, "downloads": downloads_page, "compare": compare}
     window = MainWindow(chat, bridge, settings, settings_store, pages)
-    window.closing.connect(compare.shutdown)
+    window.closing.connect(compare.stop)  # at once; Services.close waits for it, within the quit's deadline
+    services.compare_page = compare
     window.closing.connect(discover.shutdown)  # a search under way asks the Hub nothing more
 
     def apply_settings(changed: Settings) -> None:
@@ -212,8 +245,10 @@ def run_window(paths: AppPaths, argv: list[str], link: str | None = None) -> int
     assert isinstance(app, QApplication)
     app.setApplicationName("Hubside")
     app.setDesktopFileName("hubside")
-    if hand_over(paths.data_dir, link or "show"):
+    lock = claim(paths.data_dir, link or "show")  # before any service is built: one instance resumes jobs
+    if lock is None:
         return 0
+    instance = SingleInstance(paths.data_dir)  # listening at once: a launch racing ours hands over to it
     with as_file(files("app.resources") / "hubside.svg") as icon_path:
         app.setWindowIcon(QIcon(str(icon_path)))
     reporter = CrashReporter(paths.log_file).install()
@@ -223,7 +258,6 @@ def run_window(paths: AppPaths, argv: list[str], link: str | None = None) -> int
         show_startup_error(exc)
         reporter.uninstall()
         return 1
-    instance = SingleInstance(paths.data_dir)
     instance.message.connect(window.handle_request)
     window.show()
     if link:
@@ -236,3 +270,4 @@ def run_window(paths: AppPaths, argv: list[str], link: str | None = None) -> int
         instance.close()
         services.close()
         reporter.uninstall()
+        lock.unlock()

@@ -47,8 +47,8 @@ class Background(QObject):
         if not self.closed:
             done(result, error)
 
-    def close(self) -> None:
+    def close(self, wait_ms: int = SHUTDOWN_WAIT_MS) -> None:
         """Deliver nothing more; wait a little for running jobs (network calls time out on their own)."""
         self.closed = True
         self.pool.clear()
-        self.pool.waitForDone(SHUTDOWN_WAIT_MS)
+        self.pool.waitForDone(wait_ms)

@@ -104,6 +104,7 @@ class ChatPage(QWidget):
         self.model_bar = ModelBar(self.settings, self.save_settings)
         self.model_bar.open_button.clicked.connect(self.choose_model_file)
         self.model_bar.load_button.clicked.connect(self.load_selected_model)
+        self.model_bar.cancel_button.clicked.connect(self._cancel_load)
         self.model_bar.unload_button.clicked.connect(self._unload)
 
         self.banner = named(QFrame(), "banner")
@@ -215,8 +216,19 @@ class ChatPage(QWidget):
         self.bridge.load(self.model_bar.load_params(path))
 
     def _set_loading(self, loading: bool) -> None:
-        self.model_bar.load_button.setEnabled(not loading)
+        self.model_bar.set_loading(loading)
         self.reload_button.setEnabled(not loading)
+
+    @Slot()
+    def _cancel_load(self) -> None:
+        """The user gave up the load: its engine is killed; not a crash, so nothing is remembered."""
+        self.loading = None
+        self.bridge.cancel_load()
+        self.model = None
+        self._set_loading(False)
+        self.model_bar.status.setText("No model loaded")
+        self.model_changed.emit("no model loaded")
+        self._set_busy(False)
 
     @Slot()
     def _unload(self) -> None:

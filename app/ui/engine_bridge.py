@@ -10,16 +10,19 @@ from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from app.errors import AppError, ErrorKind, to_app_error
 from app.runtime.engine import Engine
-from app.runtime.protocol import Finished, GenerateRequest, LoadParams, Notice, Piece
+from app.runtime.protocol import Finished, GenerateRequest, LoadedModel, LoadParams, Notice, Piece
 
 log = logging.getLogger(__name__)
 CHUNK_INTERVAL_S = 0.03
+SHUTDOWN_TIMEOUT_S = 2.5
+KILL_RESERVE_S = 0.5  # of a shutdown's time: what is kept for killing an engine that has not stopped
 
 
 class _EngineWorker(QObject):
     """Lives in the engine thread; the only caller of the Engine (but for `stop`, which is thread-safe)."""
 
-    loaded = Signal(object)  # LoadedModel
+    loaded = Signal(int, object)  # load number, LoadedModel
+    load_failed = Signal(int, str, str)  # load number, ErrorKind value, message for the user
     failed = Signal(str, str)  # ErrorKind value, message for the user
     notice = Signal(int, str)
     chunk = Signal(int, str, bool)  # request id, text, is reasoning
@@ -29,18 +32,18 @@ class _EngineWorker(QObject):
         super().__init__()
         self.engine = engine
 
-    def _fail(self, exc: BaseException) -> None:
+    def _fail(self, exc: BaseException) -> tuple[str, str]:
         error = to_app_error(exc)
         if not isinstance(exc, AppError):
             log.exception("engine call failed")
-        self.failed.emit(error.kind.value, error.user_message)
+        return error.kind.value, error.user_message
 
-    @Slot(object)
-    def load(self, params: LoadParams) -> None:
+    @Slot(int, object)
+    def load(self, number: int, params: LoadParams) -> None:
         try:
-            self.loaded.emit(self.engine.load(params))
+            self.loaded.emit(number, self.engine.load(params))
         except Exception as exc:
-            self._fail(exc)
+            self.load_failed.emit(number, *self._fail(exc))
 
     @Slot(object)
     def generate(self, request: GenerateRequest) -> None:
@@ -71,14 +74,14 @@ class _EngineWorker(QObject):
                     self.finished.emit(request.request_id, event.stats)
         except Exception as exc:
             send()
-            self._fail(exc)
+            self.failed.emit(*self._fail(exc))
 
     @Slot()
     def unload(self) -> None:
         try:
             self.engine.unload()
         except Exception as exc:
-            self._fail(exc)
+            self.failed.emit(*self._fail(exc))
 
     @Slot()
     def shutdown(self) -> None:
@@ -91,8 +94,9 @@ class EngineBridge(QObject):
     notice = Signal(int, str)
     chunk = Signal(int, str, bool)
     finished = Signal(int, object)
+    cancelled = Signal()  # instead of `loaded` or `failed`, for a load the user cancelled
 
-    _load = Signal(object)
+    _load = Signal(int, object)
     _generate = Signal(object)
     _unload = Signal()
     _shutdown = Signal()
@@ -100,6 +104,8 @@ class EngineBridge(QObject):
     def __init__(self, engine: Engine, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.engine = engine
+        self._loads = 0  # numbers the loads, so that the end of a cancelled one is known as such
+        self._cancelled_load = 0
         self._thread = QThread()
         self._thread.setObjectName("engine-bridge")
         self._worker = _EngineWorker(engine)
@@ -108,8 +114,9 @@ class EngineBridge(QObject):
         self._generate.connect(self._worker.generate)
         self._unload.connect(self._worker.unload)
         self._shutdown.connect(self._worker.shutdown)
+        self._worker.loaded.connect(self._loaded)
+        self._worker.load_failed.connect(self._load_failed)
         for source, target in (
-            (self._worker.loaded, self.loaded),
             (self._worker.failed, self.failed),
             (self._worker.notice, self.notice),
             (self._worker.chunk, self.chunk),
@@ -120,7 +127,22 @@ class EngineBridge(QObject):
         self._thread.start()
 
     def load(self, params: LoadParams) -> None:
-        self._load.emit(params)
+        self._loads += 1
+        self._load.emit(self._loads, params)
+
+    @Slot(int, object)
+    def _loaded(self, number: int, model: LoadedModel) -> None:
+        if number == self._cancelled_load:
+            self.cancelled.emit()  # it finished before the kill reached it: that engine is gone now
+        else:
+            self.loaded.emit(model)
+
+    @Slot(int, str, str)
+    def _load_failed(self, number: int, kind: str, message: str) -> None:
+        if number == self._cancelled_load:
+            self.cancelled.emit()  # failed because it was killed: what the user asked for
+        else:
+            self.failed.emit(kind, message)
 
     def generate(self, request: GenerateRequest) -> None:
         self._generate.emit(request)
@@ -131,13 +153,31 @@ class EngineBridge(QObject):
     def unload(self) -> None:
         self._unload.emit()
 
-    def shutdown(self) -> None:
-        """Stop whatever runs, end the engine process and the thread (within a few seconds)."""
+    def cancel_load(self) -> None:
+        """Give up the load under way: its engine process is killed (a load cannot be interrupted inside
+        llama.cpp); `cancelled` follows instead of `loaded` or `failed`."""
+        self._cancelled_load = self._loads
+        self.engine.kill()
+
+    def shutdown(self, timeout_s: float = SHUTDOWN_TIMEOUT_S) -> None:
+        """Stop whatever runs, end the engine process and the thread within `timeout_s`: an engine still
+        busy (a load) or hung by then is killed, which also ends the call waiting on it."""
+        deadline = time.monotonic() + timeout_s
+
+        def left_ms(reserve_s: float = 0.0) -> int:
+            return max(0, int((deadline - reserve_s - time.monotonic()) * 1000))
+
         self.engine.stop()
-        self._shutdown.emit()
+        self._shutdown.emit()  # run by the thread once its current call returns
         self._thread.quit()
-        if not self._thread.wait(10_000):
-            log.error("engine thread did not stop")
+        if not self._thread.wait(left_ms(KILL_RESERVE_S)):
+            log.warning("the engine did not stop in time: killing it")
+            self.engine.kill()
+            if not self._thread.wait(left_ms()):
+                log.error("engine thread did not stop")
+                return
+        if self.engine.alive:  # the thread has ended without reaching its shutdown (its loop quit first)
+            self.engine.close(left_ms() / 1000)
 
 
 def is_crash(kind: str) -> bool:

@@ -1,5 +1,5 @@
 """The model bar above the chat: which model file, how to load it (context, threads, GPU layers, flash
-attention), Load and Unload, and what is loaded now."""
+attention), Load (and Cancel while it loads) and Unload, and what is loaded now."""
 
 from __future__ import annotations
 
@@ -50,6 +50,9 @@ class ModelBar(QWidget):
         self.flash_attention.toggled.connect(self._remember_flash_attention)
         self.load_button = named(QPushButton("Load"), "loadButton")
         self.load_button.setAccessibleName("Load model")
+        self.cancel_button = named(QPushButton("Cancel"), "cancelLoadButton")
+        self.cancel_button.setAccessibleName("Cancel loading")
+        self.cancel_button.hide()  # shown while a model loads
         self.unload_button = named(QPushButton("Unload"), "unloadButton")
         self.status = named(QLabel("No model loaded"), "modelStatus")
         self.status.setTextFormat(Qt.TextFormat.PlainText)
@@ -59,9 +62,15 @@ class ModelBar(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         for widget in (self.picker, self.open_button, QLabel("Context"), self.context, QLabel("Threads"),
                        self.threads, QLabel("GPU layers"), self.gpu_layers, self.flash_attention,
-                       self.load_button, self.unload_button):  # fmt: skip
+                       self.load_button, self.cancel_button, self.unload_button):  # fmt: skip
             layout.addWidget(widget)
         layout.addWidget(self.status, 1)
+
+    def set_loading(self, loading: bool) -> None:
+        """While a model loads: Cancel instead of Load."""
+        self.load_button.setEnabled(not loading)
+        self.load_button.setVisible(not loading)
+        self.cancel_button.setVisible(loading)
 
     def add_model_path(self, path: Path) -> None:
         """Remember a model file and select it."""
