@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import struct
 import tracemalloc
 from collections.abc import Callable
@@ -227,3 +228,10 @@ def test_per_layer_head_counts_of_a_deep_model_are_kept(tmp_path: Path) -> None:
     header = read_header(_gguf_with(tmp_path / "deep.gguf", add))
     assert header.arch_value("attention.head_count_kv") == [1, 2] * (layers // 2)
     assert kv_cache_bytes(header, 100) == 100 * 2 * 16 * 2 * (layers // 2) * (1 + 2)
+
+
+@pytest.mark.timeout(30)
+def test_a_named_pipe_is_rejected_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe.gguf")
+    with pytest.raises(BadModelFile, match="it is not a regular file"):
+        read_header(tmp_path / "pipe.gguf")

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from pathlib import Path
 
 import pytest
 
-from app.library.scan import FOLDER, Root, Scanner
+from app.library.scan import FOLDER, HF_CACHE, Root, Scanner
 from tests.library_files import write_tiny_gguf
 from tests.library_hostile import BAD, GOOD, make_hostile_folder
 
@@ -39,3 +40,26 @@ def test_an_unreadable_later_shard_is_named(tmp_path: Path) -> None:
     (folder / "big-Q4_0-00002-of-00002.gguf").symlink_to("big-Q4_0-00002-of-00002.gguf")  # a loop
     (entry,) = Scanner().scan([Root(folder, FOLDER)])
     assert entry.problem == f"shard big-Q4_0-00002-of-00002.gguf cannot be read ({os.strerror(errno.ELOOP)})"
+
+
+@pytest.mark.timeout(60)
+def test_a_named_pipe_is_unusable_and_does_not_hang_the_scan(tmp_path: Path) -> None:
+    folder = tmp_path / "models"
+    write_tiny_gguf(folder / "a-Q4_0.gguf")
+    os.mkfifo(folder / "pipe-Q4_0.gguf")  # opening it to read waits for a writer that never comes
+    entries = {e.name: e for e in Scanner().scan([Root(folder, FOLDER)])}
+    assert entries["a-Q4_0.gguf"].problem == ""
+    assert entries["pipe-Q4_0.gguf"].problem == "it is not a regular file"
+
+
+@pytest.mark.timeout(60)
+def test_folder_links_that_loop_in_the_hf_cache_are_walked_once(tmp_path: Path) -> None:
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--someone--tiny-GGUF" / "snapshots" / ("0" * 40)
+    write_tiny_gguf(snapshot / "tiny-Q4_0.gguf")
+    for name in ("up", "again"):  # two links to the folder above: 2^40 paths before the kernel says ELOOP
+        (snapshot / name).symlink_to("..", target_is_directory=True)
+    started = time.monotonic()
+    (entry,) = Scanner().scan([Root(cache, HF_CACHE)])
+    assert (entry.id, entry.problem) == ("hf:someone/tiny-GGUF:Q4_0", "")
+    assert time.monotonic() - started < 5

@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -82,7 +83,12 @@ def _model_files(root: Root) -> list[Path]:
     """The .gguf files under the root (following the HF cache's snapshot links), without projectors and
     without shards after the first; never a `.part`."""
     found = []
-    for directory, _, names in os.walk(root.path, followlinks=root.source == HF_CACHE):
+    follow = root.source == HF_CACHE
+    walked: set[tuple[int, int]] = set()
+    for directory, folders, names in os.walk(root.path, followlinks=follow):
+        if follow and not _first_visit(directory, walked):
+            folders.clear()  # a folder link back into what was walked (os.walk does not notice loops)
+            continue
         for name in names:
             if not name.lower().endswith(".gguf") or is_projector(name):
                 continue
@@ -91,6 +97,18 @@ def _model_files(root: Root) -> list[Path]:
                 continue
             found.append(Path(directory) / name)
     return sorted(found)
+
+
+def _first_visit(directory: str, walked: set[tuple[int, int]]) -> bool:
+    try:
+        stamp = Path(directory).stat()
+    except OSError:
+        return False
+    key = (stamp.st_dev, stamp.st_ino)
+    if key in walked:
+        return False
+    walked.add(key)
+    return True
 
 
 class Scanner:
@@ -191,6 +209,8 @@ def _new_entry(path: Path, root: Root, headers: _Headers, seen: set[object]) -> 
         stamp = path.stat()  # follows links: the HF cache's snapshot link gives its blob
     except OSError as exc:
         return _unusable(path, root, _stat_problem(path, exc))
+    if not stat.S_ISREG(stamp.st_mode):  # a named pipe would block the first read forever
+        return _unusable(path, root, "it is not a regular file")
     identity = _identity(path, stamp)
     if identity in seen:
         return None

@@ -2,13 +2,16 @@
 
 It checks magic, version, counts, string and array lengths, value types, tensor shapes, types and data
 offsets against the file's real size before llama.cpp sees the file, and never allocates more than the file
-holds. Every key Hubside reads must hold the kind of value it is read as (a whole number, a string). Any problem is one error type, `BadModelFile`, with a message a user can act on.
+holds. Every key Hubside reads must hold the kind of value it is read as (a whole number, a string). Any
+problem is one error type, `BadModelFile`, with a message a user can act on.
 """
 
 from __future__ import annotations
 
 import mmap
+import os
 import re
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,8 +165,10 @@ class GGUFHeader:
 def read_header(path: Path) -> GGUFHeader:
     """Parse and check the header of the GGUF file at `path`; raises BadModelFile."""
     try:
+        if not stat.S_ISREG(path.stat().st_mode):  # opening a named pipe would wait for a writer forever
+            raise BadModelFile(path, "it is not a regular file")
         with path.open("rb") as f:
-            size = path.stat().st_size
+            size = os.fstat(f.fileno()).st_size
             if size < 24:
                 raise BadModelFile(path, f"the file is too short ({size} bytes) to be a GGUF file")
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
