@@ -4,6 +4,7 @@ database's versions and damage, against the Hub stand-in with the real model fil
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sqlite3
 import stat
@@ -222,3 +223,58 @@ def test_the_window_lists_a_cli_pull_and_takes_it_over_when_it_dies(hub: HubStub
     assert ranged and ranged[-1].headers["range"].startswith("bytes=3000000-")
     manager.close()
     store.close()
+
+
+def test_a_downloads_database_made_before_versions_is_migrated_keeping_its_jobs(served: RemoteFile) -> None:
+    path = _jobs_file()
+    with sqlite3.connect(path) as db:  # as the first version left it: the table, user_version 0
+        db.execute(
+            "CREATE TABLE jobs (id INTEGER PRIMARY KEY, repo TEXT NOT NULL, revision TEXT NOT NULL,"
+            " label TEXT NOT NULL, files_json TEXT NOT NULL, state TEXT NOT NULL,"
+            " error TEXT NOT NULL DEFAULT '', done_bytes INTEGER NOT NULL DEFAULT 0,"
+            " created_at REAL NOT NULL, updated_at REAL NOT NULL)"
+        )
+        db.execute(
+            "INSERT INTO jobs VALUES (7, ?, 'main', 'Q4_1', ?, 'paused', '', 123, 0, 0)",
+            (
+                REPO,
+                json.dumps([{"path": NAME, "url": served.url, "size": served.size, "sha256": SMOL_SHA}]),
+            ),
+        )
+    store = JobStore(path)
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert [(j.id, j.state, j.done_bytes, j.files[0].remote) for j in store.all()] == [
+        (7, "paused", 123, served)
+    ]
+    store.close()
+
+
+def test_cancelling_a_job_leaves_a_part_another_download_is_writing(hub: HubStub, served: RemoteFile) -> None:
+    paths = AppPaths.from_env().ensure()
+    target = _target()
+    part = target.with_name(NAME + ".part")
+    store = JobStore(paths.downloads_file)
+    old = store.add(REPO, "0" * 40, "Q4_1", (JobFile(NAME, served),), state="paused")  # an older commit's
+    hub.add_fault(Fault(path=NAME, stall_after=2_000_000, stall_seconds=3, times=1))
+    writer = threading.Thread(target=download, args=(Transfer(requests.Session()), served, target))
+    writer.start()  # as `hubside pull` of the current commit would
+    _until(lambda: part.exists() and part.stat().st_size >= 2_000_000)
+    manager = DownloadManager(paths.models_dir, store, lambda: Transfer(requests.Session()))
+    manager.cancel(old.id)
+    assert [j.state for j in manager.jobs()] == ["cancelled"] and part.exists()
+    writer.join(60)
+    assert _sha(target) == SMOL_SHA
+    manager.close()
+    store.close()
+
+
+def test_the_downloads_table_says_when_another_process_runs_a_job(qapp: object, served: RemoteFile) -> None:
+    from PySide6.QtCore import Qt
+
+    from app.downloads.jobs import Job
+    from app.ui.downloads_page import JobsModel
+
+    model = JobsModel()
+    model.refresh([Job(1, REPO, "main", "Q4_1", (JobFile(NAME, served),), RUNNING, elsewhere=True)])
+    state = model.index(0, JobsModel.COLUMNS.index("State"))
+    assert model.data(state, Qt.ItemDataRole.DisplayRole) == "running in another Hubside process"

@@ -30,6 +30,11 @@ class FileLock:
         self.release()
 
 
+def lock_of(path: Path) -> Path:
+    """The lock file that guards writing `path` (`NAME.part` -> `NAME.part.lock`)."""
+    return path.with_name(path.name + ".lock")
+
+
 def try_lock(path: Path) -> FileLock | None:
     """The lock on `path`, or None at once if another holder has it."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -28,12 +28,12 @@ from app.downloads.jobs import (
     JobStore,
     with_state,
 )
+from app.downloads.locks import FileLock, lock_of, try_lock
 from app.downloads.targets import target_for
 from app.errors import AppError, ErrorKind, to_app_error
 from app.runtime.memory import gb
 
 if TYPE_CHECKING:
-    from app.downloads.locks import FileLock
     from app.downloads.transfer import Transfer
 
 log = logging.getLogger(__name__)
@@ -209,9 +209,8 @@ class DownloadManager:
         now = time.monotonic()
         if now - self._synced >= SYNC_INTERVAL_S:
             with self.lock:
-                taken_over = self._sync()
-            if taken_over:
-                self._schedule()
+                self._sync()
+            self._schedule()  # a job taken over, or queued by another process (an app that closed)
         with self.lock:
             for job_id, done in list(self._done.items()):
                 samples = self._samples.setdefault(job_id, [])
@@ -270,26 +269,22 @@ class DownloadManager:
             thread.join(wait_s)
 
     # --- inside ----------------------------------------------------------------------------------
-    def _set(self, job: Job) -> None:
-        """Record a job's new state (call with the lock held)."""
-        self._jobs[job.id] = job
-        self.store.save(job)
-    def _sync(self) -> bool:
+    def _sync(self) -> None:
         """Read the jobs this process does not run from the store (call with the lock held): one that another
         process runs (holds its claim) is shown as running elsewhere; one left running by a process that
-        has gone (a kill, a crash, the last session) is queued again, to go on from its parts. Returns
-        whether one was."""
+        has gone (a kill, a crash, the last session) is queued again, to go on from its parts."""
         self._synced = time.monotonic()
-        queued = False
         for job in self.store.all():
             if job.id in self._threads:
                 continue
             if job.state == RUNNING:
                 job = replace(job, elsewhere=True) if self.store.claimed(job.id) else with_state(job, QUEUED)
-                queued = queued or job.state == QUEUED
             self._jobs[job.id] = job
-        return queued
 
+    def _set(self, job: Job) -> None:
+        """Record a job's new state (call with the lock held)."""
+        self._jobs[job.id] = job
+        self.store.save(job)
 
     def _halt(self, job_id: int, state: str) -> None:
         with self.lock:
@@ -314,15 +309,15 @@ class DownloadManager:
                 if len(self._threads) >= self.parallel:
                     break
                 if job.state == QUEUED and job.id not in self._threads:
-                    self._set(with_state(job, RUNNING))
-                    thread = threading.Thread(
-                        target=self._run, args=(job.id,), name=f"download-{job.id}", daemon=True
-                    )
                     claim = self.store.claim(job.id)
                     if claim is None:  # `hubside pull` took it meanwhile
                         self._jobs[job.id] = replace(job, state=RUNNING, elsewhere=True)
                         continue
                     self._claims[job.id] = claim
+                    self._set(with_state(job, RUNNING))
+                    thread = threading.Thread(
+                        target=self._run, args=(job.id,), name=f"download-{job.id}", daemon=True
+                    )
                     self._threads[job.id] = thread
                     thread.start()
 
@@ -369,11 +364,11 @@ class DownloadManager:
             if outcome == DONE:
                 final = replace(final, done_bytes=final.total_bytes)
             self._set(final)
+            self._claims.pop(job_id).release()
             self._threads.pop(job_id, None)
             self._transfers.pop(job_id, None)
             self._samples.pop(job_id, None)
             self._done.pop(job_id, None)
-            self._claims.pop(job_id).release()
         if outcome == CANCELLED:
             self._delete_parts(final)
         log.info("download %s (%s %s): %s %s", job_id, job.repo, job.label, outcome, error)
@@ -382,4 +377,9 @@ class DownloadManager:
     def _delete_parts(self, job: Job) -> None:
         for f in job.files:
             target = target_for(self.models_dir, job.repo, f.path)
-            target.with_name(target.name + ".part").unlink(missing_ok=True)
+            part = target.with_name(target.name + ".part")
+            lock = try_lock(lock_of(part))
+            if lock is None:  # another download (`hubside pull`) writes this file now: its part, not ours
+                continue
+            with lock:
+                part.unlink(missing_ok=True)

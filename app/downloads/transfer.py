@@ -34,7 +34,7 @@ import requests
 import urllib3
 
 from app.downloads.jobs import RemoteFile
-from app.downloads.locks import try_lock
+from app.downloads.locks import lock_of, try_lock
 from app.errors import AppError, ErrorKind, to_app_error
 from app.hub.client import retry_after_s, same_origin
 from app.net import use_system_trust
@@ -139,7 +139,7 @@ def download(
     """Fetch `remote` into `target` (via `target.part`); raises Stopped, ChecksumMismatch, AlreadyDownloading
     or AppError."""
     part_path = target.with_name(target.name + ".part")
-    lock = try_lock(part_path.with_name(part_path.name + ".lock"))
+    lock = try_lock(lock_of(part_path))
     if lock is None:
         raise AlreadyDownloading(target.name)
     with lock:  # held until the part is renamed or given up
