@@ -243,6 +243,7 @@ def test_a_downloads_database_made_before_versions_is_migrated_keeping_its_jobs(
         )
     store = JobStore(path)
     assert store.db.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert path.with_name(f"{path.name}.before-v1").exists()  # a copy first, as it was
     assert [(j.id, j.state, j.done_bytes, j.files[0].remote) for j in store.all()] == [
         (7, "paused", 123, served)
     ]

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from app.downloads.locks import FileLock, is_locked, try_lock
 from app.errors import AppError, ErrorKind
-from app.storage import DamagedDatabase, is_damaged, move_aside, open_database
+from app.storage import DamagedDatabase, Step, is_damaged, migrate, move_aside, open_database
 
 if TYPE_CHECKING:
     from app.hub.client import ModelDetails
@@ -35,7 +35,7 @@ QUEUED, RUNNING, PAUSED, FAILED, DONE, CANCELLED = (
 ACTIVE = (QUEUED, RUNNING)
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 1  # len(_MIGRATIONS)
 _SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS jobs (
     id         INTEGER PRIMARY KEY,
@@ -51,7 +51,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 )
 """
 # user_version N -> the SQL that brings a version-N database to N+1 (0: new, or made before versions).
-_MIGRATIONS: dict[int, str] = {0: _SCHEMA_V1}
+_MIGRATIONS: dict[int, Step] = {0: _SCHEMA_V1}
 
 
 class DownloadsTooNew(AppError):
@@ -133,33 +133,11 @@ class JobStore:
         try:
             if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
                 raise DamagedDatabase("quick_check failed")
-            self._migrate(db)
+            migrate(db, self.path, _MIGRATIONS, lambda version: DownloadsTooNew(self.path, version))
         except BaseException:
             db.close()
             raise
         return db
-
-    def _migrate(self, db: sqlite3.Connection) -> None:
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise DownloadsTooNew(self.path, version)
-        if version == SCHEMA_VERSION:
-            return
-        if version > 0:  # a copy of the old database first, so a failed migration loses nothing
-            with sqlite3.connect(self.path.with_name(f"{self.path.name}.before-v{SCHEMA_VERSION}")) as copy:
-                db.backup(copy)
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            while version < SCHEMA_VERSION:
-                for statement in _MIGRATIONS[version].split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-                version += 1
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     # --- who runs a job ----------------------------------------------------------------------------
     def _claim_file(self, job_id: int) -> Path:
