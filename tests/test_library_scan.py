@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import errno
 import os
+import sqlite3
 import time
 from pathlib import Path
 
 import pytest
 
+from app import __version__
 from app.library.scan import FOLDER, HF_CACHE, Root, Scanner
 from tests.library_files import write_tiny_gguf
-from tests.library_hostile import BAD, GOOD, make_hostile_folder
+from tests.library_hostile import BAD, GOOD, make_hostile_folder, write_typed_gguf
 
 
 def test_good_files_are_listed_and_each_bad_one_is_unusable_with_its_reason(
@@ -63,3 +65,19 @@ def test_folder_links_that_loop_in_the_hf_cache_are_walked_once(tmp_path: Path) 
     (entry,) = Scanner().scan([Root(cache, HF_CACHE)])
     assert (entry.id, entry.problem) == ("hf:someone/tiny-GGUF:Q4_0", "")
     assert time.monotonic() - started < 5
+
+
+def test_headers_cached_by_an_older_reader_are_read_again(tmp_path: Path) -> None:
+    # A file the reader now rejects (a string file type) may sit in a cache as fine: the reader's
+    # revision is part of the cache's tag, so a changed reader reads every header once more.
+    folder = tmp_path / "models"
+    good = write_tiny_gguf(folder / "a-Q4_0.gguf")
+    typed = write_typed_gguf(folder / "typed-Q4_K_M.gguf")
+    cache_file = tmp_path / "cache" / "library.sqlite3"
+    Scanner(cache_file).scan([Root(folder, FOLDER)])
+    with sqlite3.connect(cache_file) as db:  # as the reader before the type checks left it
+        db.execute("UPDATE headers SET reader = ?, problem = ''", (__version__,))
+    scanner = Scanner(cache_file)
+    entries = {e.path: e for e in scanner.scan([Root(folder, FOLDER)])}
+    assert sorted(scanner.headers_read) == sorted([good, typed])
+    assert "general.file_type" in entries[typed].problem

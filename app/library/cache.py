@@ -4,8 +4,8 @@ so that a rescan reads only the files that changed (library.sqlite3 under the ca
 It holds nothing that cannot be read again from the files, so it never stands in the user's way: a damaged
 file is moved aside and a new one started; a locked, full or failing disk, or a cache written by a newer
 Hubside, means this scan reads the headers itself and nothing is moved. WAL and a busy timeout let the window
-and the CLI open it at once. Rows are tagged with the Hubside version that read them: an upgrade (perhaps a
-changed reader) reads every header once more.
+and the CLI open it at once. Rows are tagged with the Hubside version and the header reader's revision that
+read them: an upgrade or a changed reader reads every header once more.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app import __version__
+from app.runtime.gguf_header import READER_REVISION
 from app.storage import DamagedDatabase, is_damaged, move_aside, open_database
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ CREATE TABLE headers (
 _MIGRATIONS: dict[int, tuple[str, ...]] = {0: (_SCHEMA_V1,)}
 _COLUMNS = "path, size, mtime_ns, reader, quant, architecture, parameters, context_length, problem"
 _MARKS = ", ".join("?" for _ in _COLUMNS.split(","))
+_READER = f"{__version__}+reader{READER_REVISION}"  # what a row's facts were read by
 
 
 @dataclass(frozen=True)
@@ -130,9 +132,7 @@ class HeaderCache:
         if self.db is None:
             return {}
         try:
-            rows = self.db.execute(
-                f"SELECT {_COLUMNS} FROM headers WHERE reader = ?", (__version__,)
-            ).fetchall()
+            rows = self.db.execute(f"SELECT {_COLUMNS} FROM headers WHERE reader = ?", (_READER,)).fetchall()
         except sqlite3.Error as exc:
             self._failed(exc)
             return {}
@@ -142,7 +142,7 @@ class HeaderCache:
         """Keep the headers this scan read and forget the files it no longer found, in one transaction."""
         if self.db is None:
             return
-        rows = [(path, c.size, c.mtime_ns, __version__, *_facts_row(c.facts)) for path, c in read.items()]
+        rows = [(path, c.size, c.mtime_ns, _READER, *_facts_row(c.facts)) for path, c in read.items()]
         try:
             with self.db:
                 self.db.execute("BEGIN IMMEDIATE")

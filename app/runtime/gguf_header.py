@@ -35,6 +35,10 @@ def shard_files(path: Path) -> tuple[Path, ...]:
     )
 
 
+# Bumped whenever what the reader accepts or reports changes: the library's cache then reads every header
+# once more (2: the types of the keys we read are checked).
+READER_REVISION = 2
+
 MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
 MAX_TENSORS = 1 << 16
