@@ -183,3 +183,20 @@ def test_cli_compare_with_a_newer_database_says_so_and_runs_nothing(
     err = capsys.readouterr().err
     assert err.startswith("hubside: Your comparisons were saved by a newer Hubside") and "[1/2]" not in err
     assert path.read_bytes() == before
+
+
+def test_a_corrupt_database_is_moved_aside_with_its_runs_kept_in_the_copy() -> None:
+    """SQLite's "database disk image is malformed" (SQLITE_CORRUPT): the file moves aside, never deleted."""
+    path = _file()
+    store = CompareStore(path)
+    for _ in range(50):
+        store.save_run("a prompt", {"columns": [], "text": "x" * 2000})
+    store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store.close()
+    damaged = bytearray(path.read_bytes())
+    page = 4096  # the second page: its b-tree header made nonsense
+    damaged[page : page + 12] = b"\x0d" + b"\xff" * 11
+    path.write_bytes(bytes(damaged))
+    store = CompareStore(path)
+    assert store.moved_aside is not None and store.moved_aside.read_bytes() == bytes(damaged)
+    assert store.runs() == [] and store.votes() == []
