@@ -256,17 +256,23 @@ class DownloadManager:
             del self._jobs[job_id]
         self.store.delete(job_id)
 
-    def close(self, wait_s: float = 10.0) -> None:
-        """Stop the running jobs where they are (they resume on the next start) and wait for their threads."""
+    def close(self, timeout_s: float = 10.0) -> bool:
+        """Stop the running jobs where they are and wait up to `timeout_s` in all for their threads; True if
+        they have ended. A thread still waiting on the network then is a daemon left behind: its part file
+        and its job (queued, or running with no process behind it) go on at the next start."""
+        deadline = time.monotonic() + timeout_s
         self.closed = True
         with self.lock:
             threads = list(self._threads.values())
             for job_id in self._threads:
+                if job_id in self._stop:  # told already (a pause, a cancel, an earlier close): that stands
+                    continue
                 self._stop[job_id] = QUEUED
                 if job_id in self._transfers:
                     self._transfers[job_id].interrupt()
         for thread in threads:
-            thread.join(wait_s)
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in threads)
 
     # --- inside ----------------------------------------------------------------------------------
     def _sync(self) -> None:
