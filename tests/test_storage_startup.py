@@ -98,3 +98,17 @@ def test_an_unexpected_start_up_error_is_a_dialog_too(qapp: QApplication) -> Non
     paths.compare_file.mkdir()  # a folder where the database should be: sqlite cannot open it
     code, seen = _start_the_window(qapp)
     assert code == 1 and len(seen) == 1 and "the main window opened" not in seen
+
+
+def test_after_a_failed_start_the_next_start_opens_the_window(qapp: QApplication) -> None:
+    """A failed start lets go of the data dir (its instance lock and socket): the next start is the window,
+    not a hand-over to the one that failed."""
+    paths = AppPaths.from_env().ensure()
+    CompareStore(paths.compare_file).close()
+    with sqlite3.connect(paths.compare_file) as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+    assert _start_the_window(qapp)[0] == 1
+    paths.compare_file.replace(paths.compare_file.with_name("kept-for-the-newer-hubside.sqlite3"))
+    code, seen = _start_the_window(qapp)
+    assert (code, seen) == (0, ["the main window opened"])

@@ -256,7 +256,9 @@ def run_window(paths: AppPaths, argv: list[str], link: str | None = None) -> int
         window, services = build_window(paths)
     except Exception as exc:  # a database locked, on a full disk or from a newer Hubside, a folder denied
         show_startup_error(exc)
+        instance.close()  # the next start is a window of its own, not a hand-over to this one
         reporter.uninstall()
+        lock.unlock()
         return 1
     instance.message.connect(window.handle_request)
     window.show()
