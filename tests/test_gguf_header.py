@@ -235,3 +235,15 @@ def test_a_named_pipe_is_rejected_without_waiting_for_a_writer(tmp_path: Path) -
     os.mkfifo(tmp_path / "pipe.gguf")
     with pytest.raises(BadModelFile, match="it is not a regular file"):
         read_header(tmp_path / "pipe.gguf")
+
+
+def test_per_layer_query_head_counts_give_a_memory_estimate(tmp_path: Path) -> None:
+    # head_count may be one per layer (OpenELM does this): the estimate takes the largest for head_dim.
+    def add(writer: GGUFWriter) -> None:
+        writer.add_block_count(2)
+        writer.add_embedding_length(64)
+        writer.add_array("llama.attention.head_count", [2, 4])
+        writer.add_head_count_kv(1)
+
+    header = read_header(_gguf_with(tmp_path / "openelm-like.gguf", add))
+    assert kv_cache_bytes(header, 100) == 100 * 2 * (16 + 16) * 2  # 2 layers x 1 KV head, head_dim 64/4

@@ -62,9 +62,7 @@ def _per_layer(value: Any, n_layers: int) -> list[int]:
 def kv_cache_bytes(header: GGUFHeader, n_ctx: int, type_k: str = "f16", type_v: str = "f16") -> int:
     n_layers = header.block_count
     n_embd = int(header.arch_value("embedding_length", 0) or 0)
-    n_head = int(header.arch_value("attention.head_count", 0) or 0)
-    if isinstance(header.arch_value("attention.head_count"), list):
-        n_head = max(_per_layer(header.arch_value("attention.head_count"), n_layers) or [0])
+    n_head = max(_per_layer(header.arch_value("attention.head_count", 0), n_layers) or [0])  # maybe per layer
     head_dim = n_embd // n_head if n_head else 0
     key_length = int(header.arch_value("attention.key_length", head_dim) or head_dim)
     value_length = int(header.arch_value("attention.value_length", head_dim) or head_dim)
