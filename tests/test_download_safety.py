@@ -64,6 +64,26 @@ def test_two_pulls_of_one_model_one_writes_the_other_is_refused(hub: HubStub, se
     assert len([r for r in hub.log.all() if r.server == "cdn"]) == 2  # the first's two requests, no other
 
 
+def test_two_pulls_started_at_the_same_moment_one_wins_one_job_listed(
+    hub: HubStub, served: RemoteFile
+) -> None:
+    hub.add_fault(Fault(path=NAME, delay_seconds=0.5, times=None))  # the Hub answers slowly: both get going
+    pulls = [subprocess.Popen(PULL, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]
+    pulls.append(subprocess.Popen(PULL, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    results = []
+    for pull in pulls:
+        _, errors = pull.communicate(timeout=120)
+        results.append((pull.returncode, errors))
+    assert sorted(code for code, _ in results) == [0, 1], results
+    (refusal,) = [errors for code, errors in results if code == 1]
+    assert refusal.startswith("hubside: ") and len(refusal.splitlines()) == 1
+    assert refusal.endswith("is already being downloaded (by another Hubside process).\n")
+    assert _sha(_target()) == SMOL_SHA
+    store = JobStore(_jobs_file())
+    assert [j.state for j in store.all()] == [DONE]  # one job for the file, the winner's
+    store.close()
+
+
 def test_a_second_download_of_a_file_being_written_is_refused_at_once(
     hub: HubStub, served: RemoteFile
 ) -> None:

@@ -144,6 +144,9 @@ def pull(
         try:
             targets = fetch_job(models_dir, job, transfer, saving_progress)
         except BaseException as exc:  # Ctrl-C pauses; an error fails, with its message for the window
+            if isinstance(exc, AlreadyDownloading) and not same:  # another pull, started with this one, won
+                store.delete(job.id)  # the job it added is the one listed
+                raise
             error = exc.user_message if isinstance(exc, AppError) else to_app_error(exc).user_message
             stopped = isinstance(exc, KeyboardInterrupt)
             store.save(with_state(job, PAUSED if stopped else FAILED, "" if stopped else error))
