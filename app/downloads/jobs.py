@@ -180,11 +180,6 @@ class JobStore:
             rows = self.db.execute("SELECT * FROM jobs ORDER BY id").fetchall()
         return [_job(row) for row in rows]
 
-    def get(self, job_id: int) -> Job | None:
-        with self.lock:
-            row = self.db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return _job(row) if row is not None else None
-
     def close(self) -> None:
         with self.lock:
             self.db.close()
