@@ -23,7 +23,7 @@ from app.hub.token import hub_token
 from app.library.scan import LibraryEntry, default_roots, delete, find, scan
 from app.paths import AppPaths
 from app.runtime.memory import gb
-from app.settings import SettingsStore, update
+from app.settings import SettingsStore
 
 PROGRESS_INTERVAL_S = 0.25
 
@@ -140,6 +140,13 @@ def rm_command(args: argparse.Namespace, paths: AppPaths) -> int:
         delete(entry, models_dir)
         print(f"deleted {entry.id} ({gb(entry.size)})")
     else:  # found in place: never deleted, only hidden from the library (added to the file as it is now)
-        update(paths.settings_file, lambda settings: settings.hidden_models.append(str(entry.path)))
+        store = SettingsStore(paths.settings_file)
+        store.update(lambda settings: settings.hidden_models.append(str(entry.path)))
+        if store.read_only:
+            raise AppError(
+                ErrorKind.SETTINGS,
+                f"{entry.id} was not hidden: the settings file belongs to a newer Hubside, which this one "
+                "never overwrites.",
+            )
         print(f"hidden {entry.id} (its file stays at {entry.path})")
     return 0

@@ -137,3 +137,15 @@ def test_the_settings_dialog_keeps_what_another_process_changed(
     saved = SettingsStore(paths.settings_file).load()
     assert (saved.theme, saved.hidden_models) == ("dark", ["/elsewhere/x.gguf"])
     assert window.settings.hidden_models == ["/elsewhere/x.gguf"]  # the window's copy is up to date
+
+
+def test_cli_rm_says_so_when_the_settings_belong_to_a_newer_hubside(tmp_path: Path) -> None:
+    paths = AppPaths.from_env().ensure()
+    folder = tmp_path / "other"
+    write_tiny_gguf(folder / "a.gguf")
+    newer = {"schema_version": 99, "extra_model_dirs": [str(folder)]}
+    paths.settings_file.write_text(json.dumps(newer))
+    result = _hubside("rm", "dir:a")
+    assert result.returncode == 1
+    assert "newer Hubside" in result.stderr and "hidden" not in result.stdout
+    assert json.loads(paths.settings_file.read_text()) == newer
