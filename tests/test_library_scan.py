@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from app import __version__
-from app.library.scan import FOLDER, HF_CACHE, Root, Scanner
+from app.library.scan import FOLDER, HF_CACHE, HUBSIDE, Root, Scanner, delete
 from tests.library_files import write_tiny_gguf
 from tests.library_hostile import BAD, GOOD, make_hostile_folder, write_typed_gguf
 
@@ -81,3 +81,14 @@ def test_headers_cached_by_an_older_reader_are_read_again(tmp_path: Path) -> Non
     entries = {e.path: e for e in scanner.scan([Root(folder, FOLDER)])}
     assert sorted(scanner.headers_read) == sorted([good, typed])
     assert "general.file_type" in entries[typed].problem
+
+
+def test_an_unusable_link_in_the_models_folder_can_be_deleted(tmp_path: Path) -> None:
+    models_dir = tmp_path / "models"
+    link = models_dir / "me" / "loop-GGUF" / "loop-Q4_0.gguf"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(link.name)  # a link loop: resolve() raised RuntimeError, past the page's handler
+    (entry,) = Scanner().scan([Root(models_dir, HUBSIDE)])
+    assert entry.problem == f"it cannot be read ({os.strerror(errno.ELOOP)})"
+    delete(entry, models_dir)
+    assert not link.is_symlink() and not (models_dir / "me").exists()

@@ -309,7 +309,8 @@ def find(entries: Iterable[LibraryEntry], wanted: str) -> LibraryEntry:
 
 def delete(entry: LibraryEntry, models_dir: Path) -> None:
     """Delete a model Hubside downloaded (its files, and folders left empty). Others are never deleted."""
-    if entry.source != HUBSIDE or not entry.path.resolve().is_relative_to(models_dir.resolve()):
+    real = Path(os.path.realpath(entry.path))  # unlike resolve(), never raises on a link loop
+    if entry.source != HUBSIDE or not real.is_relative_to(models_dir.resolve()):
         raise AppError(
             ErrorKind.BAD_INPUT, f"{entry.name} was not downloaded by Hubside; it can only be hidden."
         )
