@@ -8,10 +8,14 @@ engine process sent SIGSTOP. Each test prints the seconds its quit took (run wit
 from __future__ import annotations
 
 import os
+import select
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 import psutil
 import pytest
@@ -32,6 +36,7 @@ from tests.hubstub.faults import Fault
 from tests.hubstub.server import HubStub
 from tests.models import sha256_of
 
+ROOT = Path(__file__).resolve().parent.parent
 QUIT_BAR_S = 3.0  # the requirement: the window's quit, whatever runs, ends within this
 WAIT_MS = 60_000
 Opened = tuple[MainWindow, Services]
@@ -255,3 +260,43 @@ def test_cancel_a_load_from_the_model_bar(
     assert chat.settings.crashed_models == [] and chat.model is None
     _load(qtbot, window, long_model)  # and the next load works
     assert chat.bridge.engine.pid != pid
+
+
+def _alive(pid: int) -> bool:
+    return psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+
+
+def _line(stream: IO[str], timeout_s: float) -> str:
+    ready, _, _ = select.select([stream], [], [], timeout_s)
+    return stream.readline() if ready else ""
+
+
+def test_the_app_process_ends_within_3_s_with_its_engine_hung_mid_reply(long_model: Path) -> None:
+    """The whole process, as `python -m app` runs it: its event loop ends, services close, the interpreter
+    exits (multiprocessing's exit handler and Qt's thread checks included), and the engine is gone."""
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tests.quit_child", str(long_model)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert child.stdout is not None
+    engine = 0
+    try:
+        line = _line(child.stdout, WAIT_MS / 1000)
+        assert line.startswith("closing "), f"the app did not get to streaming: {line!r}"
+        engine = int(line.split()[1])
+        started = time.monotonic()
+        code = child.wait(timeout=60)
+        seconds = time.monotonic() - started
+        print(f"quit of the app process with a hung engine: {seconds:.2f} s")
+        assert code == 0 and seconds < QUIT_BAR_S, (code, seconds)
+        assert not _alive(engine), "the hung engine outlived the app"
+    finally:
+        for pid in (child.pid, engine):
+            if pid and _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        child.wait()
