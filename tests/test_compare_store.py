@@ -7,6 +7,8 @@ import json
 import os
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -55,6 +57,18 @@ def _old_database(path: Path) -> None:
             [(1, "Qwen", "Llama", "a"), (2, "Qwen", "Qwen", "tie"), (None, "Llama", "Mistral", "b")],
         )
     db.close()
+
+
+@contextmanager
+def _held(path: Path) -> Iterator[None]:
+    """Another process writing to the database for longer than the busy timeout."""
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        yield
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
 
 
 def test_a_database_from_a_newer_hubside_is_refused_untouched() -> None:
@@ -200,3 +214,16 @@ def test_a_corrupt_database_is_moved_aside_with_its_runs_kept_in_the_copy() -> N
     store = CompareStore(path)
     assert store.moved_aside is not None and store.moved_aside.read_bytes() == bytes(damaged)
     assert store.runs() == [] and store.votes() == []
+
+
+def test_a_save_to_a_busy_database_is_a_clear_error_and_loses_nothing() -> None:
+    """Another process writing for longer than the busy timeout: the save says so (an AppError the window
+    and the CLI show), the runs saved before stay, and the next save works."""
+    path = _file()
+    store = CompareStore(path)
+    store.save_run("first", {"columns": []})
+    with pytest.raises(AppError, match="not saved") as failed, _held(path):
+        store.save_run("second", {"columns": []})
+    assert "database is locked" in failed.value.user_message
+    store.save_run("third", {"columns": []})
+    assert [r.prompt for r in store.runs()] == ["third", "first"]

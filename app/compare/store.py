@@ -18,6 +18,8 @@ import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,10 +151,20 @@ class CompareStore:
             raise
         return db
 
+    @contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """A write under the lock. Busy, full or failing, SQLite's error becomes one the window and the CLI
+        show; nothing already saved is touched."""
+        with self.lock:
+            try:
+                yield self.db
+            except sqlite3.OperationalError as exc:
+                raise _unsaved(self.path, exc) from exc
+
     def save_run(self, prompt: str, data: dict[str, Any], run_id: int | None = None) -> int:
         """A new run, or (with `run_id`) the same run with its follow-up turns."""
         encoded = json.dumps(data)
-        with self.lock:
+        with self._writing():
             if run_id is not None:
                 self.db.execute("UPDATE runs SET data_json = ? WHERE id = ?", (encoded, run_id))
                 return run_id
@@ -173,7 +185,7 @@ class CompareStore:
         return SavedRun(r["id"], r["created_at"], r["prompt"], json.loads(r["data_json"])) if r else None
 
     def vote(self, run_id: int | None, vote: Vote) -> None:
-        with self.lock:
+        with self._writing():
             self.db.execute(
                 "INSERT INTO votes (run_id, model_a, model_b, label_a, label_b, outcome, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -198,16 +210,30 @@ class CompareStore:
         if row is not None:
             return str(row[0])
         digest = file_sha256(path)  # not under the lock: the window's reads go on meanwhile
-        with self.lock:
-            self.db.execute(
-                "INSERT OR REPLACE INTO file_hashes (path, size, mtime_ns, sha256) VALUES (?, ?, ?, ?)",
-                (*key, digest),
-            )
+        try:
+            with self._writing():
+                self.db.execute(
+                    "INSERT OR REPLACE INTO file_hashes (path, size, mtime_ns, sha256) VALUES (?, ?, ?, ?)",
+                    (*key, digest),
+                )
+        except AppError as exc:  # only a cache: the next run hashes the file again
+            log.warning("file hash not kept: %s", exc)
         return digest
 
     def close(self) -> None:
         with self.lock:
             self.db.close()
+
+
+def _unsaved(path: Path, exc: sqlite3.OperationalError) -> AppError:
+    if getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_FULL:
+        return AppError(ErrorKind.DISK_FULL, "The disk is full: the comparison was not saved.", str(path))
+    return AppError(
+        ErrorKind.SETTINGS,
+        f"The comparison was not saved ({exc}); the runs saved before are kept. Close other programs using "
+        "Hubside's comparisons, then try again.",
+        str(path),
+    )
 
 
 def _unavailable(path: Path, exc: sqlite3.DatabaseError) -> AppError:

@@ -380,8 +380,8 @@ class ComparePage(QWidget):
             return
         try:
             self.run_id = self.store.save_run(comparison.turns[0][0]["prompt"], data, self.run_id)
-        except OSError as exc:
-            self.message.setText(f"The run could not be saved: {exc}")
+        except AppError as exc:  # a busy or full database: said here, the comparison stays on screen
+            self.message.setText(exc.user_message)
             return
         failed = sum(1 for c in comparison.columns if c.error)
         self.message.setText(f"Done ({failed} failed)." if failed else "Done.")
@@ -406,7 +406,11 @@ class ComparePage(QWidget):
             return
         # Each model is its file (two quants of one model are two entries), labelled by name and file name.
         (key_a, label_a), (key_b, label_b) = (entry(saved.data["columns"][i]) for i in self.order)
-        self.store.vote(self.run_id, Vote(key_a, key_b, outcome, label_a, label_b))
+        try:
+            self.store.vote(self.run_id, Vote(key_a, key_b, outcome, label_a, label_b))
+        except AppError as exc:
+            self.message.setText(exc.user_message)
+            return
         self.blind_revealed = True
         self.vote_bar.hide()
         self.snapshots = dict(enumerate(self.comparison.columns))
