@@ -32,8 +32,6 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
     os.environ.pop("HF_TOKEN", None)
     os.environ.pop("HF_HUB_OFFLINE", None)
-    # The real models' download cache stays where it is, though every test gets a HOME of its own.
-    os.environ.setdefault("HUBSIDE_TEST_MODELS", str(Path.home() / ".cache" / "hubside-test-models"))
     # Keyring's own choice (and any child process's) is the backend that stores nothing: no test can
     # reach the OS keyring, even before the in-memory one is installed.
     os.environ["PYTHON_KEYRING_BACKEND"] = "keyring.backends.fail.Keyring"
