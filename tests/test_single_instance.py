@@ -46,19 +46,7 @@ def test_two_launches_at_once_make_one_instance() -> None:
 
 def test_a_lock_left_by_a_killed_instance_is_taken(qtbot: QtBot) -> None:
     data_dir = AppPaths.from_env().ensure().data_dir
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, time; from pathlib import Path; from app.ui.single_instance import claim; "
-            "lock = claim(Path(sys.argv[1]), 'show'); print('locked', flush=True); time.sleep(60)",
-            str(data_dir),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    holder = _hold_lock(data_dir)
     holder.send_signal(signal.SIGKILL)
     holder.wait()
     started = time.monotonic()
@@ -88,3 +76,48 @@ def test_a_second_launch_hands_over_to_a_first_still_starting(qtbot: QtBot) -> N
     finally:
         instance.close()
         first.unlock()
+
+
+def _hold_lock(data_dir: Path) -> subprocess.Popen[str]:
+    """Another process that takes the data dir's lock and then never listens (hung, or stopped)."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from app.ui.single_instance import claim; "
+            "lock = claim(Path(sys.argv[1]), 'show'); print('locked', flush=True); time.sleep(60)",
+            str(data_dir),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def test_a_launch_facing_an_instance_that_does_not_answer_says_so(qtbot: QtBot) -> None:
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication, QMessageBox
+
+    from app.ui.application import run_window
+
+    paths = AppPaths.from_env().ensure()
+    holder = _hold_lock(paths.data_dir)
+    shown: list[str] = []
+
+    def answer_the_dialog() -> None:
+        boxes = [w for w in QApplication.topLevelWidgets() if w.objectName() == "startupError"]
+        if boxes and isinstance(boxes[0], QMessageBox) and boxes[0].isVisible():
+            shown.append(boxes[0].text())
+            boxes[0].done(0)
+        else:
+            QTimer.singleShot(100, answer_the_dialog)
+
+    QTimer.singleShot(0, answer_the_dialog)
+    try:
+        assert run_window(paths, []) == 1  # no second window on the same data
+    finally:
+        holder.kill()
+        holder.wait()
+    assert shown and "already running" in shown[0]

@@ -245,7 +245,11 @@ def run_window(paths: AppPaths, argv: list[str], link: str | None = None) -> int
     assert isinstance(app, QApplication)
     app.setApplicationName("Hubside")
     app.setDesktopFileName("hubside")
-    lock = claim(paths.data_dir, link or "show")  # before any service is built: one instance resumes jobs
+    try:
+        lock = claim(paths.data_dir, link or "show")  # before any service is built: one resumes the jobs
+    except AppError as exc:  # another instance holds the lock and does not answer
+        show_startup_error(exc)
+        return 1
     if lock is None:
         return 0
     instance = SingleInstance(paths.data_dir)  # listening at once: a launch racing ours hands over to it
