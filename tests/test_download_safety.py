@@ -299,3 +299,20 @@ def test_the_downloads_table_says_when_another_process_runs_a_job(qapp: object, 
     model.refresh([Job(1, REPO, "main", "Q4_1", (JobFile(NAME, served),), RUNNING, elsewhere=True)])
     state = model.index(0, JobsModel.COLUMNS.index("State"))
     assert model.data(state, Qt.ItemDataRole.DisplayRole) == "running in another Hubside process"
+
+
+def test_a_job_another_process_removed_leaves_the_list(served: RemoteFile) -> None:
+    paths = AppPaths.from_env().ensure()
+    other = JobStore(paths.downloads_file)  # another process's connection, as a losing `hubside pull` has
+    job = other.add(REPO, "main", "Q4_1", (JobFile(NAME, served),), state=RUNNING)
+    claim = other.claim(job.id)
+    assert claim is not None
+    store = JobStore(paths.downloads_file)
+    manager = DownloadManager(paths.models_dir, store, lambda: Transfer(requests.Session()))
+    assert [(j.id, j.elsewhere) for j in manager.jobs()] == [(job.id, True)]
+    other.delete(job.id)
+    claim.release()
+    _until(lambda: manager.jobs() == [])
+    manager.close()
+    store.close()
+    other.close()

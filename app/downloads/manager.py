@@ -257,7 +257,7 @@ class DownloadManager:
             if job is None or job.elsewhere or job.state in ACTIVE:
                 return
             del self._jobs[job_id]
-        self.store.delete(job_id)
+            self.store.delete(job_id)  # under the lock: a sync in between would bring it back
 
     def close(self, timeout_s: float = 10.0) -> bool:
         """Stop the running jobs where they are and wait up to `timeout_s` in all for their threads; True if
@@ -283,7 +283,10 @@ class DownloadManager:
         process runs (holds its claim) is shown as running elsewhere; one left running by a process that
         has gone (a kill, a crash, the last session) is queued again, to go on from its parts."""
         self._synced = time.monotonic()
-        for job in self.store.all():
+        stored = self.store.all()
+        for gone in self._jobs.keys() - {job.id for job in stored} - self._threads.keys():
+            del self._jobs[gone]  # removed by another process (a pull that lost a race to start)
+        for job in stored:
             if job.id in self._threads:
                 continue
             if job.state == RUNNING:
