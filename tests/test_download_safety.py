@@ -316,3 +316,16 @@ def test_a_job_another_process_removed_leaves_the_list(served: RemoteFile) -> No
     manager.close()
     store.close()
     other.close()
+
+
+def test_the_list_asked_for_after_close_reads_no_closed_store(served: RemoteFile) -> None:
+    """The Downloads page's timer may fire once more after the services closed (the window's last tick)."""
+    paths = AppPaths.from_env().ensure()
+    store = JobStore(paths.downloads_file)
+    manager = DownloadManager(paths.models_dir, store, lambda: Transfer(requests.Session()))
+    manager.add(REPO, "main", "Q4_1", (JobFile(NAME, served),))
+    manager.pause_all()
+    assert manager.close()
+    store.close()
+    manager._synced = 0.0  # the next sync is due
+    assert [job.label for job in manager.jobs()] == ["Q4_1"]

@@ -210,7 +210,7 @@ class DownloadManager:
         """A snapshot: every job, the running ones with their bytes so far and speed (over a few seconds of
         the calls to this, which the UI makes 4 times a second)."""
         now = time.monotonic()
-        if now - self._synced >= SYNC_INTERVAL_S:
+        if not self.closed and now - self._synced >= SYNC_INTERVAL_S:  # closed: the store may be too
             with self.lock:
                 self._sync()
             self._schedule()  # a job taken over, or queued by another process (an app that closed)
