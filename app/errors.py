@@ -7,9 +7,12 @@ An `AppError` carries a short message written for the user and a detail for logs
 from __future__ import annotations
 
 import errno
+import math
 import re
 import ssl
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
@@ -58,11 +61,19 @@ _UNREADABLE_ANSWERS = (ValueError, TypeError, KeyError, AttributeError)  # JSON 
 
 
 def retry_after_s(response: Any) -> int | None:
-    """Seconds to wait: Retry-After, else the `t` of the Hub's `RateLimit: "api";r=0;t=55` (often the only
-    one a 429 carries); None when neither says."""
+    """Seconds to wait: Retry-After as seconds or as an HTTP date (rounded up; 0 if past), else the `t` of the
+    Hub's `RateLimit: "api";r=0;t=55` (often the only one a 429 carries); None when neither says."""
     value = response.headers.get("Retry-After", "").strip()
     if value.isdigit():
         return int(value)
+    if value:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            when = None
+        if when is not None:
+            when = when if when.tzinfo else when.replace(tzinfo=UTC)  # an HTTP date is always GMT
+            return max(0, math.ceil((when - datetime.now(UTC)).total_seconds()))
     match = re.search(r"(?:^|;)\s*t=(\d+)", response.headers.get("RateLimit", ""))
     return int(match.group(1)) if match else None
 

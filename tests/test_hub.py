@@ -628,3 +628,15 @@ def test_a_next_link_to_another_origin_is_not_followed(hub: HubStub) -> None:
         pages = _client(token="hf_secret").search(SearchQuery(text=f"elsewhere-{n}"))
         assert [m.id for m in pages.next(50)] == ["x/m-GGUF"] and pages.done
         assert [(r.server, r.path) for r in hub.log.all()] == [("hub", "/api/models")]
+
+
+def test_a_rate_limit_with_an_http_date_says_how_long_to_wait(hub: HubStub) -> None:
+    from datetime import UTC, datetime, timedelta
+    from email.utils import format_datetime
+
+    hub.add_repo("a/b-GGUF", {"b-Q8_0.gguf": 10})
+    when = datetime.now(UTC) + timedelta(seconds=600)  # past the client's short wait: reported, not waited
+    hub.add_fault(Fault(path="/api/models", status=429, retry_after=format_datetime(when, usegmt=True)))
+    with pytest.raises(AppError) as raised:
+        _client().search(SearchQuery(text="zzz-never-cached")).next(10)
+    assert re.search(r"try again in (59\d|600) s\.", raised.value.user_message), raised.value.user_message

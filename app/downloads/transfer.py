@@ -24,8 +24,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import NoReturn
 from urllib.parse import urljoin
@@ -333,27 +331,12 @@ def _failed(transfer: Transfer, failures: int, reason: str, response: requests.R
             reason,
         )
     wait = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (failures - 1)) * random.uniform(0.5, 1.0)
-    asked = _asked_wait_s(response) if response is not None else None
+    asked = retry_after_s(response) if response is not None else None
     if asked is not None:
         wait = min(float(asked), RETRY_AFTER_CAP_S)
     log.info("download attempt failed (%s); retrying in %.1f s", reason, wait)
     transfer.sleep(wait)
     return failures
-
-
-def _asked_wait_s(response: requests.Response) -> float | None:
-    """Retry-After as seconds or as an HTTP date (seconds from now, 0 if past), else the RateLimit's t."""
-    value = response.headers.get("Retry-After", "").strip()
-    if value and not value.isdigit():
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            when = None
-        if when is not None:
-            when = when if when.tzinfo else when.replace(tzinfo=UTC)  # an HTTP date is always GMT
-            return max(0.0, (when - datetime.now(UTC)).total_seconds())
-    asked = retry_after_s(response)
-    return None if asked is None else float(asked)
 
 
 def _http_error(response: requests.Response, name: str) -> AppError:
