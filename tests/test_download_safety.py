@@ -329,3 +329,11 @@ def test_the_list_asked_for_after_close_reads_no_closed_store(served: RemoteFile
     store.close()
     manager._synced = 0.0  # the next sync is due
     assert [job.label for job in manager.jobs()] == ["Q4_1"]
+
+
+def test_interrupting_a_transfer_whose_response_went_back_to_the_pool_is_harmless(served: RemoteFile) -> None:
+    transfer = Transfer(requests.Session())
+    response = transfer.session.get(served.url, headers={"Range": "bytes=0-9"}, stream=True, timeout=10)
+    assert len(response.content) == 10  # read whole: the connection goes back to the pool
+    transfer.live = response
+    transfer.interrupt()  # a pause or a quit racing the end of a read: nothing to wake, nothing raised

@@ -86,8 +86,12 @@ class Transfer:
     def interrupt(self) -> None:
         """Unblock a read waiting on the network (from another thread): the download then sees its stop."""
         response = self.live
-        if response is not None:
+        if response is None:
+            return
+        try:
             response.raw.shutdown()  # wakes a read blocked in another thread (closing the socket would not)
+        except (RuntimeError, ValueError, OSError):  # the connection went back to the pool: no read to wake
+            log.debug("nothing to interrupt: the response was already released")
 
     def headers_for(self, url: str, hub_url: str) -> dict[str, str]:
         """The token, for a URL of the Hub's own scheme, host and port only (never after a redirect to
