@@ -12,6 +12,7 @@ import subprocess
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tests.hubstub import HubStub
 
@@ -55,8 +56,8 @@ def make_ca(folder: Path) -> ThrowawayCA:
 class TLSHubStub(HubStub):
     """The stand-in over https (its Hub and its CDN), with a certificate from a test CA."""
 
-    def __init__(self, context: ssl.SSLContext) -> None:
-        super().__init__()
+    def __init__(self, context: ssl.SSLContext, root: Path | None = None, **options: Any) -> None:
+        super().__init__(root, **options)
         for server in (self._hub, self._cdn):
             # the handshake happens on the first read, in the request's own thread
             server.socket = context.wrap_socket(

@@ -6,9 +6,11 @@ import hashlib
 import json
 import threading
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
+
+from tests.hubstub.gguf_header import gguf_summary
 
 # Files stored in LFS on the Hub (and so redirected to the CDN); everything else is a plain git blob.
 LFS_SUFFIXES = (".gguf", ".bin", ".safetensors", ".pt", ".onnx", ".part00")
@@ -63,13 +65,10 @@ class StubFile:
     def sha256(self) -> str:
         if self.listed_size is not None:  # a stand-in value: hashing gigabytes of zeros helps no test
             return hashlib.sha256(f"{self.path}:{self.listed_size}".encode()).hexdigest()
-        digest = hashlib.sha256()
-        size, pos = self.size, 0
-        while pos < size:
-            block = self.read(pos, min(pos + (1 << 22), size))
-            digest.update(block)
-            pos += len(block)
-        return digest.hexdigest()
+        if self.data is not None:
+            return hashlib.sha256(self.data).hexdigest()
+        stat = self._disk().stat()  # one stand-in serves a whole test run: hash each file on disk once
+        return _file_sha256(self._disk().resolve(), stat.st_size, stat.st_mtime_ns)
 
     @property
     def lfs_pointer(self) -> bytes:
@@ -166,7 +165,8 @@ class StubRepo:
         models = [
             f for p, f in sorted(self.files.items()) if p.endswith(".gguf") and "mmproj" not in p.lower()
         ]
-        return _gguf_summary(models[0]) if models else None
+        source = models[0].source if models else None
+        return gguf_summary(source) if source is not None else None
 
     def summary(self) -> dict[str, Any]:
         """A row of `/api/models` without `expand`: exactly the fields the Hub returns, no more."""
@@ -202,33 +202,14 @@ class StubRepo:
         return info
 
 
-def _gguf_summary(model: StubFile) -> dict[str, Any] | None:
-    if model.source is None:
-        return None
-    from gguf import GGUFReader  # the test harness's own reader; the stand-in runs in tests only
-
-    try:
-        reader = GGUFReader(model.source)
-    except (ValueError, OSError):
-        return None
-
-    def value(key: str) -> Any:
-        found = reader.fields.get(key)
-        return found.contents() if found is not None else None
-
-    arch = value("general.architecture")
-    summary = {
-        "total": int(sum(int(t.n_elements) for t in reader.tensors)),
-        "architecture": arch,
-        "context_length": value(f"{arch}.context_length"),
-        "chat_template": value("tokenizer.chat_template"),
-    }
-    tokens = reader.fields.get("tokenizer.ggml.tokens")
-    for name in ("bos", "eos"):
-        token_id = value(f"tokenizer.ggml.{name}_token_id")
-        if tokens is not None and token_id is not None:
-            summary[f"{name}_token"] = tokens.contents(int(token_id))
-    return {k: v for k, v in summary.items() if v is not None}
+@lru_cache(maxsize=256)
+def _file_sha256(path: Path, size: int, mtime_ns: int) -> str:
+    """The sha256 of a file on disk, once per path, size and mtime (the same model serves many tests)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 class RepoStore:

@@ -15,6 +15,7 @@ import logging
 import re
 import secrets
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 HUB_PAGE_SIZE = 1000  # the real Hub's cap per page
 _CHUNK = 64 * 1024
+_TLS_BLOCK = 1 << 20
 _REPO = r"(?P<repo>[^/]+/[^/]+)"
 _ROUTES = {
     "models": re.compile(r"^/api/models/?$"),
@@ -110,7 +112,14 @@ def _parse_param_count(text: str) -> int:
 class HubStub:
     """The stand-in. Use as a context manager, or call `start()` and `stop()`."""
 
-    def __init__(self, root: Path | None = None, *, port: int = 0, host: str = "127.0.0.1"):
+    def __init__(
+        self,
+        root: Path | None = None,
+        *,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        per_connection_bps: float | None = None,
+    ):
         self.repos = RepoStore()
         if root is not None:
             self.repos.load_folder(root)
@@ -119,7 +128,9 @@ class HubStub:
         self.tokens: set[str] = set()  # tokens that open gated repos
         self.page_size = HUB_PAGE_SIZE
         self.cdn_url_ttl = 3600.0  # seconds a signed CDN URL stays valid
-        self.bytes_per_second: float | None = None  # a slow network, for demos and screenshots
+        # Each connection's file bytes at most this fast (a CDN's per-connection cap, a slow network for
+        # demos): many connections are then faster than one.
+        self.per_connection_bps = per_connection_bps
         self._secret = secrets.token_bytes(16)
         self._stopping = threading.Event()
         self._generation = 0  # bumped by reset(): a request begun before it is not logged after it
@@ -128,6 +139,15 @@ class HubStub:
         self._threads: list[threading.Thread] = []
 
     # --- lifecycle -------------------------------------------------------------------------------
+    @property
+    def bytes_per_second(self) -> float | None:
+        """The per-connection cap's former name."""
+        return self.per_connection_bps
+
+    @bytes_per_second.setter
+    def bytes_per_second(self, value: float | None) -> None:
+        self.per_connection_bps = value
+
     @property
     def endpoint(self) -> str:
         host, port = self._hub.server_address[:2]
@@ -483,17 +503,11 @@ class HubStub:
         request.end_headers()
         if request.command == "HEAD":
             return status, 0
-        if (
-            file.source is not None
-            and file.listed_size is None
-            and not self.bytes_per_second
-            and not fault.changes_body
-        ):
-            # The kernel copies the bytes, as a CDN's server would: Python copies (read, slice, write)
-            # took a core from the client being measured, on this two-core machine.
-            with file.source.open("rb") as f:
-                return status, request.connection.sendfile(f, start, end - start + 1)
+        rate = self.per_connection_bps
+        if file.source is not None and file.listed_size is None and not rate and not fault.changes_body:
+            return status, self._send_disk_file(request, file.source, start, end - start + 1)
         sent = 0
+        began = time.monotonic()
         for chunk in self._file_chunks(file, start, end + 1, fault):
             if fault.drop_after is not None and sent + len(chunk) >= fault.drop_after:
                 request.wfile.write(chunk[: max(0, fault.drop_after - sent)])
@@ -508,9 +522,28 @@ class HubStub:
                 return status, fault.stall_after
             request.wfile.write(chunk)
             sent += len(chunk)
-            if self.bytes_per_second:
-                time.sleep(len(chunk) / self.bytes_per_second)
+            if rate:  # to the byte's due time since the start: no drift, no burst after a slow write
+                time.sleep(max(0.0, began + sent / rate - time.monotonic()))
         return status, sent
+
+    @staticmethod
+    def _send_disk_file(request: _Handler, source: Path, offset: int, count: int) -> int:
+        """Unaltered file bytes, copied by the kernel as a CDN's server would (Python copies took a core
+        from the client being measured); over TLS, which sendfile cannot do, in 1 MiB writes (socket's
+        fallback writes 8 KiB records)."""
+        with source.open("rb") as f:
+            if not isinstance(request.connection, ssl.SSLSocket):
+                return request.connection.sendfile(f, offset, count)
+            f.seek(offset)
+            buffer = memoryview(bytearray(_TLS_BLOCK))
+            sent = 0
+            while sent < count:
+                read = f.readinto(buffer[: min(_TLS_BLOCK, count - sent)])
+                if not read:
+                    break
+                request.connection.sendall(buffer[:read])
+                sent += read
+            return sent
 
     @staticmethod
     def _file_chunks(file: StubFile, start: int, end: int, fault: Fault) -> Iterator[bytes]:
