@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import fcntl
+import ipaddress
 import json
 import logging
 import os
@@ -25,10 +26,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+MAX_CONNECTIONS = 16  # per file: more gains nothing on a home line and burdens the CDN
 
 # schema_version N -> function turning a version-N dict into a version-(N+1) dict.
 _MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
@@ -41,6 +44,9 @@ class Settings:
     extra_model_dirs: list[str] = field(default_factory=list)
     max_parallel_downloads: int = 2
     download_stall_seconds: int = 30
+    download_connections: int = 8  # per file, 1..16
+    download_limit_mbps: float = 0.0  # MB/s (10^6 bytes/s) for all downloads together; 0: no limit
+    hub_mirror: str = ""  # the Hub's endpoint instead of huggingface.co (HF_ENDPOINT still wins); "": none
     default_context_length: int = 8192
     default_gpu_layers: int | None = None  # None: decide from the memory estimate
     threads: int | None = None  # None: physical cores
@@ -55,9 +61,44 @@ class Settings:
     max_tokens: int = 1024  # per reply; 0: until the context is full
     window_geometry: str = ""  # Qt's saveGeometry(), base64
 
+    def __post_init__(self) -> None:
+        """Keep the download fields within their bounds, whatever the file said."""
+        self.download_connections = min(MAX_CONNECTIONS, max(1, self.download_connections))
+        self.download_limit_mbps = max(0.0, float(self.download_limit_mbps))
+        try:
+            self.hub_mirror = mirror_endpoint(self.hub_mirror)
+        except ValueError as exc:
+            log.warning("settings: ignoring hub_mirror (%s)", exc)
+            self.hub_mirror = ""
+
     def models_folder(self, default: Path) -> Path:
         """Where models are downloaded: the setting, else `default` (AppPaths.models_dir)."""
         return Path(self.models_dir) if self.models_dir else default
+
+
+def mirror_endpoint(url: str) -> str:
+    """A Hub mirror's endpoint as given by the user, tidied ("" for none); ValueError says what is wrong.
+    https only (the token goes to it), plain http only for this machine (a local proxy or test server)."""
+    url = url.strip().rstrip("/")
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError(f"The Hub mirror must be a web address such as https://hf-mirror.com, not {url!r}.")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ValueError(f"The Hub mirror must use https (plain http only for this machine): {url!r}.")
+    if parts.query or parts.fragment or parts.username:
+        raise ValueError(f"The Hub mirror is an address without a query or a user name: {url!r}.")
+    return url
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _matches(value: Any, hint: Any) -> bool:
@@ -72,6 +113,8 @@ def _matches(value: Any, hint: Any) -> bool:
         return value is None
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:  # JSON writes 5.0 as 5 too
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
     return isinstance(value, hint)
 
 
