@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import queue
 import threading
 from collections.abc import Callable
@@ -37,6 +38,7 @@ SORTS = {  # what the user picks -> the Hub's sort key
     "updated": "lastModified",
     "created": "createdAt",
 }
+DEFAULT_ENDPOINT = "https://huggingface.co"  # huggingface_hub's, without HF_ENDPOINT
 PAGE_SIZE = 100
 TIMEOUT_S = 30.0
 MAX_RETRY_AFTER_S = 5
@@ -421,6 +423,13 @@ def _in_parallel(
     return [results[i] for i in range(len(items))]
 
 
+def hub_endpoint(mirror: str = "") -> str:
+    """Where the Hub is: HF_ENDPOINT if set, else the mirror setting, else huggingface.co. Read now, not
+    from huggingface_hub's constants, which keep what HF_ENDPOINT was when it was first imported. The
+    files' URLs are built from the API's endpoint, so they come from the same place."""
+    return os.environ.get("HF_ENDPOINT", "").rstrip("/") or mirror or DEFAULT_ENDPOINT
+
+
 class HubClient:
     """The one way Hubside talks to the Hub's API (downloads have their own transfer code)."""
 
@@ -430,8 +439,10 @@ class HubClient:
         token: str | None = None,
         endpoint: str | None = None,
         token_source: Callable[[], str | None] | None = None,
+        mirror: str = "",
     ) -> None:
         self.endpoint_override = endpoint
+        self.mirror = mirror  # the setting (already checked); HF_ENDPOINT wins over it
         self.given_token = token
         self.token_source = token_source  # asked on first use, off the GUI thread (keyring, hf login)
         self.cache = HubCache(cache_dir)
@@ -447,7 +458,7 @@ class HubClient:
         # huggingface_hub is imported on first use: a fifth of a second the window need not wait for
         from huggingface_hub import HfApi
 
-        return HfApi(endpoint=self.endpoint_override, token=self.token or None)
+        return HfApi(endpoint=self.endpoint_override or hub_endpoint(self.mirror), token=self.token or None)
 
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}

@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
     QDialogButtonBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
@@ -30,7 +31,7 @@ from PySide6.QtWidgets import (
 
 from app.errors import AppError, to_app_error
 from app.hub.token import save_token
-from app.settings import Settings
+from app.settings import MAX_CONNECTIONS, Settings, mirror_endpoint
 from app.ui.widgets import named
 
 THEMES = ("system", "light", "dark")
@@ -103,6 +104,15 @@ class SettingsDialog(QDialog):
         gpu_row.addWidget(self.gpu_layers)
         self.flash_attention = named(QCheckBox("Use flash attention"), "settingsFlashAttention")
         self.parallel = named(QSpinBox(minimum=1, maximum=8), "settingsParallel")
+        self.connections = named(QSpinBox(minimum=1, maximum=MAX_CONNECTIONS), "settingsConnections")
+        self.connections.setToolTip("Connections per file: more can be faster where one is held back")
+        self.limit = named(QDoubleSpinBox(minimum=0.0, maximum=10_000.0, decimals=1), "settingsLimit")
+        self.limit.setSuffix(" MB/s")
+        self.limit.setSpecialValueText("no limit")
+        self.limit.setToolTip("For all downloads together; a change applies to running downloads at once")
+        self.mirror = named(QLineEdit(), "settingsMirror")
+        self.mirror.setPlaceholderText("https://huggingface.co (HF_ENDPOINT, when set, wins)")
+        self.mirror.setToolTip("Where the Hub is slow or blocked: a mirror's address (your token goes to it)")
         self.token = named(QLineEdit(), "settingsToken")
         self.token.setEchoMode(QLineEdit.EchoMode.Password)
         self.token.setPlaceholderText("Leave empty to keep the current one")
@@ -117,6 +127,9 @@ class SettingsDialog(QDialog):
         form.addRow("GPU layers", gpu_row)
         form.addRow("", self.flash_attention)
         form.addRow("Downloads at once", self.parallel)
+        form.addRow("Connections per download", self.connections)
+        form.addRow("Bandwidth limit", self.limit)
+        form.addRow("Hub mirror", self.mirror)
         form.addRow("Hugging Face token", self.token)
         form.addRow("", self.forget_token)
         form.addRow("Theme", self.theme)
@@ -149,6 +162,9 @@ class SettingsDialog(QDialog):
         self.gpu_layers.setEnabled(layers not in (0, None))
         self.flash_attention.setChecked(values.flash_attention)
         self.parallel.setValue(values.max_parallel_downloads)
+        self.connections.setValue(values.download_connections)
+        self.limit.setValue(values.download_limit_mbps)
+        self.mirror.setText(values.hub_mirror)
         self.theme.setCurrentText(values.theme if values.theme in THEMES else "system")
 
     def _choose_models_dir(self) -> None:
@@ -163,6 +179,11 @@ class SettingsDialog(QDialog):
     def save(self, move_files: bool | None = None) -> bool:
         """Write the values into the settings and apply them; False (with a message) if something is wrong.
         `move_files` answers "move the models to the new folder?" (None: ask)."""
+        try:  # checked before anything is saved
+            mirror = mirror_endpoint(self.mirror.text())
+        except ValueError as exc:
+            self.problem.setText(str(exc))
+            return False
         token = self.token.text().strip()
         if (token or self.forget_token.isChecked()) and not self._save_token(token):
             return False
@@ -187,6 +208,9 @@ class SettingsDialog(QDialog):
         s.default_gpu_layers = 0 if policy == 0 else None if policy == -1 else self.gpu_layers.value()
         s.flash_attention = self.flash_attention.isChecked()
         s.max_parallel_downloads = self.parallel.value()
+        s.download_connections = self.connections.value()
+        s.download_limit_mbps = self.limit.value()
+        s.hub_mirror = mirror
         s.theme = self.theme.currentText()
         self.apply(s)
         return True
