@@ -101,6 +101,7 @@ class Job:
     done_bytes: int = 0
     speed: float = 0.0  # bytes per second, recent (not stored)
     elsewhere: bool = False  # run by another Hubside process (not stored: its claim says so)
+    connections: int = 0  # in use now, while running (not stored)
 
     @property
     def total_bytes(self) -> int:

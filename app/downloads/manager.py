@@ -30,6 +30,7 @@ from app.downloads.jobs import (
 )
 from app.downloads.locks import FileLock, lock_of, try_lock
 from app.downloads.targets import target_for
+from app.downloads.throttle import Bandwidth
 from app.errors import AppError, ErrorKind, to_app_error
 from app.runtime.memory import gb
 
@@ -162,11 +163,13 @@ class DownloadManager:
         store: JobStore,
         transfer_factory: Callable[[], Transfer],
         parallel: int = 2,
+        bandwidth: Bandwidth | None = None,
     ) -> None:
         self.models_dir = models_dir
         self.store = store
-        self.transfer_factory = transfer_factory
+        self.transfer_factory = transfer_factory  # its transfers share `bandwidth` (the factory passes it)
         self.parallel = max(1, parallel)
+        self.bandwidth = bandwidth or Bandwidth()  # the limit for all downloads together; set_rate() is live
         self.lock = threading.Lock()
         self._jobs: dict[int, Job] = {}
         self._stop: dict[int, str] = {}  # job id -> the state it stops into (paused, cancelled)
@@ -222,7 +225,11 @@ class DownloadManager:
                     samples.pop(0)
                 elapsed = now - samples[0][0]
                 speed = (done - samples[0][1]) / elapsed if elapsed > 0.2 else self._jobs[job_id].speed
-                self._jobs[job_id] = replace(self._jobs[job_id], done_bytes=done, speed=max(0.0, speed))
+                transfer = self._transfers.get(job_id)
+                connections = getattr(transfer, "active_connections", 0)  # TODO(limits): direct once it lands
+                self._jobs[job_id] = replace(
+                    self._jobs[job_id], done_bytes=done, speed=max(0.0, speed), connections=connections
+                )
             return sorted(self._jobs.values(), key=lambda j: j.id)
 
     def pause(self, job_id: int) -> None:
@@ -370,7 +377,9 @@ class DownloadManager:
             if requested and outcome != DONE:  # paused, cancelled, or closing (queued for the next start)
                 outcome = requested
             latest = replace(
-                self._jobs[job_id], done_bytes=self._done.get(job_id, self._jobs[job_id].done_bytes)
+                self._jobs[job_id],
+                done_bytes=self._done.get(job_id, self._jobs[job_id].done_bytes),
+                connections=0,
             )
             final = with_state(latest, outcome, error)
             if outcome == DONE:

@@ -1,5 +1,5 @@
-"""The Downloads page: the queue with progress, speed and ETA (read from the manager 4 times a second),
-pause, resume and cancel per job or all."""
+"""The Downloads page: the queue with progress, speed, connections in use and ETA (read from the manager 4
+times a second), pause, resume and cancel per job or all."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (
 
 from app.downloads.jobs import ACTIVE, DONE, FAILED, PAUSED, Job
 from app.downloads.manager import DownloadManager
-from app.runtime.memory import gb, gb_of
+from app.runtime.memory import gb_of
 from app.ui.table_model import ModelIndex, RowsModel
 from app.ui.widgets import named
 
@@ -47,6 +47,11 @@ def _eta(seconds: float | None) -> str:
     return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
 
 
+def speed_text(bytes_per_s: float) -> str:
+    """In the bandwidth limit's unit (MB/s of 10^6 bytes), so that a limit of 5 reads as 5.0 MB/s."""
+    return f"{bytes_per_s / 1e6:.1f} MB/s"
+
+
 def _state(job: Job) -> str:
     if job.elsewhere:
         return "running in another Hubside process"
@@ -54,7 +59,7 @@ def _state(job: Job) -> str:
 
 
 class JobsModel(RowsModel):
-    COLUMNS = ("Model", "Variant", "Progress", "Speed", "ETA", "State")
+    COLUMNS = ("Model", "Variant", "Progress", "Speed", "Connections", "ETA", "State")
     rows: list[Job]
 
     def refresh(self, jobs: list[Job]) -> None:
@@ -76,7 +81,8 @@ class JobsModel(RowsModel):
             job.repo,
             job.label,
             gb_of(job.done_bytes, job.total_bytes),
-            f"{gb(job.speed)}/s" if running else "",
+            speed_text(job.speed) if running else "",
+            str(job.connections) if job.state in ACTIVE and job.connections else "",
             _eta(job.eta_s) if running else "",
             _state(job),
         )[column]
@@ -155,8 +161,10 @@ class DownloadsPage(QWidget):
         active = [j for j in jobs if j.state in ACTIVE]
         waiting = sum(1 for j in jobs if j.state in (PAUSED, FAILED))
         speed = sum(j.speed for j in active)
+        connections = sum(j.connections for j in active)
         self.summary.setText(
-            f"{len(active)} downloading ({gb(speed)}/s), {waiting} paused or failed"
+            f"{len(active)} downloading ({speed_text(speed)}, {connections} connections), "
+            f"{waiting} paused or failed"
             if jobs
             else "No downloads."
         )
