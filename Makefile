@@ -26,6 +26,7 @@ test: sysdeps $(STAMP) lint
 
 # llama-bench (built once from the same llama-cpp-python source, cached) beside `hubside bench`.
 bench: sysdeps $(STAMP)
+	@sh packaging/sysdeps.sh bench
 	LLAMA_FLAGS="$(LLAMA_FLAGS)" $(BIN)/python -m bench.run
 	QT_QPA_PLATFORM=$${QT_QPA_PLATFORM:-offscreen} $(BIN)/python -m bench.gui_heartbeat
 	$(BIN)/python -m bench.downloads

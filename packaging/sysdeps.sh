@@ -1,8 +1,9 @@
 #!/bin/sh
 # Checks the system libraries Hubside needs and installs the missing ones on Debian/Ubuntu when run as
-# root; otherwise says exactly what to install. Usage: sysdeps.sh core|gui
-#   core: what the tests need (Qt offscreen, a C++ compiler for llama-cpp-python, python3 venv)
-#   gui:  core plus Qt's xcb platform libraries, for a real window
+# root; otherwise says exactly what to install. Usage: sysdeps.sh core|gui|bench
+#   core:  what the tests need (Qt offscreen, a C++ compiler for llama-cpp-python, python3 venv)
+#   gui:   core plus Qt's xcb platform libraries, for a real window
+#   bench: core plus aria2 (bench/downloads.py's multi-connection anchor; never needed by the tests)
 set -eu
 mode=${1:-core}
 
@@ -23,6 +24,7 @@ for entry in $libs; do
 done
 command -v c++ >/dev/null 2>&1 || missing="$missing build-essential"
 python3 -c 'import ensurepip' >/dev/null 2>&1 || missing="$missing python3-venv"
+[ "$mode" = bench ] && { command -v aria2c >/dev/null 2>&1 || missing="$missing aria2"; }
 [ -z "$missing" ] && exit 0
 
 if ! command -v apt-get >/dev/null 2>&1; then
