@@ -20,6 +20,7 @@ from app.chat.store import ChatStore
 from app.compare.store import CompareStore
 from app.downloads.jobs import JobStore, job_files
 from app.downloads.manager import DownloadManager
+from app.downloads.throttle import Bandwidth, mbps_to_rate
 from app.errors import AppError, to_app_error
 from app.hub.client import HubClient, ModelDetails
 from app.hub.quants import Variant
@@ -131,7 +132,8 @@ def build_window(paths: AppPaths, engine: Engine | None = None) -> tuple[MainWin
 
         return Transfer(requests.Session(), token(), stall_s=float(settings.download_stall_seconds))
 
-    downloads = DownloadManager(models_dir(), jobs, transfer, settings.max_parallel_downloads)
+    bandwidth = Bandwidth(mbps_to_rate(settings.download_limit_mbps))  # one for every download of the window
+    downloads = DownloadManager(models_dir(), jobs, transfer, settings.max_parallel_downloads, bandwidth)
     services = Services(
         settings_store, settings, chat_store, bridge, background, downloads, jobs, comparisons
     )
@@ -148,7 +150,7 @@ def build_window(paths: AppPaths, engine: Engine | None = None) -> tuple[MainWin
         )
 
     def hub_client() -> HubClient:
-        return HubClient(paths.hub_cache_dir, token_source=token)
+        return HubClient(paths.hub_cache_dir, token_source=token, mirror=settings.hub_mirror)
 
     discover = DiscoverPage(hub_client, background, download)
 
@@ -190,11 +192,13 @@ def build_window(paths: AppPaths, engine: Engine | None = None) -> tuple[MainWin
     window.closing.connect(discover.shutdown)  # a search under way asks the Hub nothing more
 
     def apply_settings(changed: Settings) -> None:
-        """Settings take effect now: the chat's load defaults, the queue, the library, the theme."""
+        """Settings take effect now: the chat's load defaults, the queue and its limit, the library, the
+        theme (the mirror and the connections at the next search and download)."""
         save()
         apply_theme(changed.theme)
         chat.apply_defaults(changed)
         downloads.parallel = max(1, changed.max_parallel_downloads)
+        bandwidth.set_rate(mbps_to_rate(changed.download_limit_mbps))  # running downloads too, at once
         downloads.models_dir = models.models_dir = models_dir()
         models.rescan()
 
