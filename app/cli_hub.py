@@ -15,6 +15,7 @@ from app.hub.token import hub_token
 from app.paths import AppPaths
 from app.runtime.gguf_header import GGUFHeader
 from app.runtime.memory import gb
+from app.settings import SettingsStore
 
 DEFAULT_CONTEXT = 8192
 
@@ -32,7 +33,8 @@ def add_hub_commands(commands: Any) -> None:
 
 
 def _client(paths: AppPaths) -> HubClient:
-    return HubClient(paths.hub_cache_dir, hub_token())
+    mirror = SettingsStore(paths.settings_file).load().hub_mirror
+    return HubClient(paths.hub_cache_dir, hub_token(), mirror=mirror)
 
 
 def search_command(args: argparse.Namespace, paths: AppPaths) -> int:

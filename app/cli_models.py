@@ -23,7 +23,7 @@ from app.hub.token import hub_token
 from app.library.scan import LibraryEntry, default_roots, delete, find, scan
 from app.paths import AppPaths
 from app.runtime.memory import gb
-from app.settings import SettingsStore
+from app.settings import MAX_CONNECTIONS, SettingsStore
 
 PROGRESS_INTERVAL_S = 0.25
 
@@ -32,10 +32,23 @@ def add_model_commands(commands: Any) -> None:
     pull = commands.add_parser("pull", help="download a model variant from the Hub (resumes a partial one)")
     pull.add_argument("spec", metavar="REPO[:VARIANT]", help="e.g. bartowski/Qwen2.5-7B-Instruct-GGUF:Q4_K_M")
     pull.add_argument("--json", action="store_true", help="print the result as JSON")
+    pull.add_argument(
+        "--connections", type=_connections, metavar="N", help="connections per file, 1-16 (default: settings)"
+    )
+    pull.add_argument(
+        "--limit", type=float, metavar="MBPS", help="bandwidth limit in MB/s, 0 for none (default: settings)"
+    )
     ls = commands.add_parser("ls", help="list the models in the library")
     ls.add_argument("--json", action="store_true")
     rm = commands.add_parser("rm", help="delete a model Hubside downloaded (others are only hidden)")
     rm.add_argument("id", help="a library id (see `hubside ls`)")
+
+
+def _connections(text: str) -> int:
+    number = int(text)
+    if not 1 <= number <= MAX_CONNECTIONS:
+        raise argparse.ArgumentTypeError(f"between 1 and {MAX_CONNECTIONS}, not {number}")
+    return number
 
 
 def library(paths: AppPaths) -> list[LibraryEntry]:
@@ -79,12 +92,12 @@ def choose_variant(details: ModelDetails, wanted: str | None) -> Variant:
 def pull_command(args: argparse.Namespace, paths: AppPaths) -> int:
     repo, _, wanted = args.spec.partition(":")
     token = hub_token()
-    client = HubClient(paths.hub_cache_dir, token)
+    settings = SettingsStore(paths.settings_file).load()
+    client = HubClient(paths.hub_cache_dir, token, mirror=settings.hub_mirror)
     details: ModelDetails = client.details(repo).value
     variant = choose_variant(details, wanted or None)
     files: tuple[JobFile, ...] = job_files(details, variant, client.api.endpoint)
     job = Job(0, details.id, details.sha, variant.label, files, QUEUED)
-    settings = SettingsStore(paths.settings_file).load()
     models_dir = settings.models_folder(paths.models_dir)
     total = job.total_bytes
     started = time.monotonic()
