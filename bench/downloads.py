@@ -6,7 +6,7 @@ connection at 25 MB/s (as CDNs cap a connection, so that several connections bea
 Anchors, each into a fresh folder (and a fresh cache or HUBSIDE_HOME), in alternated order each round:
   curl -o             the bytes written, no check
   curl+tee+sha256sum  the same verified work as ours: curl | tee FILE | sha256sum (two processes)
-  hf download         huggingface_hub's CLI (plain HTTP from the CDN: HF_HUB_DISABLE_XET, a fresh HF_HUB_CACHE)
+  hf download         huggingface_hub's CLI, fresh HF_HUB_CACHE, HF_HUB_DISABLE_XET; checks the size only
   aria2c -x8          aria2c -x8 -s8 (Debian's aria2; skipped with a note when absent), no check
   hubside pull        `python -m app pull REPO:QUANT`, process start-up and the sha256 check included
 Targets (issue 16): unthrottled, hubside >= 1.0 x curl+tee+sha256sum and >= 1.0 x hf download; capped,
