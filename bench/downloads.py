@@ -63,9 +63,11 @@ class Served:
     def env(self, **extra: str) -> dict[str, str]:
         """A process environment that trusts the stand-in's CA and finds the Hub there."""
         trust = str(self.ca_file)
-        env = {k: v for k, v in os.environ.items() if not k.upper().endswith("_PROXY")}
+        env = {k: v for k, v in os.environ.items() if not k.upper().endswith("_PROXY") and k != "HF_TOKEN"}
         return env | {
             "HF_ENDPOINT": self.endpoint,
+            "HF_HOME": str(self.ca_file.parent / "hf-home"),  # no stored login: no token is read or sent
+            "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring",  # nor one from the keyring
             "SSL_CERT_FILE": trust,
             "REQUESTS_CA_BUNDLE": trust,
             "CURL_CA_BUNDLE": trust,
@@ -125,7 +127,7 @@ def curl_tee_sha(served: Served, out: Path) -> Path:
 
 
 def hf_download(served: Served, out: Path) -> Path:
-    env = served.env(HF_HUB_CACHE=str(out / "hf-cache"), HF_HOME=str(out / "hf-home"))
+    env = served.env(HF_HUB_CACHE=str(out / "hf-cache"))
     printed = _run([str(VENV_BIN / "hf"), "download", "--quiet", REPO, served.model.name], env)
     return Path(printed.strip().splitlines()[-1])
 
