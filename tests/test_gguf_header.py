@@ -247,3 +247,22 @@ def test_per_layer_query_head_counts_give_a_memory_estimate(tmp_path: Path) -> N
 
     header = read_header(_gguf_with(tmp_path / "openelm-like.gguf", add))
     assert kv_cache_bytes(header, 100) == 100 * 2 * (16 + 16) * 2  # 2 layers x 1 KV head, head_dim 64/4
+
+
+def test_a_block_count_past_llama_cpps_layer_limit_is_refused_before_any_estimate(tmp_path: Path) -> None:
+    # The memory estimate builds one entry per layer: 2^31 layers would need about 17 GB in the window.
+    path = _gguf_with(tmp_path / "deep.gguf", lambda writer: writer.add_block_count(20_000_000))
+    with pytest.raises(BadModelFile, match=r"llama\.block_count .*20,000,000 layers"):
+        read_header(path)
+
+
+def test_per_layer_head_counts_are_kept_whatever_the_key_order(tmp_path: Path) -> None:
+    layers = 80
+    per_layer = struct.pack("<IQ", 4, layers) + struct.pack(f"<{layers}I", *([1, 2] * (layers // 2)))
+    kvs = [  # the per-layer array before general.architecture: valid GGUF, in any order
+        ("llama.attention.head_count_kv", 9, per_layer),
+        ("general.architecture", 8, _string("llama")),
+        ("llama.block_count", 4, struct.pack("<I", layers)),
+    ]
+    header = read_header(_write(tmp_path, _mini_gguf(kvs=kvs)))
+    assert header.arch_value("attention.head_count_kv") == [1, 2] * (layers // 2)

@@ -36,8 +36,9 @@ def shard_files(path: Path) -> tuple[Path, ...]:
 
 
 # Bumped whenever what the reader accepts or reports changes: the library's cache then reads every header
-# once more (2: the types of the keys we read are checked).
-READER_REVISION = 2
+# once more (2: the types of the keys we read are checked; 3: the block count is capped, per-layer arrays
+# are kept in any key order).
+READER_REVISION = 3
 
 MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
@@ -304,10 +305,9 @@ class _Parser:
         return GGUFHeader(self.path, version, self.size, metadata, tuple(tensors), data_offset)
 
     def per_layer(self, key: str) -> bool:
-        """A per-layer array of the file's own architecture (named first, as every writer does): at most two
-        such keys, so keeping them whole stays small."""
-        arch = self.metadata.get("general.architecture")
-        return isinstance(arch, str) and key in (f"{arch}.{name}" for name in _PER_LAYER)
+        """A per-layer array (of any architecture: the file may name its architecture after it); each is
+        at most MAX_LAYERS small numbers, so keeping them whole stays small."""
+        return key.endswith(tuple(f".{name}" for name in _PER_LAYER))
 
     def check_types(self, metadata: dict[str, Any]) -> None:
         """Every key Hubside reads holds the kind of value it must (absent keys are fine)."""
@@ -318,6 +318,11 @@ class _Parser:
         for key, kind in wanted.items():
             if key in metadata and not _holds(metadata[key], kind):
                 raise self.fail(f"the key {key} holds {_described(metadata[key])}, not {kind}")
+        layers = metadata.get(f"{arch}.block_count", 0)
+        if layers > MAX_LAYERS:  # the memory estimate keeps a value per layer: bounded before it runs
+            raise self.fail(
+                f"the key {arch}.block_count says {layers:,} layers (llama.cpp allows {MAX_LAYERS})"
+            )
 
     def tensor_info(self) -> tuple[str, tuple[int, ...], int, int]:
         name = self.string("tensor name")
