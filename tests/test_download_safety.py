@@ -337,3 +337,44 @@ def test_interrupting_a_transfer_whose_response_went_back_to_the_pool_is_harmles
     assert len(response.content) == 10  # read whole: the connection goes back to the pool
     transfer.live = response
     transfer.interrupt()  # a pause or a quit racing the end of a read: nothing to wake, nothing raised
+
+
+def test_two_variants_of_a_vision_model_share_its_projector(hub: HubStub) -> None:
+    """Every variant carries the same mmproj file: the second job waits for the first to fetch it."""
+    sizes = {"v-Q4_0.gguf": 1_000_000, "v-Q8_0.gguf": 1_500_000, "mmproj-F16.gguf": 3_000_000}
+    files = {name: os.urandom(size) for name, size in sizes.items()}
+    repo = hub.add_repo("acme/vision-GGUF", files)
+
+    def remote(name: str) -> JobFile:
+        url = f"{hub.endpoint}/acme/vision-GGUF/resolve/{repo.sha}/{name}"
+        return JobFile(name, RemoteFile(url, len(files[name]), hashlib.sha256(files[name]).hexdigest()))
+
+    # The first fetch of the projector stalls a while, so the second job reaches it while it is locked.
+    hub.add_fault(Fault(path="mmproj-F16.gguf", stall_after=1_000_000, stall_seconds=2, times=1))
+    paths = AppPaths.from_env().ensure()
+    store = JobStore(paths.downloads_file)
+    manager = DownloadManager(paths.models_dir, store, lambda: Transfer(requests.Session(), stall_s=1))
+    q4 = manager.add("acme/vision-GGUF", repo.sha, "Q4_0", (remote("v-Q4_0.gguf"), remote("mmproj-F16.gguf")))
+    q8 = manager.add("acme/vision-GGUF", repo.sha, "Q8_0", (remote("v-Q8_0.gguf"), remote("mmproj-F16.gguf")))
+    assert q4.id != q8.id
+    _until(lambda: [j.state for j in manager.jobs()] == [DONE, DONE])
+    folder = target_for(paths.models_dir, "acme/vision-GGUF", "mmproj-F16.gguf").parent
+    assert {p.name: _sha(p) for p in folder.glob("*.gguf")} == {
+        name: hashlib.sha256(data).hexdigest() for name, data in files.items()
+    }
+    manager.close()
+    store.close()
+
+
+def test_a_pull_of_another_revision_of_a_listed_file_is_refused(served: RemoteFile) -> None:
+    from app.downloads.jobs import PAUSED, Job
+    from app.downloads.manager import AlreadyQueued, pull
+
+    paths = AppPaths.from_env().ensure()
+    store = JobStore(paths.downloads_file)
+    store.add(REPO, "0" * 40, "Q4_1", (JobFile(NAME, served),), state=PAUSED)  # listed at an older commit
+    wanted = Job(0, REPO, "main", "Q4_1", (JobFile(NAME, served),), PAUSED)
+    with pytest.raises(AlreadyQueued):
+        pull(store, paths.models_dir, wanted, Transfer(requests.Session()))
+    assert len(store.all()) == 1 and not _target().exists()
+    store.close()

@@ -26,12 +26,14 @@ from app.downloads.jobs import (
     Job,
     JobFile,
     JobStore,
+    RemoteFile,
     with_state,
 )
 from app.downloads.locks import FileLock, lock_of, try_lock
 from app.downloads.targets import target_for
 from app.downloads.throttle import Bandwidth
 from app.errors import AppError, ErrorKind, to_app_error
+from app.hub.quants import is_projector
 from app.runtime.memory import gb
 
 if TYPE_CHECKING:
@@ -41,10 +43,13 @@ log = logging.getLogger(__name__)
 SAVE_INTERVAL_S = 1.0  # progress written to the database at most this often (the part files are the truth)
 SPEED_WINDOW_S = 3.0
 SYNC_INTERVAL_S = 1.0  # how often `jobs()` reads what other processes (`hubside pull`) did
+SHARED_WAIT_S = 0.5  # how often a job waiting for a shared file (a projector) looks whether it is there
 
 
 def _files_of(job: Job) -> set[tuple[str, str]]:
-    return {(job.repo, f.path) for f in job.files}
+    """The files only this job may write: every variant of a vision model carries the same projector, which
+    two jobs share (whoever comes second waits for it: `_fetch_shared`)."""
+    return {(job.repo, f.path) for f in job.files if not is_projector(f.path)}
 
 
 class AlreadyQueued(AppError):
@@ -97,12 +102,39 @@ def fetch_job(
         progress(finished + done)
 
     for file, target in zip(job.files, targets, strict=True):
-        if not (target.exists() and target.stat().st_size == file.remote.size):  # there only once verified
+        if is_projector(file.path):
+            _fetch_shared(transfer, file.remote, target, file_progress, should_stop)
+        elif not _there(target, file.remote):
             target.parent.mkdir(parents=True, exist_ok=True)
             download(transfer, file.remote, target, file_progress, should_stop)
         finished += file.remote.size
         progress(finished)
     return targets
+
+
+def _there(target: Path, remote: RemoteFile) -> bool:
+    return target.exists() and target.stat().st_size == remote.size  # a target exists only once verified
+
+
+def _fetch_shared(
+    transfer: Transfer,
+    remote: RemoteFile,
+    target: Path,
+    progress: Callable[[int], None],
+    should_stop: Callable[[], bool],
+) -> None:
+    """Fetch a file another job may be fetching too (a vision projector): while its part is locked by the
+    other, wait for that one to finish it (or to let go, then fetch it here)."""
+    from app.downloads.transfer import AlreadyDownloading, Stopped, download
+
+    while not _there(target, remote):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            download(transfer, remote, target, progress, should_stop)
+        except AlreadyDownloading:
+            if should_stop():
+                raise Stopped() from None
+            time.sleep(SHARED_WAIT_S)
 
 
 def pull(
@@ -125,6 +157,9 @@ def pull(
     same = [
         j for j in listed if (j.repo, j.revision, j.files) == (wanted.repo, wanted.revision, wanted.files)
     ]
+    other = next((j for j in listed if j not in same), None)
+    if other is not None:  # as `add` does: one job per file (the second would take the first's bytes)
+        raise AlreadyQueued(other)
     # added as paused, so that a window never takes it for one of its own queued jobs before the claim
     job = same[0] if same else store.add(wanted.repo, wanted.revision, wanted.label, wanted.files, PAUSED)
     claim = store.claim(job.id)
@@ -226,7 +261,7 @@ class DownloadManager:
                 elapsed = now - samples[0][0]
                 speed = (done - samples[0][1]) / elapsed if elapsed > 0.2 else self._jobs[job_id].speed
                 transfer = self._transfers.get(job_id)
-                connections = getattr(transfer, "active_connections", 0)  # TODO(limits): direct once it lands
+                connections = transfer.active_connections if transfer is not None else 0
                 self._jobs[job_id] = replace(
                     self._jobs[job_id], done_bytes=done, speed=max(0.0, speed), connections=connections
                 )
