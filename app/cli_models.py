@@ -14,6 +14,7 @@ import requests
 
 from app.downloads.jobs import QUEUED, Job, JobFile, JobStore, job_files
 from app.downloads.manager import pull
+from app.downloads.throttle import Bandwidth, mbps_to_rate
 from app.downloads.transfer import Transfer
 from app.errors import AppError, ErrorKind
 from app.hub.client import HubClient, ModelDetails
@@ -99,6 +100,7 @@ def pull_command(args: argparse.Namespace, paths: AppPaths) -> int:
     files: tuple[JobFile, ...] = job_files(details, variant, client.api.endpoint)
     job = Job(0, details.id, details.sha, variant.label, files, QUEUED)
     models_dir = settings.models_folder(paths.models_dir)
+    limit = settings.download_limit_mbps if args.limit is None else args.limit
     total = job.total_bytes
     started = time.monotonic()
     last = 0.0
@@ -117,7 +119,13 @@ def pull_command(args: argparse.Namespace, paths: AppPaths) -> int:
         store = JobStore(paths.downloads_file)  # the window's Downloads page lists this pull too
         try:
             with requests.Session() as session:
-                transfer = Transfer(session, token, stall_s=float(settings.download_stall_seconds))
+                transfer = Transfer(
+                    session,
+                    token,
+                    stall_s=float(settings.download_stall_seconds),
+                    connections=args.connections or settings.download_connections,
+                    limiter=Bandwidth(mbps_to_rate(limit)),  # this pull's own: one per process
+                )
                 targets = pull(store, models_dir, job, transfer, progress)
         finally:
             store.close()

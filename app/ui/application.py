@@ -125,14 +125,21 @@ def build_window(paths: AppPaths, engine: Engine | None = None) -> tuple[MainWin
     def token() -> str | None:
         return hub_token(paths.token_file)
 
+    bandwidth = Bandwidth(mbps_to_rate(settings.download_limit_mbps))  # one for every download of the window
+
     def transfer() -> Transfer:
         import requests  # loaded with the first download, not at start-up
 
         from app.downloads.transfer import Transfer
 
-        return Transfer(requests.Session(), token(), stall_s=float(settings.download_stall_seconds))
+        return Transfer(
+            requests.Session(),
+            token(),
+            stall_s=float(settings.download_stall_seconds),
+            connections=settings.download_connections,  # read at each job's start: a change applies next
+            limiter=bandwidth,
+        )
 
-    bandwidth = Bandwidth(mbps_to_rate(settings.download_limit_mbps))  # one for every download of the window
     downloads = DownloadManager(models_dir(), jobs, transfer, settings.max_parallel_downloads, bandwidth)
     services = Services(
         settings_store, settings, chat_store, bridge, background, downloads, jobs, comparisons
