@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from pathlib import Path
+
+PROBE_GRACE_S = 0.05
 
 
 class FileLock:
@@ -36,15 +39,20 @@ def lock_of(path: Path) -> Path:
 
 
 def try_lock(path: Path) -> FileLock | None:
-    """The lock on `path`, or None at once if another holder has it."""
+    """The lock on `path`, or None if another holder keeps it past a short grace (an `is_locked` probe of
+    another process holds it for microseconds: that must not read as "already being downloaded")."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + PROBE_GRACE_S
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            return None
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(PROBE_GRACE_S / 10)
+            continue
         if _is_current(fd, path):
             return FileLock(path, fd)
         os.close(fd)  # the last holder removed this file as we opened it: lock the one there now
