@@ -73,6 +73,11 @@ def migrate(
             db.backup(copy)
     db.execute("BEGIN IMMEDIATE")
     try:
+        # Read again under the write lock: another process (the window, `hubside ...`) may have migrated
+        # this file while we waited for it; its steps must not run twice.
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > target:
+            raise too_new(version)
         for number in range(version, target):
             step = steps[number]
             if callable(step):
