@@ -137,6 +137,35 @@ def test_a_waiter_sees_a_changed_rate_at_once() -> None:
     assert not waited.is_alive()
 
 
+def test_a_stopped_waiter_returns_at_once() -> None:
+    bandwidth = Bandwidth(10_000.0)
+    bandwidth.take(2_500)  # the burst
+    stopping = threading.Event()
+    waited = threading.Thread(target=bandwidth.take, args=(1_000_000, stopping.is_set))
+    waited.start()
+    time.sleep(0.3)
+    assert waited.is_alive()
+    stopping.set()
+    waited.join(0.5)
+    assert not waited.is_alive()
+
+
+def test_a_pause_at_a_low_limit_is_quick(
+    limited: tuple[DownloadManager, Bandwidth], served: RemoteFile
+) -> None:
+    manager, bandwidth = limited
+    bandwidth.set_rate(0.2 * MB)  # 8 connections, each read up to 2 MB: 80 s of turns queued
+    _start(manager, served)
+    _until(lambda: manager.jobs()[0].connections > 1)
+    time.sleep(2.0)
+    started = time.monotonic()
+    manager.pause(manager.jobs()[0].id)
+    _until(lambda: manager.jobs()[0].state != RUNNING)
+    took = time.monotonic() - started
+    print(f"a pause at 0.2 MB/s took {took:.2f} s")
+    assert took < 2.0
+
+
 def test_the_limit_holds_within_ten_percent_over_ten_seconds(
     limited: tuple[DownloadManager, Bandwidth], served: RemoteFile
 ) -> None:
