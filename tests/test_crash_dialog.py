@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -110,3 +111,18 @@ def test_chats_are_said_safe_only_when_the_error_is_not_a_storage_error(
     qtbot.waitUntil(lambda: len(reporter.dialogs) == 2, timeout=10_000)
     assert SAFE_NOTE in _summary(reporter, 0)
     assert SAFE_NOTE not in _summary(reporter, 1) and "may not have been" in _summary(reporter, 1)
+
+    def broken_fetch() -> None:  # requests' errors are OSErrors too, but touch no file
+        import requests
+
+        raise requests.ConnectionError("the Hub went away")
+
+    def broken_disk() -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    QTimer.singleShot(0, broken_fetch)
+    qtbot.waitUntil(lambda: len(reporter.dialogs) == 3, timeout=10_000)
+    QTimer.singleShot(0, broken_disk)
+    qtbot.waitUntil(lambda: len(reporter.dialogs) == 4, timeout=10_000)
+    assert SAFE_NOTE in _summary(reporter, 2)
+    assert SAFE_NOTE not in _summary(reporter, 3)

@@ -6,6 +6,7 @@ opens one dialog, which counts the repeats, and the log gets the traceback once 
 
 from __future__ import annotations
 
+import errno
 import logging
 import sqlite3
 import sys
@@ -43,6 +44,7 @@ STORAGE_NOTE = (
     "what was being saved may not have been."
 )
 _STORAGE_KINDS = (ErrorKind.DISK_FULL, ErrorKind.PERMISSION)
+_DISK_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 def is_storage_error(error: BaseException) -> bool:
@@ -56,10 +58,16 @@ def is_storage_error(error: BaseException) -> bool:
             return True
         if isinstance(current, AppError) and current.kind in _STORAGE_KINDS:
             return True
-        if isinstance(current, OSError) and not isinstance(current, ConnectionError | TimeoutError):
+        if isinstance(current, OSError) and _about_a_file(current):
             return True
         current = current.__cause__ or current.__context__
     return False
+
+
+def _about_a_file(error: OSError) -> bool:
+    """An OSError naming a file, or a disk's errno; network errors (requests' too, which are OSErrors)
+    name no file."""
+    return error.filename is not None or error.errno in _DISK_ERRNOS
 
 
 def error_key(error: BaseException) -> str:
