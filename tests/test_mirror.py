@@ -71,14 +71,14 @@ def test_the_window_asks_the_mirror_from_the_settings(mirror: HubStub, qtbot: Qt
     try:
         discover = window.findChild(DiscoverPage)
         assert discover is not None
-        assert discover.client_factory().api.endpoint == DEFAULT_ENDPOINT
+        assert discover.client.api.endpoint == DEFAULT_ENDPOINT
         assert window.settings_dialog is not None
         dialog = window.settings_dialog()
         assert isinstance(dialog, SettingsDialog)
         dialog.mirror.setText(mirror.endpoint + "/")
         assert dialog.save()
         assert services.settings.hub_mirror == mirror.endpoint
-        assert discover.client_factory().api.endpoint == mirror.endpoint  # the next search asks it
+        assert discover.client.api.endpoint == mirror.endpoint  # the next search asks it, no restart
         dialog.deleteLater()
     finally:
         window.close()

@@ -206,6 +206,8 @@ def build_window(paths: AppPaths, engine: Engine | None = None) -> tuple[MainWin
         chat.apply_defaults(changed)
         downloads.parallel = max(1, changed.max_parallel_downloads)
         bandwidth.set_rate(mbps_to_rate(changed.download_limit_mbps))  # running downloads too, at once
+        if discover.client.mirror != changed.hub_mirror:  # the next search asks the new mirror
+            discover.client = hub_client()
         downloads.models_dir = models.models_dir = models_dir()
         models.rescan()
 
