@@ -13,8 +13,8 @@ from app.cli_models import resolve_model
 from app.compare.runner import FAIR, PARALLEL, Column, CompareSettings, Comparison
 from app.compare.store import CompareStore
 from app.paths import AppPaths
-from app.runtime.memory import gb
 from app.runtime.protocol import LoadParams, SamplingParams
+from app.units import gb
 
 
 def add_compare_command(commands: Any) -> None:

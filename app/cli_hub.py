@@ -14,10 +14,8 @@ from app.hub.quants import Variant
 from app.hub.token import hub_token
 from app.paths import AppPaths
 from app.runtime.gguf_header import GGUFHeader
-from app.runtime.memory import gb
-from app.settings import SettingsStore
-
-DEFAULT_CONTEXT = 8192
+from app.settings import DEFAULT_CONTEXT, SettingsStore
+from app.units import gb
 
 
 def add_hub_commands(commands: Any) -> None:

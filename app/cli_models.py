@@ -23,8 +23,8 @@ from app.hub.quants import Variant
 from app.hub.token import hub_token
 from app.library.scan import LibraryEntry, default_roots, delete, find, scan
 from app.paths import AppPaths
-from app.runtime.memory import gb
 from app.settings import MAX_CONNECTIONS, SettingsStore
+from app.units import gb
 
 PROGRESS_INTERVAL_S = 0.25
 

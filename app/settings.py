@@ -17,7 +17,6 @@ import ipaddress
 import json
 import logging
 import os
-import tempfile
 import time
 import types
 import typing
@@ -28,9 +27,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from app.files import write_atomic
+
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+DEFAULT_CONTEXT = 8192  # tokens: the setting's default and the cap on an automatic context
 MAX_CONNECTIONS = 16  # per file: more gains nothing on a home line and burdens the CDN
 
 # schema_version N -> function turning a version-N dict into a version-(N+1) dict.
@@ -47,7 +49,7 @@ class Settings:
     download_connections: int = 8  # per file, 1..16
     download_limit_mbps: float = 0.0  # MB/s (10^6 bytes/s) for all downloads together; 0: no limit
     hub_mirror: str = ""  # the Hub's endpoint instead of huggingface.co (HF_ENDPOINT still wins); "": none
-    default_context_length: int = 8192
+    default_context_length: int = DEFAULT_CONTEXT
     default_gpu_layers: int | None = None  # None: decide from the memory estimate
     threads: int | None = None  # None: physical cores
     flash_attention: bool = True
@@ -224,26 +226,3 @@ def _locked(path: Path) -> Iterator[None]:
     with path.with_name(f"{path.name}.lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         yield
-
-
-def write_atomic(path: Path, data: bytes, durable: bool = True) -> None:
-    """Write `data` to `path` so that a crash leaves either the old file or the new one, never half.
-    `durable`: on disk when it returns (fsync); a cache need not wait for that."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            if durable:
-                out.flush()
-                os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    if not durable:
-        return
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from app.compare.store import SavedRun
-from app.runtime.memory import gb
+from app.units import gb
 
 _STYLE = """
 body { font-family: sans-serif; margin: 2em; color: #222; }

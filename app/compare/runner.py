@@ -19,7 +19,7 @@ from app.compare.store import file_sha256
 from app.errors import AppError, ErrorKind, to_app_error
 from app.paths import AppPaths
 from app.runtime.engine import Engine
-from app.runtime.memory import MemoryEstimate, estimate, free_ram, gb
+from app.runtime.memory import MemoryEstimate, estimate, free_ram
 from app.runtime.preflight import check_load
 from app.runtime.protocol import (
     ChatMessage,
@@ -30,6 +30,7 @@ from app.runtime.protocol import (
     Piece,
     SamplingParams,
 )
+from app.units import gb
 
 FAIR, PARALLEL = "fair", "parallel"
 MIN_MODELS, MAX_MODELS = 2, 4

@@ -34,7 +34,7 @@ from app.downloads.targets import target_for
 from app.downloads.throttle import Bandwidth
 from app.errors import AppError, ErrorKind, to_app_error
 from app.hub.quants import is_projector
-from app.runtime.memory import gb
+from app.units import gb
 
 if TYPE_CHECKING:
     from app.downloads.transfer import Transfer

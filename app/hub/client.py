@@ -22,9 +22,9 @@ from urllib.parse import urljoin, urlsplit
 
 from app.errors import AppError, ErrorKind, RateLimited, hub_error
 from app.errors import retry_after_s as retry_after_s  # the downloads import it from here
+from app.files import write_atomic
 from app.hub.quants import RepoFile, Variant, group_variants
 from app.runtime.gguf_header import BadModelFile, GGUFHeader, HeaderIncomplete, parse_header_bytes
-from app.settings import write_atomic
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi

@@ -7,10 +7,10 @@ from __future__ import annotations
 from app.hub.client import ModelDetails
 from app.hub.fit import Machine
 from app.hub.quants import RepoFile
-from app.runtime.memory import CPU_MARGIN, gb
+from app.runtime.memory import CPU_MARGIN
+from app.units import gb
 
 CONTEXT_STEPS = [512 * 2**i for i in range(10)]  # 512 ... 262144: the context slider's stops
-DEFAULT_CONTEXT = 8192
 FIT_BITS = 4.5  # "fits this machine": a Q4_K_M of the model would
 
 

@@ -18,9 +18,9 @@ from app.runtime.memory import (
     estimate,
     free_ram,
     free_vram,
-    gb,
     gpu_layers_that_fit,
 )
+from app.units import gb
 
 FULL_GPU, PARTIAL_GPU, CPU_ONLY, WONT_FIT = "full GPU", "partial GPU", "CPU only", "won't fit"
 USUAL_DEFAULT = "Q4_K_M"

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 import psutil
 
 from app.errors import AppError
-from app.runtime.memory import CPU_MARGIN, GIB, physical_cores
+from app.runtime.memory import CPU_MARGIN, physical_cores
+from app.units import GIB
 
 if TYPE_CHECKING:
     from app.hub.client import HubClient, ModelSummary

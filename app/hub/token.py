@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 
 from app.errors import AppError, ErrorKind
-from app.settings import write_atomic
+from app.files import write_atomic
 
 log = logging.getLogger(__name__)
 KEYRING_SERVICE = "hubside"

@@ -17,8 +17,8 @@ import psutil
 
 from app.errors import AppError, ErrorKind
 from app.runtime.gguf_header import GGUFHeader, shard_files
+from app.units import GIB, gb
 
-GIB = 1024**3
 CPU_MARGIN = GIB // 2  # compute buffers, scratch, the engine process itself
 GPU_MARGIN = GIB  # per GPU: CUDA context and compute buffers
 KV_BYTES_PER_ELEMENT = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
@@ -39,18 +39,6 @@ class MemoryEstimate:
             f"weights {gb(self.weights)} + context cache {gb(self.kv_cache)} + "
             f"compute margin {gb(self.margin)}"
         )
-
-
-def gb(n_bytes: float) -> str:
-    return f"{n_bytes / GIB:.1f} GB" if n_bytes >= GIB / 10 else f"{n_bytes / 1024**2:.0f} MB"
-
-
-def gb_of(done: float, total: float) -> str:
-    """ "95 of 253 MB": both in the unit of the total."""
-    unit = gb(total).split()[1]
-    scale = GIB if unit == "GB" else 1024**2
-    digits = 1 if unit == "GB" else 0
-    return f"{done / scale:.{digits}f} of {total / scale:.{digits}f} {unit}"
 
 
 def _per_layer(value: Any, n_layers: int) -> list[int]:

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.runtime.gguf_header import GGUFHeader
+from app.settings import DEFAULT_CONTEXT
 
-DEFAULT_MAX_CONTEXT = 8192
 # A token is rarely more than 16 characters: turns longer than the context by their length alone are left
 # out before any rendering or tokenizing (in the app before they cross the pipe, in the engine before the
 # template renders), so a long chat costs what its sendable part costs.
@@ -42,7 +42,7 @@ class LoadParams:
     flash_attn: bool = True
     type_k: str = "f16"
     type_v: str = "f16"
-    max_auto_ctx: int = DEFAULT_MAX_CONTEXT  # the most an automatic context length may be (a setting)
+    max_auto_ctx: int = DEFAULT_CONTEXT  # the most an automatic context length may be (a setting)
     use_mmap: bool = True
     use_mlock: bool = False
     seed: int = 0xFFFFFFFF  # llama.cpp's "random"

@@ -32,9 +32,10 @@ from app.chat.markdown import code_blocks
 from app.chat.reply import ReplyDraft
 from app.chat.store import ChatStore, ConversationExport, Message
 from app.errors import AppError, to_app_error
+from app.files import write_atomic
 from app.library.scan import LibraryEntry
 from app.runtime.protocol import GenerateRequest, LoadedModel, ReplyStats
-from app.settings import Settings, write_atomic
+from app.settings import Settings
 from app.ui.composer import Composer
 from app.ui.conversation_sidebar import ConversationSidebar
 from app.ui.engine_bridge import EngineBridge, is_crash

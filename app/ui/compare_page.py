@@ -43,15 +43,15 @@ from app.compare.report import to_html, to_json
 from app.compare.runner import FAIR, MAX_MODELS, MIN_MODELS, PARALLEL, Column, CompareSettings, Comparison
 from app.compare.store import CompareStore, SavedRun, entry
 from app.errors import AppError, to_app_error
+from app.files import write_atomic
 from app.library.scan import LibraryEntry
 from app.paths import AppPaths
-from app.runtime.memory import gb
 from app.runtime.protocol import ChatMessage, LoadParams, SamplingParams
-from app.settings import write_atomic
 from app.ui.charts import ChartPanel
 from app.ui.safe_markdown import SafeMarkdownView
 from app.ui.transcript import LIVE_REASONING_CHARS
 from app.ui.widgets import add_new_items, named
+from app.units import gb
 
 REDRAW_MS = 100
 VOTES = (("A is better", "a"), ("B is better", "b"), ("Tie", "tie"), ("Both are bad", "both_bad"))

@@ -31,9 +31,9 @@ from PySide6.QtWidgets import (
 
 from app.downloads.jobs import ACTIVE, DONE, FAILED, PAUSED, Job
 from app.downloads.manager import DownloadManager
-from app.runtime.memory import gb_of
 from app.ui.table_model import ModelIndex, RowsModel
 from app.ui.widgets import named
+from app.units import gb_of
 
 REFRESH_MS = 250  # progress at 4 Hz
 PROGRESS_COLUMN = 2

@@ -12,13 +12,13 @@ from PySide6.QtWidgets import QDialog, QHBoxLayout, QLabel, QListWidget, QMainWi
 
 from app.errors import AppError
 from app.library.scan import LibraryEntry
-from app.runtime.memory import gb
 from app.settings import Settings, SettingsStore
 from app.ui.chat_page import ChatPage
 from app.ui.discover_page import DiscoverPage
 from app.ui.engine_bridge import EngineBridge
 from app.ui.single_instance import parse_link
 from app.ui.widgets import named
+from app.units import gb
 
 STATUS_INTERVAL_MS = 2000
 

@@ -25,10 +25,10 @@ from PySide6.QtWidgets import (
 from app.errors import AppError
 from app.library.scan import HUBSIDE, LibraryEntry, Root, Scanner, delete, disk_usage
 from app.paths import AppPaths
-from app.runtime.memory import gb
 from app.ui.background import Background
 from app.ui.table_model import RowsModel
 from app.ui.widgets import named
+from app.units import gb
 
 
 class LibraryModel(RowsModel):

@@ -13,9 +13,10 @@ from PySide6.QtWidgets import QDialog, QHBoxLayout, QLabel, QPushButton, QVBoxLa
 from app.errors import AppError
 from app.hub.client import HubClient
 from app.hub.starters import Suggestions, built_in_suggestions, cpu_name, hub_suggestions
-from app.runtime.memory import free_ram, free_vram, gb, gpu_name
+from app.runtime.memory import free_ram, free_vram, gpu_name
 from app.ui.background import Background
 from app.ui.widgets import named
+from app.units import gb
 
 SOURCE_NOTES = {
     "hub": "Most downloaded this month on the Hugging Face Hub, among those that fit:",

@@ -19,16 +19,17 @@ from PySide6.QtWidgets import (
 )
 
 from app.hub.client import ModelDetails
-from app.hub.describe import CONTEXT_STEPS, DEFAULT_CONTEXT, estimate_note, model_facts, top_context_step
+from app.hub.describe import CONTEXT_STEPS, estimate_note, model_facts, top_context_step
 from app.hub.fit import Fit, Machine, fit_variant, recommended
 from app.hub.quants import Variant
 from app.runtime.gguf_header import GGUFHeader
-from app.runtime.memory import gb
+from app.settings import DEFAULT_CONTEXT
 from app.ui.discover.columns import fit_columns
 from app.ui.discover.link_bar import LinkConfirmBar
 from app.ui.safe_markdown import SafeMarkdownView
 from app.ui.table_model import RowsModel
 from app.ui.widgets import named
+from app.units import gb
 
 VARIANT_WIDTHS = (0, 9, 10, 24, 9, 12)
 DOWNLOAD_COLUMN = 5
