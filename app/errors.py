@@ -109,7 +109,8 @@ def _mapped(exc: BaseException, repo: str, at_hub: bool) -> AppError:
     known = _tls_failure(exc, detail) or _hub_answer(exc, names, repo, detail)
     if known is not None:
         return known
-    if names & _NETWORK_ERRORS or (at_hub and isinstance(exc, OSError)):
+    disk = isinstance(exc, OSError) and exc.errno in _OS_ERRORS and not names & _NETWORK_ERRORS
+    if not disk and (names & _NETWORK_ERRORS or (at_hub and isinstance(exc, OSError))):
         if "OfflineModeIsEnabled" in names:
             return AppError(ErrorKind.NETWORK, "Hubside is in offline mode.", detail)
         message = "Can't reach the Hub (offline?)." if at_hub else "Could not connect. Check your network."

@@ -3,6 +3,9 @@ Hub client (hub_error) or anything else (to_app_error: the CLI, a worker thread,
 
 from __future__ import annotations
 
+import errno
+from pathlib import Path
+
 import pytest
 
 from app.errors import ErrorKind, to_app_error
@@ -48,3 +51,12 @@ def test_a_hub_failure_reads_the_same_wherever_it_is_mapped(
     assert words in anywhere.user_message and words in at_the_hub.user_message
     limited = setup == "rate-limited"  # a search stops asking on RateLimited
     assert isinstance(anywhere, RateLimited) == isinstance(at_the_hub, RateLimited) == limited
+
+
+def test_a_full_disk_while_talking_to_the_hub_is_a_full_disk_not_offline(tmp_path: Path) -> None:
+    # Saving a search page to the Hub cache can fail with ENOSPC inside the Hub call's try.
+    full = OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "cache" / "page.json"))
+    error = hub_error(full, "acme/x-GGUF")
+    assert error.kind is ErrorKind.DISK_FULL and "offline" not in error.user_message
+    refused = ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")
+    assert hub_error(refused).user_message == "Can't reach the Hub (offline?)."
