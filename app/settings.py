@@ -27,11 +27,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from app.errors import AppError, ErrorKind
 from app.files import write_atomic
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+LOCK_WAIT_S = 2.0  # how long a writer waits for another process's change of the settings
 DEFAULT_CONTEXT = 8192  # tokens: the setting's default and the cap on an automatic context
 MAX_CONNECTIONS = 16  # per file: more gains nothing on a home line and burdens the CDN
 
@@ -223,6 +225,19 @@ def _locked(path: Path) -> Iterator[None]:
     """Hold an exclusive lock on `path`'s sibling lock file (every Hubside process takes the same one). The
     settings file itself is replaced by each write, so it cannot carry the lock."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + LOCK_WAIT_S  # a holder stopped (Ctrl-Z) must not hang the window's quit
     with path.with_name(f"{path.name}.lock").open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when the file closes
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise AppError(
+                        ErrorKind.SETTINGS,
+                        "The settings were not saved: another Hubside process is changing them and does "
+                        "not finish. Close it, then try again.",
+                        str(path),
+                    ) from None
+                time.sleep(0.02)
         yield

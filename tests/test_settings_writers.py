@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
 from PySide6.QtCore import QCoreApplication, QEvent
 from pytestqt.qtbot import QtBot
 
@@ -149,3 +151,20 @@ def test_cli_rm_says_so_when_the_settings_belong_to_a_newer_hubside(tmp_path: Pa
     assert result.returncode == 1
     assert "newer Hubside" in result.stderr and "hidden" not in result.stdout
     assert json.loads(paths.settings_file.read_text()) == newer
+
+
+@pytest.mark.timeout(20)
+def test_a_writer_that_never_lets_go_makes_a_clear_error_not_a_hang(tmp_path: Path) -> None:
+    # `hubside rm` stopped with Ctrl-Z inside update() holds the lock: the window's quit must still end.
+    import fcntl
+
+    from app.errors import AppError
+
+    path = tmp_path / "settings.json"
+    SettingsStore(path).update(lambda settings: None)
+    with path.with_name("settings.json.lock").open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        started = time.monotonic()
+        with pytest.raises(AppError, match="another Hubside process is changing them"):
+            SettingsStore(path).update(lambda settings: settings.hidden_models.append("x"))
+        assert time.monotonic() - started < 5

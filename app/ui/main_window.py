@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from app.ui.engine_bridge import EngineBridge
 from app.ui.single_instance import parse_link
 from app.ui.widgets import named
 from app.units import gb
+
+log = logging.getLogger(__name__)
 
 STATUS_INTERVAL_MS = 2000
 
@@ -173,5 +176,8 @@ class MainWindow(QMainWindow):
         self.closing.emit()
         self.chat.shutdown()
         self.settings.window_geometry = bytes(self.saveGeometry().toBase64().data()).decode()
-        self.settings_store.save(self.settings)
+        try:
+            self.settings_store.save(self.settings)
+        except AppError as exc:  # another process holds the settings: quit anyway, keeping theirs
+            log.warning("settings not saved on quit: %s", exc.user_message)
         super().closeEvent(event)
