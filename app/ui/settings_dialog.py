@@ -216,26 +216,9 @@ class SettingsDialog(QDialog):
         return True
 
     def _move_models(self, old: Path, new: Path) -> str:
-        """Move the models on a thread of their own (across disks that copies gigabytes) while the window
-        goes on drawing; returns the problem, or ""."""
-        problems: list[OSError] = []
-
-        def move() -> None:
-            try:
-                _move_contents(old, new)
-            except OSError as exc:
-                problems.append(exc)
-
-        mover = threading.Thread(target=move, name="move-models")
-        mover.start()
-        self.problem.setText(f"Moving the models to {new}…")
-        self.setEnabled(False)
-        while mover.is_alive():
-            QApplication.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
-            mover.join(0.02)
-        self.setEnabled(True)
-        self.problem.setText("")
-        return str(problems[0]) if problems else ""
+        """Move the models (across disks that copies gigabytes); returns the problem, or ""."""
+        problem = self._off_the_gui_thread(lambda: _move_contents(old, new), f"Moving the models to {new}…")
+        return str(problem) if problem is not None else ""
 
     def _save_token(self, token: str) -> bool:
         if self._keep_token(lambda: save_token(token)) is None:
@@ -255,23 +238,28 @@ class SettingsDialog(QDialog):
         return True
 
     def _keep_token(self, save: Callable[[], None]) -> AppError | None:
-        """Run a keyring call on a thread of its own while the window goes on drawing (an OS keyring can
-        take seconds: its daemon, an unlock prompt); returns what went wrong, or None."""
-        problems: list[AppError] = []
+        """A keyring call (an OS keyring can take seconds: its daemon, an unlock prompt); what went wrong."""
+        problem = self._off_the_gui_thread(save, "Saving the token…")
+        return to_app_error(problem) if problem is not None else None
 
-        def keep() -> None:
+    def _off_the_gui_thread(self, work: Callable[[], None], doing: str) -> Exception | None:
+        """Run `work` on a thread of its own while the window goes on drawing, the dialog disabled (so no
+        click re-enters it); returns what it raised, or None."""
+        problems: list[Exception] = []
+
+        def run() -> None:
             try:
-                save()
+                work()
             except Exception as exc:  # reported in the dialog
-                problems.append(to_app_error(exc))
+                problems.append(exc)
 
-        keeper = threading.Thread(target=keep, name="save-token", daemon=True)
-        keeper.start()
-        self.problem.setText("Saving the token…")
+        worker = threading.Thread(target=run, name="settings-work", daemon=True)
+        worker.start()
+        self.problem.setText(doing)
         self.setEnabled(False)
-        while keeper.is_alive():
+        while worker.is_alive():
             QApplication.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
-            keeper.join(0.02)
+            worker.join(0.02)
         self.setEnabled(True)
         self.problem.setText("")
         return problems[0] if problems else None
