@@ -30,6 +30,7 @@ from app.runtime.protocol import (
     ReplyStats,
     SamplingParams,
 )
+from app.settings import DEFAULT_CONTEXT
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -52,7 +53,9 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", type=Path, help="a .gguf file, or a library id (see `hubside ls`)")
-    parser.add_argument("--ctx", type=int, help="context length (default: the model's, at most 8192)")
+    parser.add_argument(
+        "--ctx", type=int, help=f"context length (default: the model's, at most {DEFAULT_CONTEXT})"
+    )
     parser.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
     parser.add_argument("--gpu-layers", default="0", help="layers to offload to the GPU: N or auto")
     parser.add_argument("--no-flash-attn", action="store_true", help="turn flash attention off")

@@ -35,7 +35,7 @@ class LoadParams:
     """Every knob passed to llama.cpp explicitly; None means 'decide from the model and machine'."""
 
     model_path: Path
-    n_ctx: int | None = None  # None: min(trained context, 8192)
+    n_ctx: int | None = None  # None: min(trained context, DEFAULT_CONTEXT)
     n_threads: int | None = None  # None: physical cores
     n_batch: int = 512
     n_gpu_layers: int | None = 0  # None: auto from the memory estimate when a GPU backend is present

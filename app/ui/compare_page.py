@@ -490,8 +490,3 @@ class ComparePage(QWidget):
         column = self.comparison.columns[self.order[position]]
         title = f"{column.name}: {column.messages[0].content[:40]}" if column.messages else column.name
         self.open_as_chat(title, self.comparison.settings.system, list(column.messages))
-
-    def shutdown(self) -> None:
-        self.stop()
-        if self.worker is not None:
-            self.worker.join(30)

@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
 
 from app.library.scan import LibraryEntry
 from app.runtime.protocol import LoadParams
-from app.settings import Settings
+from app.settings import DEFAULT_CONTEXT, Settings
 from app.ui.widgets import add_new_items, named
 
 
@@ -37,7 +37,7 @@ class ModelBar(QWidget):
         self.open_button = named(QPushButton("Open model…"), "openModelButton")
         self.context = named(QSpinBox(minimum=0, maximum=1 << 20, singleStep=1024), "contextLength")
         self.context.setSpecialValueText("auto")
-        self.context.setToolTip("Context length in tokens (auto: the model's, at most 8192)")
+        self.context.setToolTip(f"Context length in tokens (auto: the model's, at most {DEFAULT_CONTEXT})")
         self.threads = named(QSpinBox(minimum=0, maximum=256), "threads")
         self.threads.setSpecialValueText("auto")
         self.threads.setToolTip("CPU threads (auto: physical cores)")
