@@ -12,7 +12,7 @@ from app.cli_compare import add_compare_command, compare_command
 from app.cli_hub import add_hub_commands, search_command, show_command
 from app.cli_models import add_model_commands, ls_command, pull_command, rm_command
 from app.cli_runtime import add_commands, bench_command, run_command
-from app.errors import AppError, to_app_error
+from app.errors import AppError, ErrorKind, to_app_error
 from app.logs import setup_logging
 from app.paths import AppPaths
 
@@ -57,7 +57,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         paths = AppPaths.from_env().ensure()
     except OSError as exc:  # before logging exists: say it and stop
-        print(f"hubside: cannot create its folders: {to_app_error(exc).user_message}", file=sys.stderr)
+        message = f"Hubside cannot create its folders: {to_app_error(exc).user_message}"
+        print(f"hubside: {message}", file=sys.stderr)
+        if args.command is None:  # the window, perhaps from a menu: no terminal to read the line
+            from app.ui.application import show_startup_error
+
+            show_startup_error(AppError(ErrorKind.PERMISSION, message, str(exc)))
         return 1
     setup_logging(paths, to_stderr=args.command is None)
     try:

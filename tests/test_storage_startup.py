@@ -112,3 +112,13 @@ def test_after_a_failed_start_the_next_start_opens_the_window(qapp: QApplication
     paths.compare_file.replace(paths.compare_file.with_name("kept-for-the-newer-hubside.sqlite3"))
     code, seen = _start_the_window(qapp)
     assert (code, seen) == (0, ["the main window opened"])
+
+
+def test_a_data_folder_that_cannot_be_made_is_a_dialog(
+    qapp: QApplication, tmp_path: Path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("HUBSIDE_HOME", str(blocker / "hubside"))  # under a file: ENOTDIR
+    code, seen = _start_the_window(qapp)
+    assert code == 1 and len(seen) == 1 and seen[0].startswith("Hubside cannot create its folders: ")

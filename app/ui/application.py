@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import sys
 import threading
 import time
 from contextlib import ExitStack
@@ -244,6 +245,8 @@ def show_startup_error(exc: Exception) -> None:
     """A window that cannot start says why in a dialog (started from a menu, it has no terminal to read)."""
     error = to_app_error(exc)
     logging.getLogger(__name__).error("start-up failed: %s", error, exc_info=not isinstance(exc, AppError))
+    if QApplication.instance() is None:  # failed before the window's application was made
+        QApplication(sys.argv[:1])
     box = QMessageBox(QMessageBox.Icon.Critical, "Hubside", error.user_message)
     box.setObjectName("startupError")
     if error.detail:
