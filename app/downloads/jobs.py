@@ -35,7 +35,7 @@ QUEUED, RUNNING, PAUSED, FAILED, DONE, CANCELLED = (
 ACTIVE = (QUEUED, RUNNING)
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1  # len(_MIGRATIONS)
+SCHEMA_VERSION = 2  # len(_MIGRATIONS)
 _SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS jobs (
     id         INTEGER PRIMARY KEY,
@@ -50,8 +50,20 @@ CREATE TABLE IF NOT EXISTS jobs (
     updated_at REAL NOT NULL
 )
 """
+# Which byte ranges of a `.part` are on disk (a download over several connections has holes), with the
+# validator they came under: a resume fetches only what is missing, from the same version of the file.
+_SEGMENTS_V2 = """
+CREATE TABLE IF NOT EXISTS segments (
+    part  TEXT NOT NULL,
+    start INTEGER NOT NULL,
+    end   INTEGER NOT NULL,
+    done  INTEGER NOT NULL,
+    etag  TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (part, start)
+)
+"""
 # user_version N -> the SQL that brings a version-N database to N+1 (0: new, or made before versions).
-_MIGRATIONS: dict[int, Step] = {0: _SCHEMA_V1}
+_MIGRATIONS: dict[int, Step] = {0: _SCHEMA_V1, 1: _SEGMENTS_V2}
 
 
 class DownloadsTooNew(AppError):
@@ -180,6 +192,31 @@ class JobStore:
         with self.lock:
             rows = self.db.execute("SELECT * FROM jobs ORDER BY id").fetchall()
         return [_job(row) for row in rows]
+
+    # --- segments of a part being downloaded (app.downloads.segments.SegmentStore) ------------------
+    def segments(self, part: str) -> tuple[str, list[tuple[int, int, int]]]:
+        """The validator and (start, end, done) rows last saved for the part at this path."""
+        with self.lock:
+            rows = self.db.execute(
+                "SELECT start, end, done, etag FROM segments WHERE part = ? ORDER BY start", (part,)
+            ).fetchall()
+        etag = rows[0]["etag"] if rows else ""
+        return etag, [(row["start"], row["end"], row["done"]) for row in rows]
+
+    def save_segments(self, part: str, etag: str, rows: list[tuple[int, int, int]]) -> None:
+        """Replace the part's rows (none: forget it) in one transaction."""
+        with self.lock:
+            self.db.execute("BEGIN IMMEDIATE")  # autocommit connection: the delete and inserts as one
+            try:
+                self.db.execute("DELETE FROM segments WHERE part = ?", (part,))
+                self.db.executemany(
+                    "INSERT INTO segments (part, start, end, done, etag) VALUES (?, ?, ?, ?, ?)",
+                    [(part, start, end, done, etag) for start, end, done in rows],
+                )
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
 
     def close(self) -> None:
         with self.lock:

@@ -174,6 +174,7 @@ def pull(
             last_save = time.monotonic()
             store.save(replace(job, state=RUNNING, done_bytes=done))
 
+    transfer.segment_store = store  # segment rows live with the job: a resume fetches only what is missing
     with claim:
         job = with_state(job, RUNNING)
         store.save(job)
@@ -394,6 +395,7 @@ class DownloadManager:
 
         outcome, error = DONE, ""
         transfer = self.transfer_factory()
+        transfer.segment_store = self.store
         with self.lock:
             self._transfers[job_id] = transfer
         try:
