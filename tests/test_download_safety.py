@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from app.downloads.jobs import DONE, RUNNING, JobFile, JobStore
+from app.downloads.jobs import DONE, RUNNING, SCHEMA_VERSION, JobFile, JobStore
 from app.downloads.manager import DownloadManager
 from app.downloads.targets import target_for
 from app.downloads.transfer import RemoteFile, Transfer, download
@@ -161,7 +161,7 @@ def test_a_downloads_database_from_a_newer_hubside_is_refused(served: RemoteFile
         JobStore(path)
     assert refused.value.user_message == (
         "Your downloads list was saved by a newer Hubside (database version 99); this version understands "
-        "up to 1. Update Hubside to open it. Nothing was changed."
+        f"up to {SCHEMA_VERSION}. Update Hubside to open it. Nothing was changed."
     )
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == 99
@@ -262,8 +262,8 @@ def test_a_downloads_database_made_before_versions_is_migrated_keeping_its_jobs(
             ),
         )
     store = JobStore(path)
-    assert store.db.execute("PRAGMA user_version").fetchone()[0] == 1
-    assert path.with_name(f"{path.name}.before-v1").exists()  # a copy first, as it was
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert path.with_name(f"{path.name}.before-v{SCHEMA_VERSION}").exists()  # a copy first, as it was
     assert [(j.id, j.state, j.done_bytes, j.files[0].remote) for j in store.all()] == [
         (7, "paused", 123, served)
     ]

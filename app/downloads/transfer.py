@@ -275,10 +275,14 @@ class _Fetch:
                 self._save()
         except ChecksumMismatch:
             raise
-        except BaseException:
+        except BaseException as exc:
             self._save()
+            kept = self.plan.done()
             if self.transfer.segment_store is None and self.part.exists():
-                _truncate(self.part, self.plan.prefix())  # its size is then what a resume may trust
+                kept = self.plan.prefix()
+                _truncate(self.part, kept)  # its size is then what a resume may trust
+            if isinstance(exc, AppError) and exc.kind is ErrorKind.DISK_FULL:
+                raise _disk_full(self.part, kept, exc.detail) from exc  # with the bytes kept, now known
             raise
         self._verify(hasher)
 
@@ -449,8 +453,6 @@ class _Fetch:
         self.etag = self.etag or validator
         if self.ranges is None:
             self.ranges = status == 206 or response.headers.get("Accept-Ranges", "") == "bytes"
-        if self.ranges:
-            self._start_helpers()
 
     def _pump(self, response: requests.Response, segment: Segment) -> None:
         """Read into a large buffer, write it where it belongs; until the segment's end (a steal may move
@@ -467,9 +469,11 @@ class _Fetch:
                 if got and limiter is not None:
                     limiter.take(got, self.over.is_set)  # outside every lock; a pause ends the wait
                 count = self.plan.clip(segment, got)
-                if count and not self.over.is_set():
+                if count:  # even when the round ends: bytes read are kept (the round waits for this)
                     self._write(buffer[:count], segment.pos)
                     self.plan.wrote(segment, count)
+                    if self.ranges:
+                        self._start_helpers()  # after a first buffer is on disk: the part is usable
                 if error is not None:
                     raise error
                 if ended:
@@ -565,14 +569,18 @@ def _truncate(path: Path, size: int) -> None:
         os.close(fd)
 
 
+def _disk_full(path: Path, on_disk: int, detail: str) -> AppError:
+    return AppError(
+        ErrorKind.DISK_FULL,
+        f"Disk full: {path.name} stopped at {on_disk:,} bytes; the part is kept. "
+        "Free some space, then resume.",
+        detail,
+    )
+
+
 def _raise_write_error(exc: OSError, path: Path, on_disk: int) -> NoReturn:
     if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-        raise AppError(
-            ErrorKind.DISK_FULL,
-            f"Disk full: {path.name} stopped at {on_disk:,} bytes; the part is kept. "
-            "Free some space, then resume.",
-            str(exc),
-        ) from exc
+        raise _disk_full(path, on_disk, str(exc)) from exc
     raise exc
 
 
