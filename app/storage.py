@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 def open_database(path: Path, *, shared: bool = False) -> sqlite3.Connection:
@@ -91,3 +94,34 @@ def migrate(
     except BaseException:
         db.execute("ROLLBACK")
         raise
+
+
+def open_versioned(
+    path: Path,
+    steps: dict[int, Step],
+    too_new: Callable[[int], Exception],
+    unavailable: Callable[[sqlite3.DatabaseError], Exception],
+) -> tuple[sqlite3.Connection, Path | None]:
+    """A shared database checked (quick_check) and migrated by `steps`, and where a file it moved aside went.
+    Only a damaged file is moved aside and a new one started; locked, full or failing, `unavailable(exc)` is
+    raised and nothing moves."""
+    try:
+        return _checked(path, steps, too_new), None
+    except sqlite3.DatabaseError as exc:
+        if not is_damaged(exc):  # locked, a full disk, an I/O error: the file is fine, keep it
+            raise unavailable(exc) from exc
+        aside = move_aside(path)
+        log.error("%s unreadable (%s); moved to %s", path.name, exc, aside)
+        return _checked(path, steps, too_new), aside
+
+
+def _checked(path: Path, steps: dict[int, Step], too_new: Callable[[int], Exception]) -> sqlite3.Connection:
+    db = open_database(path, shared=True)
+    try:
+        if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+            raise DamagedDatabase("quick_check failed")
+        migrate(db, path, steps, too_new)
+    except BaseException:
+        db.close()
+        raise
+    return db

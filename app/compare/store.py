@@ -26,7 +26,7 @@ from typing import Any
 
 from app.compare.elo import Vote
 from app.errors import AppError, ErrorKind
-from app.storage import DamagedDatabase, Step, is_damaged, migrate, move_aside, open_database
+from app.storage import Step, open_versioned
 
 log = logging.getLogger(__name__)
 
@@ -130,26 +130,12 @@ class CompareStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.lock = threading.Lock()
-        self.moved_aside: Path | None = None  # set when an unreadable database was moved out of the way
-        try:
-            self.db = self._open()
-        except sqlite3.DatabaseError as exc:
-            if not is_damaged(exc):  # locked, a full disk, an I/O error: the comparisons are fine, keep them
-                raise _unavailable(path, exc) from exc
-            self.moved_aside = move_aside(path)
-            log.error("compare database unreadable (%s); moved to %s", exc, self.moved_aside)
-            self.db = self._open()
-
-    def _open(self) -> sqlite3.Connection:
-        db = open_database(self.path, shared=True)
-        try:
-            if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
-                raise DamagedDatabase("quick_check failed")
-            migrate(db, self.path, _MIGRATIONS, lambda version: DatabaseTooNew(self.path, version))
-        except BaseException:
-            db.close()
-            raise
-        return db
+        self.db, self.moved_aside = open_versioned(
+            path,
+            _MIGRATIONS,
+            lambda version: DatabaseTooNew(path, version),
+            lambda exc: _unavailable(path, exc),
+        )
 
     @contextmanager
     def _writing(self) -> Iterator[sqlite3.Connection]:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from app.downloads.locks import FileLock, is_locked, try_lock
 from app.errors import AppError, ErrorKind
-from app.storage import DamagedDatabase, Step, is_damaged, migrate, move_aside, open_database
+from app.storage import Step, open_versioned
 
 if TYPE_CHECKING:
     from app.hub.client import ModelDetails
@@ -130,27 +130,13 @@ class JobStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.moved_aside: Path | None = None
         self.lock = threading.Lock()
-        try:
-            self.db = self._open()
-        except sqlite3.DatabaseError as exc:
-            if not is_damaged(exc):  # locked, a full disk, an I/O error: the file is fine, keep it
-                raise _unavailable(path, exc) from exc
-            self.moved_aside = move_aside(path)
-            log.error("downloads database unreadable (%s); moved to %s", exc, self.moved_aside)
-            self.db = self._open()
-
-    def _open(self) -> sqlite3.Connection:
-        db = open_database(self.path, shared=True)
-        try:
-            if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
-                raise DamagedDatabase("quick_check failed")
-            migrate(db, self.path, _MIGRATIONS, lambda version: DownloadsTooNew(self.path, version))
-        except BaseException:
-            db.close()
-            raise
-        return db
+        self.db, self.moved_aside = open_versioned(
+            path,
+            _MIGRATIONS,
+            lambda version: DownloadsTooNew(path, version),
+            lambda exc: _unavailable(path, exc),
+        )
 
     # --- who runs a job ----------------------------------------------------------------------------
     def _claim_file(self, job_id: int) -> Path:
