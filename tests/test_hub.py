@@ -345,27 +345,10 @@ def test_cli_search_and_show(hub: HubStub, smollm2_path: Path, capsys: pytest.Ca
 
 def test_the_token_comes_from_hf_token_or_the_keyring(monkeypatch: pytest.MonkeyPatch) -> None:
     import keyring
-    from keyring.backend import KeyringBackend
+    from keyring.backends import fail
 
     from app.hub.token import hub_token, save_token
-
-    class InMemory(KeyringBackend):  # this machine has no OS keyring; the keyring API is the same
-        priority = 1  # type: ignore[assignment]
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.passwords: dict[tuple[str, str], str] = {}
-
-        def get_password(self, service: str, username: str) -> str | None:
-            return self.passwords.get((service, username))
-
-        def set_password(self, service: str, username: str, password: str) -> None:
-            self.passwords[(service, username)] = password
-
-        def delete_password(self, service: str, username: str) -> None:
-            self.passwords.pop((service, username), None)
-
-    from keyring.backends import fail
+    from tests.conftest import InMemoryKeyring
 
     monkeypatch.delenv("HF_TOKEN", raising=False)
     previous = keyring.get_keyring()
@@ -374,7 +357,7 @@ def test_the_token_comes_from_hf_token_or_the_keyring(monkeypatch: pytest.Monkey
         with pytest.raises(AppError, match="no keyring to keep the token in; set the HF_TOKEN"):
             save_token("hf_abc")  # a clear message, nothing written anywhere
         assert hub_token() is None
-        keyring.set_keyring(InMemory())
+        keyring.set_keyring(InMemoryKeyring())
         save_token("hf_abc")
         assert hub_token() == "hf_abc"
         monkeypatch.setenv("HF_TOKEN", "hf_env")
