@@ -46,6 +46,7 @@ class LoadParams:
     use_mmap: bool = True
     use_mlock: bool = False
     seed: int = 0xFFFFFFFF  # llama.cpp's "random"
+    n_parallel: int = 1  # sequences decoded together in one batch (the server's --parallel), n_ctx each
 
     def context_for(self, header: GGUFHeader) -> int:
         """The context length to load with: the one asked for, else the model's, at most `max_auto_ctx`."""
@@ -60,6 +61,8 @@ class SamplingParams:
     min_p: float = 0.05
     repeat_penalty: float = 1.1
     repeat_last_n: int = 64
+    presence_penalty: float = 0.0  # OpenAI's: subtracted once from a token already in the reply
+    frequency_penalty: float = 0.0  # OpenAI's: subtracted per occurrence in the reply
     seed: int | None = None  # None: a new random seed per reply
 
 
@@ -78,6 +81,7 @@ class GenerateRequest:
     reuse_cache: bool = True  # keep the KV cache of a shared prompt prefix from the previous reply
     enable_thinking: bool | None = None  # the template's switch (Qwen3); None: the template's default
     omitted_messages: int = 0  # older messages the app left out before sending (counted in the notice)
+    grammar: str | None = None  # GBNF the reply must match (llama.cpp's grammar sampler): JSON output
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,7 @@ class LoadedModel:
     has_chat_template: bool
     load_ms: float
     thinking_switch: bool = False  # the template takes `enable_thinking` (Qwen3 and others)
+    n_parallel: int = 1  # sequences the engine decodes together
 
 
 @dataclass(frozen=True)
@@ -136,6 +141,14 @@ class Generate:
 
 
 @dataclass(frozen=True)
+class Embed:
+    """One embedding vector per text (OpenAI's /v1/embeddings)."""
+
+    request_id: int
+    texts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Stop:
     request_id: int
 
@@ -155,7 +168,7 @@ class Shutdown:
     pass
 
 
-Command = Load | Generate | Stop | Unload | GetStats | Shutdown
+Command = Load | Generate | Embed | Stop | Unload | GetStats | Shutdown
 
 # --- engine -> app ----------------------------------------------------------------------------------
 
@@ -191,6 +204,13 @@ class Finished:
 
 
 @dataclass(frozen=True)
+class Embedded:
+    request_id: int
+    vectors: tuple[tuple[float, ...], ...]  # one per text, in order, normalised (length 1)
+    prompt_tokens: int
+
+
+@dataclass(frozen=True)
 class Failed:
     """A command failed inside the engine; the engine itself is still usable."""
 
@@ -205,4 +225,4 @@ class StatsReply:
     stats: EngineStats
 
 
-Event = Loaded | Unloaded | Notice | Piece | Finished | Failed | StatsReply
+Event = Loaded | Unloaded | Notice | Piece | Finished | Embedded | Failed | StatsReply
