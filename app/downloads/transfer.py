@@ -5,8 +5,8 @@ The first request (no Range from byte 0, or `Range: bytes=N-` on a resume) follo
 hand (the token goes to the Hub's own host only) and tells whether ranges work (a 206, or a 200 with
 `Accept-Ranges: bytes`), the CDN URL and the ETag. Then up to `connections` connections fetch segments of
 the file (app.downloads.segments: work stealing), each with `If-Range`, reading into a large buffer and
-writing it with os.pwrite from its own thread (over TLS a read returns one 16 KB record: no piece crosses a
-thread). A hasher thread reads the contiguous prefix back with os.pread (from the page cache) as it
+writing it with os.pwrite from its own thread (decrypted straight into that buffer: no piece crosses a
+thread, no copy). A hasher thread reads the contiguous prefix back with os.pread (from the page cache) as it
 grows, so the whole file is checked against the Hub's sha256 without a second pass over it.
 
 Faults: a drop, a stall (no byte for min(stall_s, 10 s)) or a 5xx re-queues only that connection's
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import http.client
 import logging
 import os
 import random
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 
 BUFFER_BYTES = 2 << 20  # one connection's read buffer: filled, then written with one pwrite
 FILL_S = 0.5  # a buffer is written after this long even if not full (progress on a slow connection)
+READ_SLICE = 256 << 10  # at most this much per read, so that FILL_S is looked at on a slow line
 HASH_BLOCK = 4 << 20
 MIN_SEGMENTED_BYTES = 16 << 20  # smaller files come over one connection
 MAX_CONNECTIONS = 16
@@ -511,18 +513,29 @@ class _Fetch:
 def _fill(response: requests.Response, view: memoryview) -> tuple[int, bool, requests.ConnectionError | None]:
     """Read into `view` until it is full, the answer ends, or FILL_S has passed: (bytes read, whether the
     answer ended, the error that cut it). What was read before a drop is kept."""
+    # http.client's readinto decrypts straight into our buffer. urllib3's read1 would allocate a bytes
+    # object of the size asked for at each call (a 2 MiB mmap for each 16 KB TLS record): twice the system
+    # time and 0.4 s more for a 253 MB file over TLS.
+    body = response.raw._fp
+    if not isinstance(body, http.client.HTTPResponse):  # closed by `interrupt`
+        return 0, True, requests.ConnectionError("the connection was closed")
     got = 0
     began = time.monotonic()
     while got < len(view):
         try:
-            chunk = response.raw.read1(len(view) - got)
-        except (urllib3.exceptions.HTTPError, OSError, ValueError, AttributeError) as exc:
+            count = body.readinto(view[got : got + READ_SLICE])
+        except (
+            http.client.HTTPException,
+            urllib3.exceptions.HTTPError,
+            OSError,
+            ValueError,
+            AttributeError,
+        ) as exc:
             # the connection broke, or was closed by `interrupt`: like requests, a ConnectionError
             return got, True, requests.ConnectionError(str(exc))
-        if not chunk:
+        if not count:
             return got, True, None
-        view[got : got + len(chunk)] = chunk
-        got += len(chunk)
+        got += count
         if time.monotonic() - began >= FILL_S:
             break
     return got, False, None
