@@ -3,6 +3,11 @@
 Checks that need no model run here, before the engine sees the file: the GGUF header check and the memory
 estimate. Everything that touches llama.cpp runs in the engine process, so a crash there (abort, segfault,
 OOM kill) becomes an `EngineCrashed` error here and nothing else.
+
+Several threads may generate at once (the server's requests, the window's chat): one reader thread takes
+every event off the pipe and routes it by request id to the queue of the call waiting for it; the replies
+of load, unload and stats (one at a time, under a lock) go to a control queue. When the engine dies, the
+reader wakes every waiting call with EngineCrashed.
 """
 
 from __future__ import annotations
@@ -10,10 +15,11 @@ from __future__ import annotations
 import itertools
 import logging
 import multiprocessing
+import queue
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -23,6 +29,8 @@ from app.errors import AppError, ErrorKind
 from app.paths import AppPaths
 from app.runtime.protocol import (
     Command,
+    Embed,
+    Embedded,
     EngineStats,
     Event,
     Failed,
@@ -64,13 +72,28 @@ class EngineCrashed(AppError):
         self.exitcode = exitcode
 
 
+class _Crash:
+    """Put into every waiting queue when the engine process ends."""
+
+    def __init__(self, error: EngineCrashed) -> None:
+        self.error = error
+
+
+Item = Event | _Crash
+
+
 class Engine:
-    """One engine process; one model at a time. Not for concurrent use, except `stop()` from any thread."""
+    """One engine process; one model at a time. `generate`, `embed` and `stop` may be called from several
+    threads at once; load, unload and stats wait for each other."""
 
     def __init__(self, paths: AppPaths) -> None:
         self.paths = paths
         self._ids = itertools.count(1)
         self._send_lock = threading.Lock()
+        self._control_lock = threading.Lock()  # load, unload, stats: one at a time
+        self._routes_lock = threading.Lock()
+        self._routes: dict[int, queue.Queue[Item]] = {}  # request id -> the queue of the call waiting
+        self._control: queue.Queue[Item] = queue.Queue()  # everything else
         self._conn: Connection | None = None
         self._process: BaseProcess | None = None
         self._current: int | None = None
@@ -89,7 +112,12 @@ class Engine:
         )
         process.start()
         child.close()  # so that the engine's death reads as end-of-file here
+        self._control = queue.Queue()  # nothing of an earlier process is read as this one's
         self._conn, self._process, self.model = parent, process, None
+        reader = threading.Thread(
+            target=self._read, args=(parent, process), name="engine-reader", daemon=True
+        )
+        reader.start()
         return self
 
     @property
@@ -119,8 +147,7 @@ class Engine:
             log.warning("engine %s did not exit within %.1f s: killing it", process.pid, timeout_s)
             process.kill()
             process.join(KILL_WAIT_S)
-        conn.close()
-        self._process = self._conn = None
+        self._process = self._conn = None  # the reader thread closes the pipe once it reads its end
         self.model = None
 
     def kill(self) -> None:
@@ -147,34 +174,60 @@ class Engine:
             with self._send_lock:
                 self._conn.send(command)
         except OSError as exc:
-            raise self._crashed() from exc
+            raise self._crashed(self._process) from exc
 
-    def _receive(self) -> Event:
-        """The next event; an engine that was killed (or died) raises EngineCrashed, even if something
-        else still holds its end of the pipe open."""
-        conn, process = self._conn, self._process
-        assert conn is not None and process is not None
+    def _read(self, conn: Connection, process: BaseProcess) -> None:
+        """The reader thread of one engine process: route each event until the pipe or the process ends
+        (a killed engine is noticed within POLL_S, even if something else holds its pipe open)."""
         try:
-            while not conn.poll(POLL_S):
-                if not process.is_alive():
-                    raise EOFError("the engine process has ended")
-            event: Event = conn.recv()
-        except (EOFError, OSError) as exc:
-            raise self._crashed() from exc
-        return event
+            while True:
+                while not conn.poll(POLL_S):
+                    if not process.is_alive():
+                        raise EOFError("the engine process has ended")
+                self._route(conn.recv())
+        except (EOFError, OSError):
+            conn.close()
+            crash = _Crash(self._crashed(process))
+            with self._routes_lock:
+                waiting = list(self._routes.values())
+            for route in [*waiting, self._control]:
+                route.put(crash)
 
-    def _crashed(self) -> EngineCrashed:
-        process = self._process
+    def _route(self, event: Event) -> None:
+        request_id = getattr(event, "request_id", None)
+        with self._routes_lock:
+            route = self._routes.get(request_id) if request_id is not None else None
+        (route or self._control).put(event)  # an abandoned reply's late events: the control queue skips them
+
+    def _receive(self, route: queue.Queue[Item] | None = None) -> Event:
+        """The next event of `route` (the control queue by default); EngineCrashed if the engine died."""
+        item = (route or self._control).get()
+        if isinstance(item, _Crash):
+            raise item.error
+        return item
+
+    def _crashed(self, process: BaseProcess | None) -> EngineCrashed:
         code = None
         if process is not None:
             process.join(2.0)
             code = process.exitcode
-        if self._conn is not None:
-            self._conn.close()
-        self._process = self._conn = None
-        self.model = None
-        log.error("engine crashed (exit code %s)", code)
+        if process is self._process:  # not an earlier process, replaced or closed since
+            self._process = self._conn = None
+            self.model = None
+            log.error("engine crashed (exit code %s)", code)
         return EngineCrashed(code)
+
+    def _open_route(self, request_id: int) -> queue.Queue[Item]:
+        if not self.alive:
+            self.start()
+        route: queue.Queue[Item] = queue.Queue()
+        with self._routes_lock:
+            self._routes[request_id] = route
+        return route
+
+    def _close_route(self, request_id: int) -> None:
+        with self._routes_lock:
+            self._routes.pop(request_id, None)
 
     @staticmethod
     def _raise(failed: Failed) -> None:
@@ -184,47 +237,50 @@ class Engine:
     def load(self, params: LoadParams, *, force: bool = False) -> LoadedModel:
         # The engine process checks the file first: reading a header is tens of ms of Python that, in this
         # process, would hold the interpreter lock away from the window.
-        self.start()
-        self._send(Load(params, force))
-        while True:
-            event = self._receive()
-            if isinstance(event, Loaded):
-                self.model = event.model
-                return event.model
-            if isinstance(event, Failed):
-                self._raise(event)
+        with self._control_lock:
+            self.start()
+            self._send(Load(params, force))
+            while True:
+                event = self._receive()
+                if isinstance(event, Loaded):
+                    self.model = event.model
+                    return event.model
+                if isinstance(event, Failed) and event.request_id is None:
+                    self._raise(event)
 
     def unload(self) -> None:
-        if not self.alive:
-            return
-        self._send(Unload())
-        while not isinstance(event := self._receive(), Unloaded):
-            if isinstance(event, Failed):
-                self._raise(event)
-        self.model = None
+        with self._control_lock:
+            if not self.alive:
+                return
+            self._send(Unload())
+            while not isinstance(event := self._receive(), Unloaded):
+                if isinstance(event, Failed) and event.request_id is None:
+                    self._raise(event)
+            self.model = None
 
     def stats(self) -> EngineStats:
-        self._send(GetStats())
-        while not isinstance(event := self._receive(), StatsReply):
-            pass
-        return event.stats
+        with self._control_lock:
+            self._send(GetStats())
+            while not isinstance(event := self._receive(), StatsReply):
+                pass
+            return event.stats
 
     def new_request_id(self) -> int:
         return next(self._ids)
 
     def generate(self, request: GenerateRequest) -> Iterator[Event]:
         """Stream a reply: Notice and Piece events, then the Finished event (the last one yielded)."""
-        self._send(Generate(request))
+        route = self._open_route(request.request_id)
         self._current = request.request_id
-        sent = time.perf_counter()
-        first_piece: float | None = None
         finished = False
         try:
+            self._send(Generate(request))
+            sent = time.perf_counter()
+            first_piece: float | None = None
             while True:
-                event = self._receive()
-                if getattr(event, "request_id", None) != request.request_id:
-                    continue  # a late event of an earlier request
+                event = self._receive(route)
                 if isinstance(event, Failed):
+                    finished = True
                     self._raise(event)
                 if isinstance(event, Finished):
                     finished = True
@@ -235,10 +291,30 @@ class Engine:
                 if first_piece is None and isinstance(event, Piece):
                     first_piece = time.perf_counter()
                 yield event
+        except EngineCrashed:
+            finished = True
+            raise
         finally:
+            self._close_route(request.request_id)
             if not finished:  # the caller stopped listening (or failed): do not leave the engine busy
                 self.stop(request.request_id)
-            self._current = None
+            if self._current == request.request_id:
+                self._current = None
+
+    def embed(self, texts: Sequence[str]) -> Embedded:
+        """One normalised vector per text (AppError BAD_INPUT for a model that cannot embed)."""
+        request_id = self.new_request_id()
+        route = self._open_route(request_id)
+        try:
+            self._send(Embed(request_id, tuple(texts)))
+            while True:
+                event = self._receive(route)
+                if isinstance(event, Failed):
+                    self._raise(event)
+                if isinstance(event, Embedded):
+                    return event
+        finally:
+            self._close_route(request_id)
 
     def stop(self, request_id: int | None = None) -> None:
         """Stop the reply being generated (from any thread); it ends with finish_reason 'stopped'."""

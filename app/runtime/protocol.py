@@ -116,6 +116,7 @@ class ReplyStats:
     notices: tuple[str, ...] = ()
     reasoning_ms: float = 0.0  # from the first reasoning text to the first text of the answer
     prepare_ms: float = 0.0  # from the request to the prompt's first decode (render, tokenize, cache)
+    widest_batch: int = 1  # the most replies (this one included) that one of this reply's decodes carried
 
 
 @dataclass(frozen=True)

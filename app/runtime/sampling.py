@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from app.errors import AppError, ErrorKind
 from app.runtime.protocol import SamplingParams
 
 # llama_token_data: {int32 id; float logit; float p;}
@@ -24,22 +25,33 @@ _ROWS = 32
 _SEARCH_FROM_VOCAB = 65536
 
 
-def build_chain(ll: Any, params: SamplingParams, n_vocab: int) -> tuple[Any, int]:
+def build_chain(
+    ll: Any, params: SamplingParams, n_vocab: int, grammar: str | None = None, vocab: Any = None
+) -> tuple[Any, int]:
     """llama.cpp's sampler chain for these settings, and how many tokens its first stage keeps at most
     (0: the chain gets the whole vocabulary). Top-k runs first so that the repetition penalty and the rest
-    work on k candidates (llama.h advises it); plain greedy is an argmax."""
+    work on k candidates (llama.h advises it); plain greedy is an argmax. A grammar (GBNF, needs `vocab`)
+    runs first of all, on the whole vocabulary: no shortcut can know which tokens it allows."""
+    stages = []
+    if grammar is not None:
+        stage = ll.llama_sampler_init_grammar(vocab, grammar.encode("utf-8"), b"root")
+        if not stage:
+            raise AppError(
+                ErrorKind.BAD_INPUT,
+                "The grammar could not be parsed (llama.cpp's GBNF, with a 'root' rule).",
+                grammar[:200],
+            )
+        stages.append(stage)
     chain = ll.llama_sampler_chain_init(ll.llama_sampler_chain_default_params())
     greedy = params.temperature <= 0
-    penalised = params.repeat_penalty != 1.0
-    stages = []
-    keep = 1 if greedy and not penalised else 0
+    penalties = (params.repeat_penalty, params.frequency_penalty, params.presence_penalty)
+    penalised = penalties != (1.0, 0.0, 0.0)
+    keep = 1 if greedy and not penalised and grammar is None else 0
     if params.top_k > 0 and (penalised or not greedy):
         stages.append(ll.llama_sampler_init_top_k(params.top_k))
-        keep = params.top_k
+        keep = params.top_k if grammar is None else 0
     if penalised:
-        stages.append(
-            ll.llama_sampler_init_penalties(n_vocab, params.repeat_last_n, params.repeat_penalty, 0.0, 0.0)
-        )
+        stages.append(ll.llama_sampler_init_penalties(n_vocab, params.repeat_last_n, *penalties))
     if greedy:
         stages.append(ll.llama_sampler_init_greedy())
     else:
@@ -64,9 +76,17 @@ class TokenSampler:
     then costs 5-10 microseconds however small its array, so the candidate search makes few of them.
     """
 
-    def __init__(self, ll: Any, ctx: Any, n_vocab: int, params: SamplingParams) -> None:
+    def __init__(
+        self,
+        ll: Any,
+        ctx: Any,
+        n_vocab: int,
+        params: SamplingParams,
+        grammar: str | None = None,
+        vocab: Any = None,
+    ) -> None:
         self.ll, self.ctx, self.n_vocab = ll, ctx, n_vocab
-        self.chain, self.keep = build_chain(ll, params, n_vocab)
+        self.chain, self.keep = build_chain(ll, params, n_vocab, grammar, vocab)
         # The vocabulary seen as _ROWS rows: the largest logit of each column is one token's logit, so
         # if k columns reach a value t, at least k tokens do, and the k largest logits are all >= t.
         self.columns = n_vocab // _ROWS
@@ -85,9 +105,10 @@ class TokenSampler:
             self.ll.llama_sampler_free(self.chain)
             self.chain = None
 
-    def logits(self) -> np.ndarray[Any, np.dtype[np.float32]]:
-        """The last decoded position's logits, in place (the views are made again only if they moved)."""
-        pointer = self.ll.llama_get_logits_ith(self.ctx, -1)
+    def logits(self, index: int = -1) -> np.ndarray[Any, np.dtype[np.float32]]:
+        """The logits of the batch's output `index`, in place (the views are made again only if they
+        moved)."""
+        pointer = self.ll.llama_get_logits_ith(self.ctx, index)
         address = ctypes.cast(pointer, ctypes.c_void_p).value or 0
         if address != self.logits_at:
             self.logits_view = np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
@@ -110,12 +131,13 @@ class TokenSampler:
             ids, values = np.concatenate([ids, tail]), np.concatenate([values, self.logits_view[tail]])
         return ids, values
 
-    def sample(self) -> int:
-        """The next token from the logits of the last decoded position (the chain records it)."""
+    def sample(self, index: int = -1) -> int:
+        """The next token from the logits of the batch's output `index` (the last by default); the chain
+        records it."""
         ll = self.ll
         if not self.keep:
-            return int(ll.llama_sampler_sample(self.chain, self.ctx, -1))
-        logits = self.logits()
+            return int(ll.llama_sampler_sample(self.chain, self.ctx, index))
+        logits = self.logits(index)
         if self.keep == 1:  # greedy or top-1: whatever follows, the chain can only pick the first largest
             return int(logits.argmax())
         ids, values = self.candidates()

@@ -8,14 +8,16 @@ a prompt that shares its start with the previous one reuses that part of the KV 
 
 from __future__ import annotations
 
-import codecs
 import ctypes
 import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+
 from app.errors import AppError, ErrorKind
+from app.runtime.batch import PieceBatcher, Reply, Scheduler, StopMatcher, decode_failed
 from app.runtime.gguf_header import GGUFHeader
 from app.runtime.memory import physical_cores
 from app.runtime.protocol import (
@@ -26,7 +28,6 @@ from app.runtime.protocol import (
     LoadedModel,
     LoadParams,
     Notice,
-    Piece,
     ReplyStats,
     sendable_chars,
 )
@@ -40,127 +41,48 @@ from app.runtime.reasoning import (
 from app.runtime.sampling import TokenSampler
 from app.runtime.templates import RenderedPrompt, build_prompt, end_of_turn_text
 
+__all__ = ["LlamaSession", "PieceBatcher", "StopMatcher"]
 log = logging.getLogger(__name__)
 
 _GGML_TYPES = {"f16": 1, "q4_0": 2, "q8_0": 8}
 MIN_REPLY_ROOM = 64  # tokens kept free for the reply when a long chat is trimmed
-PIECE_INTERVAL_S = 0.025
+EMBED_CTX_MAX = 2048  # the longest text an embedding takes; its context costs this many KV cells
 CONTENT_TOKENS_KEPT = 50_000  # messages whose token counts are remembered
 ESTIMATED_STEPS = 3  # renders guided by the estimate before a binary search takes over
 INITIAL_TURN_OVERHEAD = 8.0  # a role marker, an end-of-turn marker and newlines, until a render measures it
 
 
-def _decode_failed(code: int) -> AppError:
-    return AppError(ErrorKind.INTERNAL, "llama.cpp could not process the text.", f"llama_decode={code}")
-
-
-class StopMatcher:
-    """Finds stop strings in streamed text, holding back only a tail that could start one."""
-
-    def __init__(self, stops: Sequence[str]) -> None:
-        self.stops = tuple(s for s in stops if s)
-        self.pending = ""
-
-    def feed(self, text: str) -> tuple[str, bool]:
-        """Text safe to show now, and whether a stop string was reached (text after it is dropped)."""
-        if not self.stops:
-            return text, False
-        self.pending += text
-        for stop in self.stops:
-            at = self.pending.find(stop)
-            if at >= 0:
-                out, self.pending = self.pending[:at], ""
-                return out, True
-        keep = 0
-        for stop in self.stops:
-            for n in range(min(len(stop) - 1, len(self.pending)), keep, -1):
-                if self.pending.endswith(stop[:n]):
-                    keep = n
-                    break
-        out = self.pending[: len(self.pending) - keep]
-        self.pending = self.pending[len(out) :]
-        return out, False
-
-    def flush(self) -> str:
-        out, self.pending = self.pending, ""
-        return out
-
-
-class PieceBatcher:
-    """Sends the first piece at once, then at most one piece per interval. Every send wakes the app's
-    reading thread, which on a small machine takes CPU from llama.cpp's own threads; the window redraws
-    every ~30 ms anyway."""
-
-    def __init__(self, request_id: int, emit: Callable[[Event], None], interval_s: float) -> None:
-        self.request_id = request_id
-        self.emit = emit
-        self.interval_s = interval_s
-        self.pending: list[str] = []
-        self.reasoning = False  # the channel of the pending text
-        self.last_sent = 0.0
-        self.first_at: float | None = None
-        self.reasoning_at: float | None = None  # first reasoning text
-        self.answer_at: float | None = None  # first answer text
-
-    def add(self, text: str, tokens: int, reasoning: bool = False) -> None:
-        now = time.perf_counter()
-        if reasoning != self.reasoning:
-            self.flush(tokens, now)
-            self.reasoning = reasoning
-        self.pending.append(text)
-        if self.first_at is None:
-            self.first_at = now
-        if reasoning and self.reasoning_at is None:
-            self.reasoning_at = now
-        if not reasoning and self.answer_at is None:
-            self.answer_at = now
-        if now - self.last_sent >= self.interval_s:
-            self.flush(tokens, now)
-
-    def flush(self, tokens: int, now: float | None = None) -> None:
-        if self.pending:
-            self.emit(Piece(self.request_id, "".join(self.pending), tokens, self.reasoning))
-            self.pending.clear()
-            self.last_sent = now or time.perf_counter()
-
-    def reasoning_ms(self) -> float:
-        if self.reasoning_at is None:
-            return 0.0
-        return ((self.answer_at or time.perf_counter()) - self.reasoning_at) * 1000
-
-
 class LlamaSession:
     def __init__(self, params: LoadParams, header: GGUFHeader) -> None:
         import llama_cpp
+        from llama_cpp import _internals
 
         if params.type_v != "f16" and not params.flash_attn:
             raise AppError(ErrorKind.BAD_INPUT, "A quantized V cache needs flash attention.")
+        if not 1 <= params.n_parallel <= min(params.n_batch, llama_cpp.llama_max_parallel_sequences()):
+            raise AppError(ErrorKind.BAD_INPUT, f"{params.n_parallel} parallel sequences are not possible.")
         self.ll: Any = llama_cpp
         self.header = header
+        self.params = params
         n_ctx = params.context_for(header)
         n_threads = params.n_threads or physical_cores()
         n_gpu_layers = params.n_gpu_layers
         if n_gpu_layers is None:  # auto: all layers where a GPU backend exists (the app checked VRAM)
             n_gpu_layers = -1 if llama_cpp.llama_supports_gpu_offload() else 0
         started = time.perf_counter()
+        # The model and context are made here, not by `Llama`: it cannot set n_seq_max (sequences per
+        # context), and it would make a context of its own besides.
+        llama_cpp.llama_backend_init()
+        model_params = llama_cpp.llama_model_default_params()
+        model_params.n_gpu_layers = 0x7FFFFFFF if n_gpu_layers == -1 else n_gpu_layers
+        model_params.use_mmap, model_params.use_mlock = params.use_mmap, params.use_mlock
+        self.n_threads = n_threads
         try:
-            self.llm = llama_cpp.Llama(
-                model_path=str(params.model_path),
-                n_ctx=n_ctx,
-                n_batch=params.n_batch,
-                n_ubatch=params.n_batch,
-                n_threads=n_threads,
-                n_threads_batch=n_threads,
-                n_gpu_layers=n_gpu_layers,
-                flash_attn=params.flash_attn,
-                type_k=_GGML_TYPES[params.type_k],
-                type_v=_GGML_TYPES[params.type_v],
-                use_mmap=params.use_mmap,
-                use_mlock=params.use_mlock,
-                seed=params.seed,
-                logits_all=False,
-                verbose=True,  # our llama_log_set callback routes it; False would hijack stdout/stderr
-            )
+            self.llama_model = _internals.LlamaModel(
+                path_model=str(params.model_path), params=model_params, verbose=True
+            )  # verbose: our llama_log_set callback routes it; False would hijack stdout/stderr
+            context = self._context_params(n_ctx * params.n_parallel, params.n_batch, params.n_parallel)
+            self.llama_context = _internals.LlamaContext(model=self.llama_model, params=context, verbose=True)
         except ValueError as exc:  # llama-cpp-python's words for "llama.cpp refused the file"
             raise AppError(
                 ErrorKind.BAD_MODEL,
@@ -168,15 +90,16 @@ class LlamaSession:
                 str(exc),
             ) from exc
         load_ms = (time.perf_counter() - started) * 1000
-        self.ctx = self.llm.ctx
-        self.vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
+        self.ctx = self.llama_context.ctx
+        self.vocab = llama_cpp.llama_model_get_vocab(self.llama_model.model)
         self.memory = llama_cpp.llama_get_memory(self.ctx)
-        self.n_ctx = int(llama_cpp.llama_n_ctx(self.ctx))
+        self.n_ctx = int(llama_cpp.llama_n_ctx(self.ctx)) // params.n_parallel  # each sequence's
         self.n_batch = params.n_batch
         self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self.vocab))
         self.batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
         self.piece_buffer = ctypes.create_string_buffer(256)
-        self.cached: list[int] = []  # tokens whose KV entries are in the cache, in order
+        self.scheduler = Scheduler(self, params.n_parallel)
+        self.embedder: Any = None  # a second, small context with embeddings on, made on the first Embed
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
         self.bos_text = self._token_text(llama_cpp.llama_vocab_bos(self.vocab))
         self.eos_text = self._token_text(llama_cpp.llama_vocab_eos(self.vocab))
@@ -203,21 +126,44 @@ class LlamaSession:
             has_chat_template=header.chat_template is not None,
             load_ms=load_ms,
             thinking_switch="enable_thinking" in (header.chat_template or ""),
+            n_parallel=params.n_parallel,
         )
 
+    def _context_params(self, n_cells: int, n_batch: int, n_seq: int, pooling: int | None = None) -> Any:
+        """Every context setting explicit. One KV cache for all sequences (kv_unified), so a batch that
+        mixes a prompt chunk with other sequences' single tokens is one ubatch, not one per token."""
+        ll, params = self.ll, self.params
+        context = ll.llama_context_default_params()
+        context.n_ctx, context.n_batch, context.n_ubatch = n_cells, n_batch, n_batch
+        context.n_seq_max, context.kv_unified = n_seq, True
+        context.n_threads = context.n_threads_batch = self.n_threads
+        context.flash_attn_type = (
+            ll.LLAMA_FLASH_ATTN_TYPE_ENABLED if params.flash_attn else ll.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        )
+        context.type_k, context.type_v = _GGML_TYPES[params.type_k], _GGML_TYPES[params.type_v]
+        if pooling is not None:
+            context.embeddings, context.pooling_type = True, pooling
+        return context
+
     def close(self) -> None:
+        self.scheduler.end_all()
         if self.batch is not None:
             self.ll.llama_batch_free(self.batch)
             self.batch = None
-        self.llm.close()
+        self.llama_model.close()  # type: ignore[no-untyped-call]  # frees its contexts first
+
+    @property
+    def cached(self) -> list[int]:
+        """The first sequence's cached tokens (all of them with one sequence)."""
+        return self.scheduler.slots[0].cached
 
     # --- tokens ------------------------------------------------------------------------------------
     def _token_text(self, token: int) -> str:
         if token < 0:
             return ""
-        return self._piece(token, special=True).decode("utf-8", errors="replace")
+        return self.piece(token, special=True).decode("utf-8", errors="replace")
 
-    def _piece(self, token: int, special: bool = False) -> bytes:
+    def piece(self, token: int, special: bool = False) -> bytes:
         n = self.ll.llama_token_to_piece(self.vocab, token, self.piece_buffer, 256, 0, special)
         if n < 0:  # a piece longer than the buffer: grow it once
             self.piece_buffer = ctypes.create_string_buffer(-n)
@@ -246,7 +192,7 @@ class LlamaSession:
         return count
 
     def tokenize(self, text: str, add_bos: bool) -> list[int]:
-        tokens: list[int] = self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
+        tokens: list[int] = self.llama_model.tokenize(text.encode("utf-8"), add_bos, True)
         return tokens
 
     def _decode(self, tokens: Sequence[int], start: int) -> None:
@@ -260,7 +206,7 @@ class LlamaSession:
             batch.logits[i] = 0
         batch.logits[len(tokens) - 1] = 1
         if code := self.ll.llama_decode(self.ctx, batch):
-            raise _decode_failed(code)
+            raise decode_failed(code)
 
     # --- prompts -----------------------------------------------------------------------------------
     def _turn_end(self) -> tuple[frozenset[int], tuple[str, ...]]:
@@ -386,10 +332,17 @@ class LlamaSession:
         return tokens, prompt, dropped, notices
 
     # --- one reply ---------------------------------------------------------------------------------
-    def generate(
-        self, request: GenerateRequest, emit: Callable[[Event], None], stopped: Callable[[], bool]
-    ) -> ReplyStats:
-        ll = self.ll
+    def submit(
+        self,
+        request: GenerateRequest,
+        emit: Callable[[Event], None],
+        stopped: Callable[[], bool],
+        done: Callable[[ReplyStats], None],
+        failed: Callable[[AppError], None],
+    ) -> None:
+        """Ready a reply (render, tokenize, its sampler) and queue it for a slot; `done` or `failed` is
+        called once it ends. A request that cannot run (a prompt too long, a grammar that does not
+        parse) raises AppError here."""
         started = time.perf_counter()
         max_tokens = request.max_tokens if request.max_tokens is not None else self.n_ctx
         stops, dropped, notices = request.stop, 0, list[str]()
@@ -407,104 +360,104 @@ class LlamaSession:
             if prompt.notice is None:  # the model's own format: its end-of-turn marker ends the reply
                 stops, stop_tokens = stops + self.turn_end_stops, self.turn_end_tokens
             splitter = splitter_for(self.reasoning_format, prompt.text)
-        # harmony's channel markers are control tokens: they must reach the splitter as text
-        special = splitter is not None and self.reasoning_format is ReasoningFormat.HARMONY
-        for notice in notices:
-            emit(Notice(request.request_id, notice))
         if not tokens:
-            tokens = [ll.llama_vocab_bos(self.vocab)]
+            tokens = [self.ll.llama_vocab_bos(self.vocab)]
         if len(tokens) >= self.n_ctx:
             raise AppError(
                 ErrorKind.BAD_INPUT,
                 f"The prompt is too long for the context ({len(tokens)} tokens, context {self.n_ctx}).",
             )
-
-        # Reuse the cached prefix; at least the last prompt token is evaluated to get fresh logits.
-        keep = 0
-        if request.reuse_cache:
-            limit = min(len(self.cached), len(tokens) - 1)
-            while keep < limit and self.cached[keep] == tokens[keep]:
-                keep += 1
-        if keep == 0 or not ll.llama_memory_seq_rm(self.memory, 0, keep, -1):
-            ll.llama_memory_clear(self.memory, True)  # e.g. sliding-window caches cannot cut the middle
-            keep = 0
-        del self.cached[keep:]
-        prepared = time.perf_counter()  # the prompt is ready: rendered, tokenized, its cached prefix kept
-
-        pos = keep
-        pieces = PieceBatcher(request.request_id, emit, PIECE_INTERVAL_S)
-
-        def emit_text(text: str, n_out: int) -> None:
-            for reasoning, part in splitter.feed(text) if splitter else [(False, text)]:
-                pieces.add(part, n_out, reasoning)
-
-        def stats(finish: str, n_out: int, prompt_done: float, first: float | None = None) -> ReplyStats:
-            now = time.perf_counter()
-            prompt_s = prompt_done - prepared
-            gen_s = now - prompt_done
-            evaluated = min(pos, len(tokens)) - keep  # less than the prompt when stopped inside it
-            return ReplyStats(
-                finish_reason=finish,
-                prompt_tokens=len(tokens),
-                prompt_eval_tokens=evaluated,
-                completion_tokens=n_out,
-                ttft_ms=((first or now) - started) * 1000,
-                prompt_tokens_per_s=evaluated / prompt_s if prompt_s > 0 else 0.0,
-                tokens_per_s=n_out / gen_s if n_out and gen_s > 0 else 0.0,
-                trimmed_messages=dropped,
+        sampler = TokenSampler(self.ll, self.ctx, self.n_vocab, request.sampling, request.grammar, self.vocab)
+        for notice in notices:
+            emit(Notice(request.request_id, notice))
+        self.scheduler.submit(
+            Reply(
+                request,
+                tokens,
+                emit,
+                stopped,
+                done,
+                failed,
+                sampler,
+                stops=stops,
+                stop_tokens=stop_tokens,
+                # harmony's channel markers are control tokens: they must reach the splitter as text
+                special=splitter is not None and self.reasoning_format is ReasoningFormat.HARMONY,
+                splitter=splitter,
+                dropped=dropped,
                 notices=tuple(notices),
-                reasoning_ms=pieces.reasoning_ms(),
-                prepare_ms=(prepared - started) * 1000,
+                started=started,
             )
+        )
 
-        while pos < len(tokens):
-            if stopped():
-                return stats("stopped", 0, time.perf_counter())
-            chunk = tokens[pos : pos + self.n_batch]
-            self._decode(chunk, pos)
-            self.cached.extend(chunk)
-            pos += len(chunk)
-        prompt_done = time.perf_counter()
+    def generate(
+        self, request: GenerateRequest, emit: Callable[[Event], None], stopped: Callable[[], bool]
+    ) -> ReplyStats:
+        """One reply, start to end (with the other slots' replies, if any are running)."""
+        outcome: list[ReplyStats | AppError] = []
+        self.submit(request, emit, stopped, outcome.append, outcome.append)
+        while not outcome:
+            self.scheduler.step()
+        if isinstance(outcome[0], AppError):
+            raise outcome[0]
+        return outcome[0]
 
-        sampler = TokenSampler(ll, self.ctx, self.n_vocab, request.sampling)
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        matcher = StopMatcher(stops)
-        vocab, is_eog, sample = self.vocab, ll.llama_vocab_is_eog, sampler.sample
-        # One token at a time from here: only its id and position change between decodes.
-        ctx, batch, decode = self.ctx, self.batch, ll.llama_decode
-        batch.n_tokens, batch.n_seq_id[0], batch.seq_id[0][0], batch.logits[0] = 1, 1, 0, 1
-        n_out, finish = 0, "length"
+    # --- embeddings --------------------------------------------------------------------------------
+    def embed(self, texts: Sequence[str]) -> tuple[list[tuple[float, ...]], int]:
+        """One normalised vector per text and the tokens they took: the model's own pooling where its
+        GGUF declares one, else the mean over the text's tokens (llama-server's --pooling mean)."""
+        ll = self.ll
+        context = self._embedding_context()
+        ctx = context.ctx
+        n_embd = int(ll.llama_model_n_embd(self.llama_model.model))
+        memory = ll.llama_get_memory(ctx)
+        batch = ll.llama_batch_init(EMBED_CTX_MAX, 0, 1)
+        vectors, n_tokens = [], 0
         try:
-            while n_out < max_tokens:
-                if stopped():
-                    finish = "stopped"
-                    break
-                if pos >= self.n_ctx:
-                    break  # the context is full: "length"
-                token = sample()
-                if not request.ignore_eos and (is_eog(vocab, token) or token in stop_tokens):
-                    finish = "stop"
-                    break
-                n_out += 1
-                text, hit_stop = matcher.feed(decoder.decode(self._piece(token, special)))
-                if text:
-                    emit_text(text, n_out)
-                if hit_stop:
-                    finish = "stop"
-                    break
-                if n_out < max_tokens:  # the last token's logits would go unused: it stays out of the cache
-                    batch.token[0], batch.pos[0] = token, pos
-                    if code := decode(ctx, batch):
-                        raise _decode_failed(code)
-                    self.cached.append(token)
-                    pos += 1
+            for text in texts:
+                tokens = self.tokenize(text, add_bos=self.add_bos) or [ll.llama_vocab_bos(self.vocab)]
+                if len(tokens) > EMBED_CTX_MAX:
+                    raise AppError(
+                        ErrorKind.BAD_INPUT,
+                        f"A text is too long to embed ({len(tokens)} tokens, at most {EMBED_CTX_MAX}).",
+                    )
+                ll.llama_memory_clear(memory, True)
+                batch.n_tokens = len(tokens)
+                for i, token in enumerate(tokens):
+                    batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, i, 1
+                    batch.seq_id[i][0], batch.logits[i] = 0, 1  # pooling reads every token's output
+                if code := ll.llama_decode(ctx, batch):
+                    raise decode_failed(code)
+                pointer = ll.llama_get_embeddings_seq(ctx, 0)
+                if not pointer:
+                    raise self._cannot_embed()
+                vector = np.ctypeslib.as_array(pointer, shape=(n_embd,)).astype(np.float64)
+                norm = float(np.linalg.norm(vector))
+                vectors.append(tuple((vector / norm if norm > 0 else vector).tolist()))
+                n_tokens += len(tokens)
         finally:
-            sampler.close()
-        if finish != "stopped":  # a stopped reply generates nothing more, not even the held-back tail
-            tail = matcher.feed(decoder.decode(b"", final=True))[0] + matcher.flush()
-            if tail:
-                emit_text(tail, n_out)
-            for reasoning, part in splitter.flush() if splitter else []:
-                pieces.add(part, n_out, reasoning)
-        pieces.flush(n_out)  # text of tokens generated before the stop was seen
-        return stats(finish, n_out, prompt_done, pieces.first_at)
+            ll.llama_batch_free(batch)
+        return vectors, n_tokens
+
+    def _embedding_context(self) -> Any:
+        """Made once: a one-sequence context of EMBED_CTX_MAX cells with embeddings on. A reranker (rank
+        pooling: its output is a score, not a vector) or an encoder-decoder model cannot embed."""
+        if self.embedder is not None:
+            return self.embedder
+        from llama_cpp import _internals
+
+        ll = self.ll
+        declared = self.header.arch_value("pooling_type")
+        pooling = int(declared) if isinstance(declared, int) and declared > 0 else ll.LLAMA_POOLING_TYPE_MEAN
+        if pooling == ll.LLAMA_POOLING_TYPE_RANK or ll.llama_model_has_encoder(self.llama_model.model):
+            raise self._cannot_embed()
+        n_cells = min(self.n_ctx, EMBED_CTX_MAX)
+        params = self._context_params(n_cells, n_cells, 1, pooling)
+        try:
+            self.embedder = _internals.LlamaContext(model=self.llama_model, params=params, verbose=True)
+        except ValueError as exc:
+            raise self._cannot_embed() from exc
+        return self.embedder
+
+    def _cannot_embed(self) -> AppError:
+        return AppError(ErrorKind.BAD_INPUT, f"{self.header.name} cannot make embeddings.")

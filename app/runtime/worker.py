@@ -1,7 +1,9 @@
 """The engine process: its main thread reads commands from the pipe, one worker thread owns the model.
 
-A stop is read by the main thread while the worker generates, and the worker checks it between tokens and
-between prompt batches. Native output (llama.cpp's log, a GGML_ASSERT message) goes to files under the logs
+The worker runs the scheduler (app.runtime.batch): between decode steps it takes the commands that
+arrived, so new requests join the replies already generating. A stop is read by the main thread and kept
+per request; each reply checks its own between tokens and between prompt batches.
+Native output (llama.cpp's log, a GGML_ASSERT message) goes to files under the logs
 dir, never to the terminal or window of the app that started the engine.
 """
 
@@ -26,6 +28,8 @@ from app.errors import AppError, ErrorKind
 from app.runtime.preflight import check_load
 from app.runtime.protocol import (
     Command,
+    Embed,
+    Embedded,
     EngineStats,
     Event,
     Failed,
@@ -34,6 +38,7 @@ from app.runtime.protocol import (
     GetStats,
     Load,
     Loaded,
+    ReplyStats,
     Shutdown,
     StatsReply,
     Stop,
@@ -83,12 +88,15 @@ class _LogStream:
         pass
 
 
+_NOTHING: Any = object()  # no command arrived while replies were running
+
+
 class EngineProcess:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.send_lock = threading.Lock()
         self.commands: queue.Queue[Command | None] = queue.Queue()
-        self.stop_id = -1  # the request the user stopped (set by the main thread, read by the worker)
+        self.stop_ids: set[int] = set()  # requests the user stopped (added by the main thread)
         self.shutting_down = False
         self.session: LlamaSession | None = None
         self._log_callback: Any = None  # kept alive as long as llama.cpp may call it
@@ -123,7 +131,7 @@ class EngineProcess:
             except (EOFError, OSError):
                 break  # the app is gone
             if isinstance(command, Stop):
-                self.stop_id = command.request_id
+                self.stop_ids.add(command.request_id)
             elif isinstance(command, GetStats):
                 self.send(StatsReply(self._stats()))
             elif isinstance(command, Shutdown):
@@ -140,17 +148,48 @@ class EngineProcess:
         return EngineStats(os.getpid(), rss, peak, self.session.model if self.session else None)
 
     def _work(self) -> None:
-        while (command := self.commands.get()) is not None:
-            request_id = command.request.request_id if isinstance(command, Generate) else None
+        """Commands between decode steps: wait for one only when no reply is running."""
+        while True:
+            busy = self.session is not None and self.session.scheduler.busy
             try:
-                self._handle(command)
-            except AppError as exc:
-                self.send(Failed(exc.kind.value, exc.user_message, exc.detail, request_id))
-            except Exception as exc:
-                log.exception("engine command failed")
-                message = "The engine could not do that."
-                self.send(Failed(ErrorKind.INTERNAL.value, message, repr(exc), request_id))
+                command = self.commands.get(block=not busy)
+            except queue.Empty:
+                command = _NOTHING
+            while command is not None and command is not _NOTHING:
+                self._run(command)
+                try:
+                    command = self.commands.get_nowait()
+                except queue.Empty:
+                    command = _NOTHING
+            if command is None:
+                break
+            if self.session is not None and self.session.scheduler.busy:
+                self._step()
         self._unload()
+
+    def _run(self, command: Command) -> None:
+        request_id = command.request.request_id if isinstance(command, Generate) else None
+        request_id = command.request_id if isinstance(command, Embed) else request_id
+        try:
+            self._handle(command)
+        except AppError as exc:
+            self._failed(request_id, exc)
+        except Exception as exc:
+            log.exception("engine command failed")
+            self._failed(request_id, AppError(ErrorKind.INTERNAL, "The engine could not do that.", repr(exc)))
+
+    def _failed(self, request_id: int | None, exc: AppError) -> None:
+        if request_id is not None:
+            self.stop_ids.discard(request_id)
+        self.send(Failed(exc.kind.value, exc.user_message, exc.detail, request_id))
+
+    def _step(self) -> None:
+        assert self.session is not None
+        try:
+            self.session.scheduler.step()
+        except Exception:  # a bug, not llama.cpp: every reply under way ends rather than waits forever
+            log.exception("engine step failed")
+            self.session.scheduler.end_all()
 
     def _handle(self, command: Command) -> None:
         if isinstance(command, Load):
@@ -178,13 +217,23 @@ class EngineProcess:
         elif isinstance(command, Generate):
             if self.session is None:
                 raise AppError(ErrorKind.BAD_INPUT, "No model is loaded.")
-            request = command.request
-            stats = self.session.generate(
-                request,
-                self.send,
-                lambda: self.stop_id == request.request_id or self.shutting_down,
+            request_id = command.request.request_id
+
+            def stopped() -> bool:
+                return request_id in self.stop_ids or self.shutting_down
+
+            def done(stats: ReplyStats) -> None:
+                self.stop_ids.discard(request_id)
+                self.send(Finished(request_id, stats))
+
+            self.session.submit(
+                command.request, self.send, stopped, done, lambda e: self._failed(request_id, e)
             )
-            self.send(Finished(request.request_id, stats))
+        elif isinstance(command, Embed):
+            if self.session is None:
+                raise AppError(ErrorKind.BAD_INPUT, "No model is loaded.")
+            vectors, n_tokens = self.session.embed(command.texts)
+            self.send(Embedded(command.request_id, tuple(vectors), n_tokens))
 
     def _unload(self) -> None:
         if self.session is not None:
