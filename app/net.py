@@ -65,7 +65,9 @@ class SystemTrustAdapter(HTTPAdapter):
         conn.ca_certs = conn.ca_cert_dir = None  # requests names certifi's bundle here: our context decides
 
 
-def use_system_trust(session: requests.Session) -> requests.Session:
-    """`session` with its https:// connections verified against the system's store (returned)."""
-    session.mount("https://", SystemTrustAdapter())
+def use_system_trust(session: requests.Session, pool_size: int = 10) -> requests.Session:
+    """`session` with its https:// connections verified against the system's store (returned), keeping up
+    to `pool_size` connections to a host open for reuse (10: requests' own default)."""
+    session.mount("https://", SystemTrustAdapter(pool_maxsize=pool_size))
+    session.mount("http://", HTTPAdapter(pool_maxsize=pool_size))
     return session

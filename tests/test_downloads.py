@@ -57,8 +57,10 @@ def test_twenty_dropped_connections_resume_and_verify(hub: HubStub, served: Remo
         download(_transfer(session), served, target, seen.append)
     assert hashlib.sha256(target.read_bytes()).hexdigest() == SMOL_SHA
     assert seen == sorted(seen) and seen[-1] == SMOL_SIZE  # progress never went back
-    ranged = [r for r in hub.log.all() if r.server == "cdn" and "range" in r.headers]
-    assert len(ranged) >= 20  # each drop resumed with a Range request
+    # each drop resumed with a Range request (the first asked for its piece before any ETag was known)
+    cdn = [r for r in hub.log.all() if r.server == "cdn"]
+    ranged = [r for r in cdn[1:] if "range" in r.headers]
+    assert len(ranged) >= 20
     # If-Range carries the CDN's own validator (its ETag is the Xet hash, not the sha256 the Hub links)
     xet_hash = hub.repos.get(REPO).files[NAME].xet_hash  # type: ignore[union-attr]
     assert all(r.headers["if-range"] == f'"{xet_hash}"' for r in ranged)

@@ -108,7 +108,9 @@ class Transfer:
     _guard: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        use_system_trust(self.session)  # the Hub API's trust store (the system's), not certifi's
+        # the Hub API's trust store (the system's), not certifi's; a connection kept for each of several
+        # downloads' connections to one CDN (beyond the pool, each piece would cost a new TLS handshake)
+        use_system_trust(self.session, pool_size=4 * MAX_CONNECTIONS)
         self.connections = max(1, min(MAX_CONNECTIONS, int(self.connections)))
 
     @property
@@ -251,7 +253,11 @@ class _Fetch:
             _truncate(self.part, 0)
             on_disk = 0
         # No rows: a part written from byte 0 on (one connection, or cut back to its prefix).
-        return None, Plan(self.remote.size, [(0, self.remote.size, on_disk)] if on_disk else None)
+        return None, self._new_plan(on_disk)
+
+    def _new_plan(self, on_disk: int = 0) -> Plan:
+        size = self.remote.size
+        return Plan.pieces(size, self.transfer.connections if size >= MIN_SEGMENTED_BYTES else 1, on_disk)
 
     def _save(self) -> None:
         if self.transfer.segment_store is not None:
@@ -272,7 +278,7 @@ class _Fetch:
                 reason = self.restart_reason or "the file changed"
                 log.info("%s: %s: every segment starts over", self.target.name, reason)
                 restarts = _failed(self.transfer, restarts, reason, None, self._sleep)
-                self.etag, self.plan = None, Plan(self.remote.size)
+                self.etag, self.plan = None, self._new_plan()
                 _truncate(self.part, 0)
                 self._save()
         except ChecksumMismatch:
@@ -464,7 +470,10 @@ class _Fetch:
         self.transfer._count_reading(1)
         try:
             while not self.over.is_set():
-                want = self.plan.clip(segment, BUFFER_BYTES)
+                # the first read small: the other connections start once it is on disk
+                want = self.plan.clip(
+                    segment, BUFFER_BYTES if self.helpers_started or not self.ranges else READ_SLICE
+                )
                 if want == 0:
                     return
                 got, ended, error = _fill(response, buffer[:want])
