@@ -131,6 +131,7 @@ class Reply:
 class Slot:
     seq_id: int
     cached: list[int] = field(default_factory=list)  # tokens whose KV cells this sequence holds, in order
+    used: int = 0  # when a reply last took this slot (a count of admissions), 0: never
     reply: Running | None = None
 
 
@@ -186,6 +187,7 @@ class Scheduler:
         self.slots = [Slot(seq_id) for seq_id in range(n_parallel)]
         self.waiting: deque[Reply] = deque()
         self.widths: Counter[int] = Counter()  # decodes by how many replies they carried
+        self.uses = 0  # admissions so far
 
     @property
     def busy(self) -> bool:
@@ -206,14 +208,19 @@ class Scheduler:
 
     # --- admission ---------------------------------------------------------------------------------
     def _admit(self) -> None:
-        """The oldest waiting requests take the free slots, each the one that has most of its prompt."""
+        """The oldest waiting requests take the free slots: each the one whose cache holds most of its
+        prompt, or, where none holds half of it, the one used longest ago (as llama-server's
+        slot_prompt_similarity), so that two chats take turns without evicting each other's cache."""
         free = [slot for slot in self.slots if slot.reply is None]
         while self.waiting and free:
             reply = self.waiting.popleft()
-            shared = [
-                _shared_prefix(slot.cached, reply.tokens) if reply.request.reuse_cache else 0 for slot in free
-            ]
+            reuse = reply.request.reuse_cache
+            shared = [_shared_prefix(slot.cached, reply.tokens) if reuse else 0 for slot in free]
             best = max(range(len(free)), key=shared.__getitem__)  # the first of the longest
+            if shared[best] * 2 < len(reply.tokens):
+                best = min(range(len(free)), key=lambda i: free[i].used)
+            self.uses += 1
+            free[best].used = self.uses
             self._start(free.pop(best), reply, shared[best])
 
     def _start(self, slot: Slot, reply: Reply, keep: int) -> None:

@@ -93,7 +93,7 @@ class LlamaSession:
         self.ctx = self.llama_context.ctx
         self.vocab = llama_cpp.llama_model_get_vocab(self.llama_model.model)
         self.memory = llama_cpp.llama_get_memory(self.ctx)
-        self.n_ctx = int(llama_cpp.llama_n_ctx(self.ctx)) // params.n_parallel  # each sequence's
+        self.n_ctx = int(llama_cpp.llama_n_ctx_seq(self.ctx))  # each sequence's
         self.n_batch = params.n_batch
         self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self.vocab))
         self.batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
@@ -130,12 +130,14 @@ class LlamaSession:
         )
 
     def _context_params(self, n_cells: int, n_batch: int, n_seq: int, pooling: int | None = None) -> Any:
-        """Every context setting explicit. One KV cache for all sequences (kv_unified), so a batch that
-        mixes a prompt chunk with other sequences' single tokens is one ubatch, not one per token."""
+        """Every context setting explicit. Each sequence has KV cells of its own (kv_unified off, as
+        llama-server with -np N): it gets all of its n_ctx, and its attention sees only its own cells, so a
+        reply computes exactly what it computes alone (in one shared cache the cells of other sequences
+        change flash attention's order of sums, and greedy replies drift from their single-run text)."""
         ll, params = self.ll, self.params
         context = ll.llama_context_default_params()
         context.n_ctx, context.n_batch, context.n_ubatch = n_cells, n_batch, n_batch
-        context.n_seq_max, context.kv_unified = n_seq, True
+        context.n_seq_max, context.kv_unified = n_seq, False
         context.n_threads = context.n_threads_batch = self.n_threads
         context.flash_attn_type = (
             ll.LLAMA_FLASH_ATTN_TYPE_ENABLED if params.flash_attn else ll.LLAMA_FLASH_ATTN_TYPE_DISABLED
