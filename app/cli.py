@@ -12,6 +12,7 @@ from app.cli_compare import add_compare_command, compare_command
 from app.cli_hub import add_hub_commands, search_command, show_command
 from app.cli_models import add_model_commands, ls_command, pull_command, rm_command
 from app.cli_runtime import add_commands, bench_command, run_command
+from app.cli_serve import add_serve_command, serve_command
 from app.errors import AppError, ErrorKind, to_app_error
 from app.logs import setup_logging
 from app.paths import AppPaths
@@ -35,6 +36,7 @@ def _build_parser() -> argparse.ArgumentParser:
     add_hub_commands(commands)
     add_model_commands(commands)
     add_compare_command(commands)
+    add_serve_command(commands)
     return parser
 
 
@@ -76,7 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return search_command(args, paths)
         if args.command == "show":
             return show_command(args, paths)
-        commands = {"pull": pull_command, "ls": ls_command, "rm": rm_command, "compare": compare_command}
+        commands = {"pull": pull_command, "ls": ls_command, "rm": rm_command, "compare": compare_command,
+                    "serve": serve_command}  # fmt: skip
         if args.command in commands:
             return commands[args.command](args, paths)
         from app.ui.application import run_window  # Qt is loaded only when a window is wanted

@@ -64,6 +64,8 @@ class Settings:
     sampling_preset: str = "Balanced"
     max_tokens: int = 1024  # per reply; 0: until the context is full
     window_geometry: str = ""  # Qt's saveGeometry(), base64
+    server_idle_unload_minutes: float = 10.0  # `hubside serve` unloads a model nobody asked for this long
+    server_cors_origins: list[str] = field(default_factory=list)  # web origins the server answers (CORS)
 
     def __post_init__(self) -> None:
         """Keep the download fields within their bounds, whatever the file said."""

@@ -29,32 +29,36 @@ def hub_token(token_file: Path | None = None) -> str | None:
     from huggingface_hub import get_token
 
     token = get_token()  # HF_TOKEN, then huggingface_hub's stored login
-    if token:
-        return token
+    return token or kept_secret(KEYRING_USER, token_file)
+
+
+def kept_secret(user: str, secret_file: Path | None = None) -> str | None:
+    """A secret Hubside keeps under `user` in the OS keyring (else in `secret_file`), or None."""
     try:
         import keyring
 
-        stored = keyring.get_password(KEYRING_SERVICE, KEYRING_USER)
+        stored = keyring.get_password(KEYRING_SERVICE, user)
         if stored:
             return stored
     except Exception as exc:  # no keyring on this system: look for the file the user agreed to
         log.info("no keyring: %s", type(exc).__name__)
-    if token_file is not None and token_file.is_file():
-        return token_file.read_text(encoding="utf-8").strip() or None
+    if secret_file is not None and secret_file.is_file():
+        return secret_file.read_text(encoding="utf-8").strip() or None
     return None
 
 
-def save_token(token: str, token_file: Path | None = None) -> None:
-    """Keep the token in the OS keyring ("" forgets it). With `token_file` (the user agreed to a plain
-    file), a system without a keyring keeps it there, readable by this user only."""
+def save_token(token: str, token_file: Path | None = None, user: str = KEYRING_USER) -> None:
+    """Keep the token (or another secret, under `user`) in the OS keyring ("" forgets it). With
+    `token_file` (the user agreed to a plain file), a system without a keyring keeps it there, readable by
+    this user only."""
     try:
         import keyring
 
         if token:
-            keyring.set_password(KEYRING_SERVICE, KEYRING_USER, token)
+            keyring.set_password(KEYRING_SERVICE, user, token)
         else:
             with contextlib.suppress(keyring.errors.PasswordDeleteError):
-                keyring.delete_password(KEYRING_SERVICE, KEYRING_USER)
+                keyring.delete_password(KEYRING_SERVICE, user)
         if token_file is not None:
             token_file.unlink(missing_ok=True)
         return
