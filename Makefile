@@ -24,10 +24,12 @@ demo: sysdeps-gui $(STAMP)
 test: sysdeps $(STAMP) lint
 	QT_QPA_PLATFORM=$${QT_QPA_PLATFORM:-offscreen} $(BIN)/pytest
 
-# llama-bench (built once from the same llama-cpp-python source, cached) beside `hubside bench`.
+# llama-bench and llama-server (built once from the same llama-cpp-python source, cached) beside
+# `hubside bench` and `hubside serve`.
 bench: sysdeps $(STAMP)
 	@sh packaging/sysdeps.sh bench
 	LLAMA_FLAGS="$(LLAMA_FLAGS)" $(BIN)/python -m bench.run
+	LLAMA_FLAGS="$(LLAMA_FLAGS)" $(BIN)/python -m bench.server
 	QT_QPA_PLATFORM=$${QT_QPA_PLATFORM:-offscreen} $(BIN)/python -m bench.gui_heartbeat
 	$(BIN)/python -m bench.downloads
 	$(BIN)/python -m bench.compare
