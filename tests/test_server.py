@@ -262,3 +262,65 @@ def test_a_full_queue_is_429_and_a_model_that_cannot_load_is_503(
     _record(server, lambda r: r.finish_reason == "stopped")
     # The server stays up and answers the next request.
     assert _post(server, "/completions", {**body, "stream": False, "max_tokens": 2}).status_code == 200
+
+
+@pytest.mark.real_model
+def test_json_schema_output_parses_and_matches(serve: Serve, smollm2_path: Path) -> None:
+    server = serve(smollm2_path)
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "population": {"type": "integer"}},
+        "required": ["city", "population"],
+        "additionalProperties": False,
+    }
+    reply = _client(server).chat.completions.create(
+        model=str(smollm2_path),
+        messages=[SYSTEM, {"role": "user", "content": "Describe Paris as JSON."}],
+        temperature=0,
+        max_tokens=80,
+        response_format={"type": "json_schema", "json_schema": {"name": "city", "schema": schema}},
+    )
+    value = json.loads(reply.choices[0].message.content or "")
+    assert set(value) == {"city", "population"}
+    assert isinstance(value["city"], str) and isinstance(value["population"], int)
+    loose = _client(server).chat.completions.create(
+        model=str(smollm2_path),
+        messages=[SYSTEM, {"role": "user", "content": "Give me a JSON object about France."}],
+        temperature=0,
+        max_tokens=60,
+        response_format={"type": "json_object"},
+    )
+    assert loose.choices[0].finish_reason == "stop"  # a grammar-complete object ends the reply
+    assert isinstance(json.loads(loose.choices[0].message.content or ""), dict)
+
+
+def test_embeddings_float_and_base64(serve: Serve, tiny_model: Path) -> None:
+    server = serve(tiny_model)
+    client = _client(server)
+    done = client.embeddings.create(model=str(tiny_model), input=["hello", "world"])  # the client asks base64
+    assert [row.index for row in done.data] == [0, 1]
+    for row in done.data:
+        assert abs(sum(x * x for x in row.embedding) - 1) < 1e-3
+    as_floats = _post(server, "/embeddings", {"model": str(tiny_model), "input": "hello"}).json()
+    first = as_floats["data"][0]["embedding"]
+    assert max(abs(a - b) for a, b in zip(first, done.data[0].embedding, strict=True)) < 1e-5
+    assert as_floats["usage"]["prompt_tokens"] > 0
+    assert _error(_post(server, "/embeddings", {"model": str(tiny_model), "input": [1, 2]}), 400)
+
+
+def test_an_idle_model_is_unloaded_and_loads_again(tiny_model: Path) -> None:
+    paths = AppPaths.from_env().ensure()
+    options = HostOptions(n_ctx=256, n_threads=2, idle_s=0.5)
+    server = Server(paths, Catalog(lambda: [], [tiny_model]), Address("127.0.0.1", 0), options, KEY).start()
+    try:
+        client = _client(server)
+        client.completions.create(model=str(tiny_model), prompt="Hi", max_tokens=2)
+        assert server.host.loaded_models() == [tiny_model]
+        deadline = time.monotonic() + 10
+        while server.host.loaded_models() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert server.host.loaded_models() == []
+        again = client.completions.create(model=str(tiny_model), prompt="Hi", max_tokens=2)
+        assert again.usage is not None and again.usage.completion_tokens == 2
+    finally:
+        server.stop()
