@@ -1,14 +1,10 @@
 """Which byte ranges of one `.part` are on disk, and which connection fetches which range next.
 
 The file is cut into segments that tile it exactly, [start, end) each, with `done` bytes from its start on
-disk. A new file is cut into pieces, about 8 per connection (as hf_transfer fetches 10 MB chunks in
-order): a connection takes the first piece nobody holds, so the contiguous prefix, which alone can be
-hashed, trails the bytes fetched by about one piece per connection (with one segment per connection the
-hasher would get 7/8 of the file only once its last byte came). When no piece is left a connection steals
-the upper half of the largest one still being fetched (work stealing, as aria2 does), so that fast
-connections never sit idle while a slow one has a large part left. The rows go to the jobs database (at
-most once a second, and on stop), so that a resume after a drop, a restart or a kill -9 fetches only the
-bytes that are missing.
+disk. A connection takes a segment nobody holds; when none is left it steals the upper half of the largest
+one still being fetched (work stealing, as aria2 does), so that fast connections never sit idle while a
+slow one has most of the file. The rows go to the jobs database (at most once a second, and on stop), so
+that a resume after a drop, a restart or a kill -9 fetches only the bytes that are missing.
 """
 
 from __future__ import annotations
@@ -18,9 +14,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 MIN_STEAL_BYTES = 1 << 20  # a steal leaves each half at least this long: smaller is not worth a request
-PIECES_PER_CONNECTION = 8
-MIN_PIECE_BYTES = 4 << 20  # each piece costs a request (a round trip of idle line on a real network)
-MAX_PIECE_BYTES = 64 << 20  # and a row in the jobs database: a 70 GB file has about 1,100
 
 
 class SegmentStore(Protocol):
@@ -54,17 +47,6 @@ class Plan:
         self.size = size
         self.lock = threading.Condition()
         self.segments = [Segment(s, e, d) for s, e, d in rows] if rows else [Segment(0, size)]
-
-    @classmethod
-    def pieces(cls, size: int, connections: int, on_disk: int = 0) -> Plan:
-        """A new plan: the `on_disk` bytes from 0 as one finished segment, the rest in pieces for
-        `connections` connections (one segment when there is one connection)."""
-        piece = size
-        if connections > 1:
-            piece = min(MAX_PIECE_BYTES, max(MIN_PIECE_BYTES, size // (connections * PIECES_PER_CONNECTION)))
-        rows = [(0, on_disk, on_disk)] if on_disk else []
-        rows += [(start, min(start + piece, size), 0) for start in range(on_disk, size, piece)]
-        return cls(size, rows)
 
     @staticmethod
     def valid_rows(rows: list[tuple[int, int, int]], size: int, on_disk: int) -> bool:

@@ -253,11 +253,7 @@ class _Fetch:
             _truncate(self.part, 0)
             on_disk = 0
         # No rows: a part written from byte 0 on (one connection, or cut back to its prefix).
-        return None, self._new_plan(on_disk)
-
-    def _new_plan(self, on_disk: int = 0) -> Plan:
-        size = self.remote.size
-        return Plan.pieces(size, self.transfer.connections if size >= MIN_SEGMENTED_BYTES else 1, on_disk)
+        return None, Plan(self.remote.size, [(0, self.remote.size, on_disk)] if on_disk else None)
 
     def _save(self) -> None:
         if self.transfer.segment_store is not None:
@@ -278,7 +274,7 @@ class _Fetch:
                 reason = self.restart_reason or "the file changed"
                 log.info("%s: %s: every segment starts over", self.target.name, reason)
                 restarts = _failed(self.transfer, restarts, reason, None, self._sleep)
-                self.etag, self.plan = None, self._new_plan()
+                self.etag, self.plan = None, Plan(self.remote.size)
                 _truncate(self.part, 0)
                 self._save()
         except ChecksumMismatch:
