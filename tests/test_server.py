@@ -147,6 +147,37 @@ def test_eight_clients_at_once_are_all_answered(serve: Serve, tiny_model: Path) 
     for thread in threads:
         thread.join(120)
     assert len(answers) == 8 and all(0 < n <= 12 for n in answers)
+    widest = max(r.widest_batch for r in server.requests.records)
+    print(f"widest batch {widest}")
+    assert widest > 1  # replies were decoded together, not one after another
+
+
+def test_waiting_requests_are_admitted_first_come_first_served(serve: Serve, tiny_model: Path) -> None:
+    server = serve(tiny_model)  # one in flight at a time
+    model = str(tiny_model)
+    holder = requests.post(
+        server.base_url + "/completions",
+        json={"model": model, "prompt": "A long story", "max_tokens": 400, "stream": True},
+        headers={"Authorization": f"Bearer {KEY}"},
+        stream=True,
+        timeout=60,
+    )
+    next(holder.iter_lines())
+    finished: list[int] = []
+
+    def ask(n: int) -> None:
+        _post(server, "/completions", {"model": model, "prompt": f"Hi {n}", "max_tokens": 2})
+        finished.append(n)
+
+    threads = []
+    for n in range(4):
+        threads.append(threading.Thread(target=ask, args=(n,)))
+        threads[-1].start()
+        time.sleep(0.3)  # each is queued before the next arrives
+    holder.close()
+    for thread in threads:
+        thread.join(60)
+    assert finished == [0, 1, 2, 3]
 
 
 def test_a_client_that_disconnects_mid_stream_stops_its_generation(serve: Serve, tiny_model: Path) -> None:
@@ -163,6 +194,7 @@ def test_a_client_that_disconnects_mid_stream_stops_its_generation(serve: Serve,
     connection.sock.close()  # type: ignore[union-attr]
     connection.close()
     record = _record(server, lambda r: r.finish_reason != "" or r.status != 200)
+    print(f"stopped after {record.completion_tokens} tokens, {time.monotonic() - left:.3f} s after the close")
     assert record.status == 499 and record.finish_reason == "stopped"
     assert record.completion_tokens < 400
     assert time.monotonic() - left < 5

@@ -61,6 +61,7 @@ class RequestRecord:
     ttft_ms: float = 0.0
     tokens_per_s: float = 0.0
     duration_ms: float = 0.0
+    widest_batch: int = 0  # the most replies one of this reply's decodes carried (continuous batching)
 
 
 @dataclass
@@ -335,6 +336,7 @@ class Api:
                 round(stats.ttft_ms, 2) if stats else 0.0,
                 round(stats.tokens_per_s, 2) if stats else 0.0,
                 round((time.perf_counter() - started) * 1000, 2),
+                stats.widest_batch if stats else 0,
             )
         )
 
