@@ -193,3 +193,46 @@ def test_tokens_per_second_of_one_and_of_four_sequences(smollm2_path: Path, n_pa
     print(
         f"{n_parallel} sequence(s): {tokens / wall:.1f} tokens/s aggregate ({tokens} tokens in {wall:.2f} s)"
     )
+
+
+def test_the_memory_check_counts_the_kv_cells_of_every_sequence(tiny_model: Path) -> None:
+    from app.runtime.memory import estimate, free_ram
+    from app.runtime.preflight import check_load
+
+    header = read_header(tiny_model)
+    per_token = estimate(header, 2, "f16", "f16").kv_cache - estimate(header, 1, "f16", "f16").kv_cache
+    n_ctx = free_ram() // (3 * per_token)  # a third of the free memory for one sequence's cache
+    check_load(LoadParams(tiny_model, n_ctx=n_ctx))  # fits
+    with pytest.raises(AppError) as refused:
+        check_load(LoadParams(tiny_model, n_ctx=n_ctx, n_parallel=4))  # four of them do not
+    assert "GB" in refused.value.user_message
+
+
+def test_stopping_or_leaving_one_reply_leaves_the_others_running(tiny_model: Path) -> None:
+    with Engine(AppPaths.from_env().ensure()) as engine:
+        engine.load(LoadParams(tiny_model, n_ctx=512, n_batch=64, n_parallel=3))
+        stopped, left, kept = (_raw(engine, prompt, 300) for prompt in PROMPTS[:3])
+        tokens_at_stop = [0]
+
+        def stop_at_ten() -> object:
+            for event in engine.generate(stopped):
+                if isinstance(event, Piece) and not tokens_at_stop[0] and event.tokens >= 10:
+                    tokens_at_stop[0] = event.tokens
+                    engine.stop(stopped.request_id)
+                elif isinstance(event, Finished):
+                    return event.stats
+            return None
+
+        def leave_after_a_piece() -> object:
+            stream = engine.generate(left)
+            next(event for event in stream if isinstance(event, Piece))
+            stream.close()  # the caller stopped listening: its reply stops, no other
+            return "left"
+
+        results = _at_once([stop_at_ten, leave_after_a_piece, lambda: _reply(engine, kept)])
+    stats, gone, finished = results
+    assert isinstance(stats, ReplyStats) and stats.finish_reason == "stopped"
+    assert stats.completion_tokens <= tokens_at_stop[0] + 4  # pieces leave every 25 ms: a few tokens each
+    assert gone == "left"
+    assert isinstance(finished, tuple) and finished[1].finish_reason == "length"
+    assert finished[1].completion_tokens == 300

@@ -16,7 +16,10 @@ def check_load(params: LoadParams, *, force: bool = False) -> tuple[GGUFHeader, 
     n_ctx = params.context_for(header)
     gpu = params.n_gpu_layers != 0
     vram = free_vram() if gpu else None
-    need = estimate(header, n_ctx, params.type_k, params.type_v, gpu=gpu and vram is not None)
+    # every sequence has n_ctx cells of its own
+    need = estimate(
+        header, n_ctx * params.n_parallel, params.type_k, params.type_v, gpu=gpu and vram is not None
+    )
     n_gpu_layers = params.n_gpu_layers
     if n_gpu_layers is None and vram is not None:  # auto, where the GPU's free memory is known
         n_gpu_layers = gpu_layers_that_fit(need, header.block_count, vram)
