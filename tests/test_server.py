@@ -356,3 +356,23 @@ def test_an_idle_model_is_unloaded_and_loads_again(tiny_model: Path) -> None:
         assert again.usage is not None and again.usage.completion_tokens == 2
     finally:
         server.stop()
+
+
+def test_an_engine_crash_mid_stream_is_an_error_event_and_the_next_request_reloads(
+    serve: Serve, tiny_model: Path
+) -> None:
+    server = serve(tiny_model)
+    model = str(tiny_model)
+    body = {"model": model, "prompt": "A long story", "max_tokens": 100000, "stream": True}
+    stream = requests.post(server.base_url + "/completions", json=body, stream=True, timeout=60,
+                           headers={"Authorization": f"Bearer {KEY}"})  # fmt: skip
+    lines = stream.iter_lines()
+    next(lines)
+    engine = server.host._slots[tiny_model].engine  # the test reaches in to kill it, as an OOM kill would
+    assert engine is not None
+    engine.kill()
+    events = [json.loads(line[6:]) for line in lines if line.startswith(b"data: {")]
+    assert events[-1]["error"]["code"] == "model_unavailable"
+    assert "stopped unexpectedly" in events[-1]["error"]["message"]
+    again = _client(server).completions.create(model=model, prompt="Hi", max_tokens=2)
+    assert again.usage is not None and again.usage.completion_tokens == 2
