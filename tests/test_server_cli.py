@@ -3,6 +3,7 @@ library's models by id, and stops on Ctrl-C with no engine process left."""
 
 from __future__ import annotations
 
+import argparse
 import re
 import shutil
 import signal
@@ -13,10 +14,15 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 import requests
 
 from app.cli_models import library
+from app.cli_serve import _api_key
+from app.errors import AppError
 from app.paths import AppPaths
+from app.server.keys import server_key
+from tests.conftest import InMemoryKeyring
 
 
 def test_serve_prints_its_url_offers_the_library_and_stops_on_ctrl_c(tiny_model: Path) -> None:
@@ -57,3 +63,22 @@ def test_serve_prints_its_url_offers_the_library_and_stops_on_ctrl_c(tiny_model:
     key_file = paths.config_dir / "server-key"
     assert key_file.read_text().strip() == key[1]
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+
+
+def test_the_key_is_made_once_and_kept_in_the_keyring(memory_keyring: InMemoryKeyring) -> None:
+    key_file = AppPaths.from_env().ensure().config_dir / "server-key"
+    key, made = server_key(key_file)
+    assert made and key.startswith("hs-") and len(key) > 40
+    assert memory_keyring.passwords == {("hubside", "server-api-key"): key}  # not the Hub token's entry
+    assert not key_file.exists()  # a keyring is there: no file
+    assert server_key(key_file) == (key, False)
+
+
+def test_the_key_from_the_command_line_or_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    paths = AppPaths.from_env().ensure()
+    assert _api_key(argparse.Namespace(api_key="given", api_key_env=None), paths) == ("given", False)
+    monkeypatch.setenv("MY_KEY", "from-env")
+    assert _api_key(argparse.Namespace(api_key=None, api_key_env="MY_KEY"), paths) == ("from-env", False)
+    monkeypatch.delenv("MY_KEY")
+    with pytest.raises(AppError, match="MY_KEY"):
+        _api_key(argparse.Namespace(api_key=None, api_key_env="MY_KEY"), paths)
