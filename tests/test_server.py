@@ -376,3 +376,19 @@ def test_an_engine_crash_mid_stream_is_an_error_event_and_the_next_request_reloa
     assert "stopped unexpectedly" in events[-1]["error"]["message"]
     again = _client(server).completions.create(model=model, prompt="Hi", max_tokens=2)
     assert again.usage is not None and again.usage.completion_tokens == 2
+
+
+def test_a_client_that_leaves_before_a_whole_answer_stops_it_too(serve: Serve, tiny_model: Path) -> None:
+    server = serve(tiny_model)
+    body = {"model": str(tiny_model), "prompt": "Tell me a long story", "max_tokens": 100000}
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    connection.request("POST", "/v1/completions", json.dumps(body), headers)
+    while not server.host.loaded_models():
+        time.sleep(0.02)
+    time.sleep(0.1)  # generating now (a whole context takes a few seconds)
+    connection.sock.close()  # type: ignore[union-attr]
+    connection.close()
+    record = _record(server, lambda r: r.status != 200)
+    print(f"stopped after {record.completion_tokens} tokens")
+    assert record.status == 499 and record.finish_reason == "stopped"
