@@ -92,9 +92,18 @@ class _Slot:
         self.used_at = time.monotonic()
 
 
+SharedEngines = Callable[[Path], Engine | None]
+
+
 class ModelHost:
-    def __init__(self, paths: AppPaths, catalog: Catalog, options: HostOptions) -> None:
-        self.paths, self.catalog, self.options = paths, catalog, options
+    """`shared(path)` gives an engine someone else (the window's chat) has loaded with that model: requests
+    for it use that engine (queued FIFO inside it with the chat's) instead of a second copy of the weights;
+    the host never closes or unloads it."""
+
+    def __init__(
+        self, paths: AppPaths, catalog: Catalog, options: HostOptions, shared: SharedEngines = lambda p: None
+    ) -> None:
+        self.paths, self.catalog, self.options, self.shared = paths, catalog, options, shared
         self._slots: dict[Path, _Slot] = {}
         self._slots_lock = threading.Lock()
         self._closed = threading.Event()
@@ -156,6 +165,9 @@ class ModelHost:
                 slot.in_flight -= 1
 
     def _loaded(self, slot: _Slot) -> Engine:
+        shared = self.shared(slot.path)
+        if shared is not None:
+            return shared
         with slot.load_lock:
             if slot.engine is not None and slot.engine.alive and slot.engine.model is not None:
                 return slot.engine

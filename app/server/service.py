@@ -14,7 +14,7 @@ import uvicorn
 from app.errors import AppError, ErrorKind
 from app.paths import AppPaths
 from app.server.app import LOOPBACK_NAMES, RequestLog, ServerOptions, build_app
-from app.server.models import Catalog, HostOptions, ModelHost
+from app.server.models import Catalog, HostOptions, ModelHost, SharedEngines
 
 log = logging.getLogger(__name__)
 # Not 1234 (LM Studio), 11434 (Ollama), 1337 (Jan), 8080 (llama-server, LocalAI, llamafile), 5001
@@ -37,10 +37,10 @@ class Address:
 class Server:
     def __init__(
         self, paths: AppPaths, catalog: Catalog, address: Address, host_options: HostOptions, api_key: str,
-        cors_origins: tuple[str, ...] = (),
+        cors_origins: tuple[str, ...] = (), shared: SharedEngines = lambda p: None,
     ) -> None:  # fmt: skip
         self.address = address
-        self.host = ModelHost(paths, catalog, host_options)
+        self.host = ModelHost(paths, catalog, host_options, shared)
         self.requests = RequestLog()
         options = ServerOptions(api_key, check_host=address.loopback, cors_origins=cors_origins)
         config = uvicorn.Config(
