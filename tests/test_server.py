@@ -392,3 +392,21 @@ def test_a_client_that_leaves_before_a_whole_answer_stops_it_too(serve: Serve, t
     record = _record(server, lambda r: r.status != 200)
     print(f"stopped after {record.completion_tokens} tokens")
     assert record.status == 499 and record.finish_reason == "stopped"
+
+
+def test_a_queued_client_that_leaves_gives_up_its_place(serve: Serve, tiny_model: Path) -> None:
+    server = serve(tiny_model)
+    model = str(tiny_model)
+    body = {"model": model, "prompt": "A long story", "max_tokens": 100000, "stream": True}
+    holder = requests.post(server.base_url + "/completions", json=body, stream=True, timeout=60,
+                           headers={"Authorization": f"Bearer {KEY}"})  # fmt: skip
+    next(holder.iter_lines())
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    connection.request("POST", "/v1/completions", json.dumps(body), headers)
+    time.sleep(0.3)  # queued behind the holder
+    connection.sock.close()  # type: ignore[union-attr]
+    connection.close()
+    left = _record(server, lambda r: r.status == 499, timeout_s=3)  # while the holder still generates
+    assert left.finish_reason == "" and left.completion_tokens == 0  # it never reached the engine
+    holder.close()

@@ -14,10 +14,10 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -28,7 +28,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.errors import AppError
-from app.runtime.protocol import Finished, GenerateRequest, Notice, Piece
+from app.runtime.protocol import Event, Finished, GenerateRequest, Notice, Piece
 from app.server.errors import ApiError, bad_request, from_app_error
 from app.server.models import Cancelled, ModelHost, QueueFull
 from app.server.run import GenerationRun
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 MAX_BODY = 4 << 20  # bytes: a long chat is far below this
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "[::1]"})
 FINISH_REASONS = {"stop": "stop", "length": "length", "stopped": "stop"}
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,20 @@ async def _client_gone(request: Request) -> None:
         pass
 
 
+async def _unless_gone(request: Request, work: Awaitable[T]) -> asyncio.Future[T] | None:
+    """`work`, done (its result or exception inside), or None if the client disconnected first."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_client_gone(request))
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if task.done():
+        return task
+    task.cancel()
+    return None
+
+
 def _grammar(response_format: dict[str, Any] | None) -> str | None:
     if response_format is None:
         return None
@@ -215,37 +230,31 @@ class Api:
         run = GenerationRun(self.host, path, build).start()
         reply = _Reply(kind, asked.model, asked.include_usage)
         endpoint = request.url.path
-        if asked.stream:
-            events = run.events()
-            try:  # the first event decides the status: an error before any text is a plain error answer
-                first = await anext(events)
-            except BaseException as exc:
-                run.cancel()
-                raise self._api_error(exc, endpoint, asked.model, started) from None
-            body = self._stream(run, reply, first, events, endpoint, started)
-            return StreamingResponse(
-                body, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
-            )
-        collect = asyncio.ensure_future(self._collect(run, reply))
-        gone = asyncio.ensure_future(_client_gone(request))
-        try:
-            await asyncio.wait({collect, gone}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            gone.cancel()
-        if not collect.done():  # the client left: stop its reply, log what the engine says
+        events = run.events()
+        # Streamed, the first event decides the status (an error before any text is a plain error answer);
+        # not streamed, the whole reply. Either way a client that leaves meanwhile stops its reply.
+        work = await _unless_gone(request, anext(events) if asked.stream else self._collect(events, reply))
+        if work is None:
             run.cancel()
             await asyncio.to_thread(run.done.wait, 10)
             self._record(endpoint, asked.model, 499, run.finished, started)
             return Response(status_code=499)
         try:
-            finished = collect.result()
+            result = work.result()
         except BaseException as exc:
+            run.cancel()
             raise self._api_error(exc, endpoint, asked.model, started) from None
-        self._record(endpoint, asked.model, 200, finished, started)
-        return JSONResponse(reply.whole(finished))
+        if asked.stream:
+            body = self._stream(run, reply, result, events, endpoint, started)
+            return StreamingResponse(
+                body, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+            )
+        assert isinstance(result, Finished)
+        self._record(endpoint, asked.model, 200, result, started)
+        return JSONResponse(reply.whole(result))
 
-    async def _collect(self, run: GenerationRun, reply: _Reply) -> Finished:
-        async for event in run.events():
+    async def _collect(self, events: AsyncIterator[Event], reply: _Reply) -> Finished:
+        async for event in events:
             if isinstance(event, Piece):
                 reply.add(event)
             elif isinstance(event, Finished):
@@ -258,8 +267,8 @@ class Api:
         self,
         run: GenerationRun,
         reply: _Reply,
-        first: object,
-        events: AsyncIterator[object],
+        first: Event,
+        events: AsyncIterator[Event],
         endpoint: str,
         started: float,
     ) -> AsyncIterator[bytes]:
@@ -267,7 +276,7 @@ class Api:
         try:
             if reply.kind == "chat":
                 yield reply.sse(reply.chunk({"role": "assistant", "content": ""}))
-            event: object = first
+            event: Event = first
             while True:
                 if isinstance(event, Piece):
                     yield reply.sse(reply.piece_chunk(event))
