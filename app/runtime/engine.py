@@ -73,10 +73,10 @@ class EngineCrashed(AppError):
 
 
 class _Crash:
-    """Put into every waiting queue when the engine process ends."""
+    """Put into every waiting queue when the engine process `process` ends."""
 
-    def __init__(self, error: EngineCrashed) -> None:
-        self.error = error
+    def __init__(self, error: EngineCrashed, process: BaseProcess) -> None:
+        self.error, self.process = error, process
 
 
 Item = Event | _Crash
@@ -112,7 +112,6 @@ class Engine:
         )
         process.start()
         child.close()  # so that the engine's death reads as end-of-file here
-        self._control = queue.Queue()  # nothing of an earlier process is read as this one's
         self._conn, self._process, self.model = parent, process, None
         reader = threading.Thread(
             target=self._read, args=(parent, process), name="engine-reader", daemon=True
@@ -187,7 +186,7 @@ class Engine:
                 self._route(conn.recv())
         except (EOFError, OSError):
             conn.close()
-            crash = _Crash(self._crashed(process))
+            crash = _Crash(self._crashed(process), process)
             with self._routes_lock:
                 waiting = list(self._routes.values())
             for route in [*waiting, self._control]:
@@ -200,11 +199,15 @@ class Engine:
         (route or self._control).put(event)  # an abandoned reply's late events: the control queue skips them
 
     def _receive(self, route: queue.Queue[Item] | None = None) -> Event:
-        """The next event of `route` (the control queue by default); EngineCrashed if the engine died."""
-        item = (route or self._control).get()
-        if isinstance(item, _Crash):
-            raise item.error
-        return item
+        """The next event of `route` (the control queue by default); EngineCrashed if the engine died.
+        On the control queue, the crash of an earlier process (that nobody waited for) is skipped."""
+        process = self._process
+        while True:
+            item = (route or self._control).get()
+            if not isinstance(item, _Crash):
+                return item
+            if route is not None or item.process is process or process is None:
+                raise item.error
 
     def _crashed(self, process: BaseProcess | None) -> EngineCrashed:
         code = None
