@@ -1,0 +1,1 @@
+"""Models served elsewhere: OpenAI-compatible endpoints (llama-server, vLLM, Ollama, another Hubside)."""
