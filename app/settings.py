@@ -66,6 +66,8 @@ class Settings:
     window_geometry: str = ""  # Qt's saveGeometry(), base64
     server_idle_unload_minutes: float = 10.0  # `hubside serve` unloads a model nobody asked for this long
     server_cors_origins: list[str] = field(default_factory=list)  # web origins the server answers (CORS)
+    server_port: int = 8420  # the window's server (app.server.service.DEFAULT_PORT), used at its next start
+    server_parallel: int = 1  # requests the window's server decodes together per model
 
     def __post_init__(self) -> None:
         """Keep the download fields within their bounds, whatever the file said."""

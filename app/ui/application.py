@@ -7,6 +7,7 @@ import multiprocessing
 import sys
 import threading
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from importlib.resources import as_file, files
@@ -26,7 +27,7 @@ from app.errors import AppError, to_app_error
 from app.hub.client import HubClient, ModelDetails
 from app.hub.quants import Variant
 from app.hub.token import hub_token
-from app.library.scan import default_roots
+from app.library.scan import LibraryEntry, default_roots, scan
 from app.paths import AppPaths
 from app.runtime.engine import Engine
 from app.runtime.protocol import ChatMessage
@@ -40,12 +41,14 @@ from app.ui.downloads_page import DownloadsPage
 from app.ui.engine_bridge import EngineBridge
 from app.ui.main_window import MainWindow
 from app.ui.models_page import ModelsPage
+from app.ui.server_page import ServerPage
 from app.ui.settings_dialog import SettingsDialog, apply_theme
 from app.ui.single_instance import SingleInstance, claim
 from app.ui.welcome import WelcomeDialog
 
 if TYPE_CHECKING:
     from app.downloads.transfer import Transfer
+    from app.server.service import Server
 
 log = logging.getLogger(__name__)
 LIBRARY_SCAN_DELAY_MS = 300
@@ -64,6 +67,7 @@ class Services:
     jobs: JobStore
     comparisons: CompareStore
     compare_page: ComparePage | None = None  # its comparison and the thread that runs it
+    server_page: ServerPage | None = None  # the local API server, when it is on
 
     def close(self, timeout_s: float = QUIT_TIMEOUT_S) -> None:
         """Quit within `timeout_s` in every state: all is told to stop first, then each part is waited on
@@ -75,11 +79,15 @@ class Services:
             return max(0.0, deadline - reserve_s - time.monotonic())
 
         self.downloads.close(0)  # told to stop now, waited on below
+        if self.server_page is not None:
+            self.server_page.stop_server(0)  # told now; its streams on the chat's engine end with it
         page = self.compare_page
         if page is not None and page.comparison is not None:
             page.comparison.close(left(ENGINE_RESERVE_S))
         self.bridge.shutdown(left())
         compare_ended = _joined(page.worker if page else None, left())
+        if self.server_page is not None:
+            self.server_page.stop_server(left())
         downloads_ended = self.downloads.close(left())
         self.background.close(int(left() * 1000))
         for child in multiprocessing.active_children():  # an engine started while all this stopped
@@ -190,10 +198,13 @@ def build_window(paths: AppPaths, engine: Engine | None = None) -> tuple[MainWin
         window.show_conversation(conversation)
 
     compare = ComparePage(paths, comparisons, open_as_chat)
+    server = _server_page(paths, settings, bridge, background, models_dir, save)
+    services.server_page = server
     models.library_changed.connect(chat.set_library)
     models.library_changed.connect(compare.set_library)
     downloads_page.finished_one.connect(models.rescan)
     pages = {"discover": discover, "models": models, "downloads": downloads_page, "compare": compare}
+    pages["server"] = server
     window = MainWindow(chat, bridge, settings, settings_store, pages)
     window.closing.connect(compare.stop)  # at once; Services.close waits for it, within the quit's deadline
     services.compare_page = compare
@@ -239,6 +250,50 @@ def build_window(paths: AppPaths, engine: Engine | None = None) -> tuple[MainWin
             "new file was started."
         )
     return window, services
+
+
+def _server_page(
+    paths: AppPaths, settings: Settings, bridge: EngineBridge, background: Background,
+    models_dir: Callable[[], Path], save: Callable[[], None],
+) -> ServerPage:  # fmt: skip
+    """The Server page and what it starts: the server over the library, sharing the chat's engine."""
+    key_file = paths.config_dir / "server-key"
+
+    def shared_engine(path: Path) -> Engine | None:
+        """The chat's engine when it has this model loaded (it serves the chat and the server's requests,
+        FIFO): one copy of the weights."""
+        engine = bridge.engine
+        model = engine.model
+        if engine.alive and model is not None and model.path.resolve() == path.resolve():
+            return engine
+        return None
+
+    def open_server(host: str, port: int, key: str) -> Server:
+        from app.server.models import Catalog, HostOptions  # Starlette and uvicorn: at the first start
+        from app.server.service import Address, Server
+
+        def library() -> list[LibraryEntry]:
+            return scan(default_roots(models_dir(), settings.extra_model_dirs), settings.hidden_models)
+
+        options = HostOptions(
+            parallel=max(1, settings.server_parallel),
+            n_threads=settings.threads,
+            idle_s=settings.server_idle_unload_minutes * 60,
+        )
+        cors = tuple(settings.server_cors_origins)
+        return Server(paths, Catalog(library), Address(host, port), options, key, cors, shared_engine)
+
+    def read_key() -> str:
+        from app.server.keys import server_key
+
+        return server_key(key_file)[0]
+
+    def new_key() -> str:
+        from app.server.keys import regenerate_key
+
+        return regenerate_key(key_file)
+
+    return ServerPage(open_server, read_key, new_key, background, settings, save)
 
 
 def show_startup_error(exc: Exception) -> None:
