@@ -9,14 +9,17 @@ Lines, on SmolLM2 (chat, /v1/chat/completions) and Gemma 3 (a base model, /v1/co
   4 clients      aggregate completion tokens/s of 4 requests sent at once (llama-server -np 4, hubside
                  --parallel 4), the first request out to the last byte in
   first token    ms from a streamed request to its first chunk with content (one slot)
-Greedy sampling and a prompt that counts, so that a reply runs to max_tokens; `ignore_eos` is sent to each
-server that accepts it (llama-server does), and tokens are the replies' own `usage.completion_tokens`. Each
-prompt starts with a fresh number: no server reuses an earlier prompt's cache.
+Both get the same request bodies: greedy sampling and a prompt that counts, so that a reply runs long;
+`ignore_eos` only if both servers accept it (llama-server does; hubside refuses fields it does not know), and
+tokens are the replies' own `usage.completion_tokens`. Each prompt starts with a fresh number: no server
+reuses an earlier prompt's cache.
 Targets (issue 17): one client >= 0.95 x llama-server, 4 clients >= 0.9 x llama-server -np 4, first token
-within 10 ms of llama-server's.
+within 10 ms of llama-server's. A verdict is the median of the rounds' paired values (hubside / llama-server
+within a round, or hubside - llama-server for the first token), which a drift of a busy machine moves less
+than a ratio of medians; the table shows the medians.
 
-Run with `python -m bench.server [--rounds N] [--max-tokens N] [--quick]` (--quick: SmolLM2, 2 rounds);
-prints a table of medians and writes JSON to bench/results/server-<stamp>.json.
+Run with `python -m bench.server [--rounds N] [--max-tokens N] [--threads N] [--quick]` (--quick: SmolLM2,
+2 rounds); prints a table of medians and writes JSON to bench/results/server-<stamp>.json.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import json
 import os
 import platform
 import secrets
+import signal
 import statistics
 import subprocess
 import sys
@@ -76,7 +80,7 @@ class Server:
     port: int
     api_key: str
     stop: Callable[[], None]
-    ignore_eos: bool = True  # whether requests carry ignore_eos (probed at warm-up)
+    ignore_eos: bool = True  # whether requests carry ignore_eos (cleared when any server refuses it)
     completion_tokens: list[int] = field(default_factory=list)
 
     def headers(self) -> dict[str, str]:
@@ -181,15 +185,17 @@ def concurrent_clients(server: Server, bench_model: BenchModel, model: Path, max
     return sum(tokens for _, _, tokens in results) / wall
 
 
-def warm_up(server: Server, bench_model: BenchModel, model: Path) -> None:
-    """Load the model (hubside loads on the first request) and learn whether ignore_eos is accepted."""
-    answer = _send(server, _path(bench_model), _body(bench_model, model, server, 4, stream=False))
-    data = answer.read()
-    if answer.status == 400 and server.ignore_eos:
-        server.ignore_eos = False
-        warm_up(server, bench_model, model)
-    elif answer.status != 200:
-        raise RuntimeError(f"{server.name}: warm-up answered {answer.status} {data[:500]!r}")
+def warm_up(server: Server, bench_model: BenchModel, model: Path) -> bool:
+    """Load the model (hubside loads on the first request); whether the server accepts ignore_eos."""
+    for ignore_eos in (True, False):
+        server.ignore_eos = ignore_eos
+        answer = _send(server, _path(bench_model), _body(bench_model, model, server, 4, stream=False))
+        data = answer.read()
+        if answer.status == 200:
+            return ignore_eos
+        if answer.status != 400:
+            break
+    raise RuntimeError(f"{server.name}: warm-up answered {answer.status} {data[:500]!r}")
 
 
 # --- the servers -----------------------------------------------------------------------------------------
@@ -211,11 +217,12 @@ def hubside_available() -> bool:
 
 
 @contextmanager
-def hubside_server(home: Path, parallel: int, threads: int) -> Iterator[Server]:
-    """`hubside serve` on its own HUBSIDE_HOME; ready once /v1/models answers (the model loads later)."""
+def hubside_server(model: Path, home: Path, parallel: int, threads: int) -> Iterator[Server]:
+    """`hubside serve MODEL` (the request names it by its path) on its own HUBSIDE_HOME; ready once
+    /v1/models answers (the model loads on the first request: the warm-up's)."""
     key, port = secrets.token_urlsafe(16), llama_server.free_port()
     command = [sys.executable, "-m", "app", "serve", "--port", str(port), "--api-key", key]
-    command += ["--parallel", str(parallel), "--ctx", str(CTX), "--threads", str(threads)]
+    command += ["--parallel", str(parallel), "--ctx", str(CTX), "--threads", str(threads), str(model)]
     log = home / f"serve-{port}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -225,7 +232,7 @@ def hubside_server(home: Path, parallel: int, threads: int) -> Iterator[Server]:
 
     def stop() -> None:
         if process.poll() is None:
-            process.terminate()
+            process.send_signal(signal.SIGINT)  # as Ctrl-C: the server stops its engines on the way out
             try:
                 process.wait(timeout=15)
             except subprocess.TimeoutExpired:
@@ -276,13 +283,15 @@ def measure_model(
     ignore_eos: dict[str, bool] = {}
     tokens: dict[str, list[int]] = {}
     for parallel in (1, CLIENTS):
-        with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="bench-serve-") as home:
+        with ExitStack() as stack:
+            home = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-serve-"))  # removed last
             servers = [stack.enter_context(reference_server(model, parallel, threads))]
             if with_hubside:
-                servers.append(stack.enter_context(hubside_server(Path(home), parallel, threads)))
+                servers.append(stack.enter_context(hubside_server(model, Path(home), parallel, threads)))
             for server in servers:
-                warm_up(server, bench_model, model)
-                ignore_eos[server.name] = server.ignore_eos
+                ignore_eos[server.name] = warm_up(server, bench_model, model)
+            for server in servers:  # the same bodies to both
+                server.ignore_eos = all(ignore_eos.values())
             if parallel == 1:
                 lines["one client"] = _alternate(
                     servers, rounds, lambda s: one_client(s, bench_model, model, max_tokens)
@@ -307,21 +316,37 @@ def measure_model(
         "runs": lines,
         "ignore_eos": ignore_eos,
         "completion_tokens_median": {name: statistics.median(t) for name, t in tokens.items() if t},
-        "targets": _verdicts(medians) if with_hubside else [],
+        "targets": _verdicts(lines) if with_hubside else [],
     }
 
 
-def _verdicts(medians: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
+def _verdicts(lines: dict[str, dict[str, list[float]]]) -> list[dict[str, Any]]:
+    """Each target on the median of the rounds' paired values, with their range."""
     verdicts = []
     for line, factor in TARGETS:
-        ratio = medians[line]["hubside"] / medians[line]["llama-server"]
-        verdicts.append(
-            {"line": line, "target": f">= {factor} x", "value": round(ratio, 2), "met": ratio >= factor}
+        runs = lines[line]
+        ratios = [ours / ref for ours, ref in zip(runs["hubside"], runs["llama-server"], strict=True)]
+        verdicts.append(_verdict(line, f">= {factor} x", ratios, statistics.median(ratios) >= factor))
+    first = lines["first token"]
+    over = [ours - ref for ours, ref in zip(first["hubside"], first["llama-server"], strict=True)]
+    verdicts.append(
+        _verdict(
+            "first token", f"<= +{TTFT_MARGIN_MS:.0f} ms", over, statistics.median(over) <= TTFT_MARGIN_MS
         )
-    over = medians["first token"]["hubside"] - medians["first token"]["llama-server"]
-    verdicts.append({"line": "first token", "target": f"<= +{TTFT_MARGIN_MS:.0f} ms", "value": round(over, 1),
-                     "met": over <= TTFT_MARGIN_MS})  # fmt: skip
+    )
     return verdicts
+
+
+def _verdict(line: str, target: str, paired: list[float], met: bool) -> dict[str, Any]:
+    value, low, high = (round(v, 2) for v in (statistics.median(paired), min(paired), max(paired)))
+    return {
+        "line": line,
+        "target": target,
+        "value": value,
+        "range": [low, high],
+        "paired": paired,
+        "met": met,
+    }
 
 
 def print_table(results: dict[str, Any]) -> None:
@@ -342,15 +367,15 @@ def print_table(results: dict[str, Any]) -> None:
         for row in results["models"]:
             for verdict in row["targets"]:
                 met = "yes" if verdict["met"] else "NO"
-                value = (
-                    f"{verdict['value']:+.1f} ms"
-                    if verdict["line"] == "first token"
-                    else f"{verdict['value']} x"
-                )
+                low, high = verdict["range"]
+                if verdict["line"] == "first token":
+                    value = f"{verdict['value']:+.1f} ms ({low:+.1f} to {high:+.1f})"
+                else:
+                    value = f"{verdict['value']} x ({low} to {high})"
                 print(f"| {row['model']} | {verdict['line']}: {verdict['target']} | {value} | {met} |")
     for row in results["models"]:
         print(f"{row['model']}: completion tokens per reply {row['completion_tokens_median']}, "
-              f"ignore_eos accepted {row['ignore_eos']}")  # fmt: skip
+              f"ignore_eos accepted {row['ignore_eos']} (sent only when all accept it)")  # fmt: skip
     for note in results["notes"]:
         print(f"note: {note}")
 
@@ -359,6 +384,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5, help="rounds per line (default 5)")
     parser.add_argument("--max-tokens", type=int, default=128, help="tokens per reply (default 128)")
+    parser.add_argument("--threads", type=int, help="threads of both servers (default: physical cores)")
     parser.add_argument("--quick", action="store_true", help="SmolLM2 only, 2 rounds")
     parser.add_argument("--reference-only", action="store_true", help="llama-server alone")
     args = parser.parse_args()
@@ -367,7 +393,7 @@ def main() -> int:
     notes = (
         [] if with_hubside or args.reference_only else ["`hubside serve` not available: llama-server only"]
     )
-    rounds, threads = (2 if args.quick else args.rounds), physical_cores()
+    rounds, threads = (2 if args.quick else args.rounds), args.threads or physical_cores()
     chosen = MODELS[:1] if args.quick else MODELS
     rows = [measure_model(m, with_hubside, rounds, args.max_tokens, threads) for m in chosen]
     results = {
