@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,8 @@ from typing import Any
 from app.compare.store import file_sha256
 from app.errors import AppError, ErrorKind, to_app_error
 from app.paths import AppPaths
+from app.remote.endpoints import RemoteModel
+from app.remote.engine import RemoteEngine
 from app.runtime.engine import Engine
 from app.runtime.memory import MemoryEstimate, estimate, free_ram
 from app.runtime.preflight import check_load
@@ -25,6 +27,7 @@ from app.runtime.protocol import (
     ChatMessage,
     Finished,
     GenerateRequest,
+    LoadedModel,
     LoadParams,
     Notice,
     Piece,
@@ -35,6 +38,7 @@ from app.units import gb
 FAIR, PARALLEL = "fair", "parallel"
 MIN_MODELS, MAX_MODELS = 2, 4
 KILL_RESERVE_S = 0.5  # of a close's time: what is kept for killing engines that have not stopped
+ModelSpec = LoadParams | RemoteModel  # a local file, or a model served elsewhere
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,7 @@ class CompareSettings:
 class Column:
     """One model's side of the comparison: its conversation so far and the last turn's numbers."""
 
-    params: LoadParams
+    params: ModelSpec
     messages: list[ChatMessage] = field(default_factory=list)
     text: str = ""
     reasoning: str = ""  # a reasoning model's thinking, apart from its answer
@@ -92,7 +96,7 @@ class Comparison:
     def __init__(
         self,
         paths: AppPaths,
-        columns: list[LoadParams],
+        columns: Sequence[ModelSpec],
         settings: CompareSettings,
         sha256: Callable[[Path], str] = file_sha256,  # CompareStore.sha256: hashed once per file version
     ) -> None:
@@ -103,7 +107,7 @@ class Comparison:
         self.columns = [Column(params) for params in columns]
         self.stopping = threading.Event()
         self.closed = False  # quitting: no engine starts any more
-        self._engines: dict[int, Engine] = {}
+        self._engines: dict[int, Engine | RemoteEngine] = {}
         self._lock = threading.Lock()
         self._engines_ended = threading.Condition(self._lock)
         self.turns: list[list[dict[str, Any]]] = [[] for _ in columns]  # per column: prompt, text, metrics
@@ -115,8 +119,9 @@ class Comparison:
         every turn's prompt, text, metrics and error."""
         for column in self.columns:
             path = column.params.model_path
-            if path not in self._sha256:
-                self._sha256[path] = self._hash(path)
+            if path not in self._sha256:  # a remote model has no file of ours to hash
+                is_local = isinstance(column.params, LoadParams)
+                self._sha256[path] = self._hash(path) if is_local else ""
         sampling = self.settings.sampling
         return {
             "settings": {
@@ -132,7 +137,7 @@ class Comparison:
                 {
                     "model": column.name or column.params.model_path.name,
                     "quant": column.quant,
-                    "path": str(column.params.model_path),
+                    "path": _where(column.params),
                     "sha256": self._sha256[column.params.model_path],
                     "turns": turns,
                 }
@@ -144,8 +149,12 @@ class Comparison:
         """Refuse a parallel run the memory estimate says cannot fit (all models loaded together)."""
         needs: list[MemoryEstimate] = []
         for column in self.columns:
+            if not isinstance(column.params, LoadParams):
+                continue  # served elsewhere: takes no memory here
             header, params = check_load(column.params, force=True)
             needs.append(estimate(header, params.n_ctx or 0, params.type_k, params.type_v))
+        if not needs:
+            return
         total = sum(n.weights + n.kv_cache for n in needs) + max(n.margin for n in needs) * len(needs)
         free = free_ram() if available is None else available
         if total > free:
@@ -215,7 +224,7 @@ class Comparison:
 
     def _answer(self, index: int, listener: Listener) -> None:
         column = self.columns[index]
-        engine = Engine(self.paths)
+        engine = _engine_for(column.params, self.paths)
         with self._lock:
             if self.closed:
                 return
@@ -223,7 +232,7 @@ class Comparison:
         try:
             column.state = "loading"
             listener(index, column)
-            model = engine.load(column.params)
+            model = _load(engine, column.params)
             column.name, column.quant, column.load_ms = model.name, model.quant, model.load_ms
             column.state = "answering"
             listener(index, column)
@@ -272,3 +281,20 @@ class Comparison:
                 self._engines.pop(index, None)
                 self._engines_ended.notify_all()
             listener(index, column)
+
+
+def _engine_for(spec: ModelSpec, paths: AppPaths) -> Engine | RemoteEngine:
+    """The one place a column's model becomes an engine: a process of ours, or a remote endpoint."""
+    return RemoteEngine(spec) if isinstance(spec, RemoteModel) else Engine(paths)
+
+
+def _load(engine: Engine | RemoteEngine, spec: ModelSpec) -> LoadedModel:
+    if isinstance(engine, RemoteEngine):
+        return engine.load()  # checks that the endpoint offers the model
+    assert isinstance(spec, LoadParams)
+    return engine.load(spec)
+
+
+def _where(spec: ModelSpec) -> str:
+    """A saved run's path of a model: its file, or `remote:NAME/MODEL_ID` exactly (a Path folds '//')."""
+    return spec.label if isinstance(spec, RemoteModel) else str(spec.model_path)

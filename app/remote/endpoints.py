@@ -52,6 +52,11 @@ class RemoteModel:
     def label(self) -> str:
         return f"{PREFIX}{self.endpoint.name}/{self.model_id}"
 
+    @property
+    def model_path(self) -> Path:
+        """The label where a local model's path would be (lists, saved runs): never a file to open."""
+        return Path(self.label)
+
 
 def base_url(url: str) -> str:
     """`url` as an OpenAI base URL (…/v1); only http(s) with a host."""
