@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from app import __version__
 from app.cli_compare import add_compare_command, compare_command
+from app.cli_endpoints import add_endpoints_commands, endpoints_command
 from app.cli_hub import add_hub_commands, search_command, show_command
 from app.cli_models import add_model_commands, ls_command, pull_command, rm_command
 from app.cli_runtime import add_commands, bench_command, run_command
@@ -37,6 +38,7 @@ def _build_parser() -> argparse.ArgumentParser:
     add_model_commands(commands)
     add_compare_command(commands)
     add_serve_command(commands)
+    add_endpoints_commands(commands)
     return parser
 
 
@@ -79,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "show":
             return show_command(args, paths)
         commands = {"pull": pull_command, "ls": ls_command, "rm": rm_command, "compare": compare_command,
-                    "serve": serve_command}  # fmt: skip
+                    "serve": serve_command, "endpoints": endpoints_command}  # fmt: skip
         if args.command in commands:
             return commands[args.command](args, paths)
         from app.ui.application import run_window  # Qt is loaded only when a window is wanted
