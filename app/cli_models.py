@@ -126,14 +126,17 @@ def pull_command(args: argparse.Namespace, paths: AppPaths) -> int:
                     connections=args.connections or settings.download_connections,
                     limiter=Bandwidth(mbps_to_rate(limit)),  # this pull's own: one per process
                 )
+                began = time.monotonic()
                 targets = pull(store, models_dir, job, transfer, progress)
+                download_s = time.monotonic() - began  # the Hub's answer in hand to the files renamed
         finally:
             store.close()
     finally:
         if shown:
             print(file=sys.stderr)
     if args.json:
-        result = {"repo": details.id, "revision": details.sha, "variant": variant.label, "size": total}
+        result = {"repo": details.id, "revision": details.sha, "variant": variant.label, "size": total,
+                  "download_s": round(download_s, 3)}  # fmt: skip
         print(json.dumps(result | {"path": str(targets[0]), "files": [str(t) for t in targets]}))
     else:
         print(targets[0])
