@@ -19,6 +19,7 @@ from app.paths import AppPaths
 from app.server.app import RequestRecord
 from app.server.models import Catalog, HostOptions
 from app.server.service import Address, Server
+from tests.conftest import TinyModelFactory
 
 KEY = "test-key-0123456789"
 SYSTEM = {"role": "system", "content": "You are a helpful assistant."}
@@ -31,9 +32,11 @@ def serve() -> Iterator[Serve]:
     """`serve(*files, parallel=1, queue=64, cors=())`: a server on a free loopback port, offering `files`."""
     started: list[Server] = []
 
-    def start(*files: Path, parallel: int = 1, queue: int = 64, cors: tuple[str, ...] = ()) -> Server:
+    def start(
+        *files: Path, parallel: int = 1, queue: int = 64, cors: tuple[str, ...] = (), n_ctx: int = 1024
+    ) -> Server:
         paths = AppPaths.from_env().ensure()
-        options = HostOptions(parallel=parallel, queue=queue, n_ctx=1024, n_threads=2)
+        options = HostOptions(parallel=parallel, queue=queue, n_ctx=n_ctx, n_threads=2)
         server = Server(paths, Catalog(lambda: [], files), Address("127.0.0.1", 0), options, KEY, cors)
         started.append(server.start())
         return server
@@ -162,7 +165,8 @@ def test_waiting_requests_are_admitted_first_come_first_served(serve: Serve, tin
         stream=True,
         timeout=60,
     )
-    next(holder.iter_lines())
+    lines = holder.iter_lines()  # kept: urllib3 closes the connection when this iterator is collected
+    next(lines)
     finished: list[int] = []
 
     def ask(n: int) -> None:
@@ -175,6 +179,7 @@ def test_waiting_requests_are_admitted_first_come_first_served(serve: Serve, tin
         threads[-1].start()
         time.sleep(0.3)  # each is queued before the next arrives
     holder.close()
+    del lines
     for thread in threads:
         thread.join(60)
     assert finished == [0, 1, 2, 3]
@@ -288,9 +293,11 @@ def test_a_full_queue_is_429_and_a_model_that_cannot_load_is_503(
     busy = requests.post(server.base_url + "/completions", json=body, stream=True, timeout=60,
                          headers={"Authorization": f"Bearer {KEY}"})  # fmt: skip
     assert busy.status_code == 200
-    next(busy.iter_lines())  # it holds the one place
+    lines = busy.iter_lines()  # kept: urllib3 closes the connection when this iterator is collected
+    next(lines)  # it holds the one place
     assert _error(_post(server, "/completions", {**body, "stream": False}), 429)["code"] == "queue_full"
     busy.close()
+    del lines
     _record(server, lambda r: r.finish_reason == "stopped")
     # The server stays up and answers the next request.
     assert _post(server, "/completions", {**body, "stream": False, "max_tokens": 2}).status_code == 200
@@ -394,13 +401,17 @@ def test_a_client_that_leaves_before_a_whole_answer_stops_it_too(serve: Serve, t
     assert record.status == 499 and record.finish_reason == "stopped"
 
 
-def test_a_queued_client_that_leaves_gives_up_its_place(serve: Serve, tiny_model: Path) -> None:
-    server = serve(tiny_model)
+def test_a_queued_client_that_leaves_gives_up_its_place(
+    serve: Serve, tiny_model_factory: TinyModelFactory
+) -> None:
+    tiny_model = tiny_model_factory(context_length=8192)
+    server = serve(tiny_model, n_ctx=8192)  # the holder goes on for seconds, whatever the machine
     model = str(tiny_model)
     body = {"model": model, "prompt": "A long story", "max_tokens": 100000, "stream": True}
     holder = requests.post(server.base_url + "/completions", json=body, stream=True, timeout=60,
                            headers={"Authorization": f"Bearer {KEY}"})  # fmt: skip
-    next(holder.iter_lines())
+    lines = holder.iter_lines()  # kept: urllib3 closes the connection when this iterator is collected
+    next(lines)
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
     headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
     connection.request("POST", "/v1/completions", json.dumps(body), headers)
@@ -410,3 +421,4 @@ def test_a_queued_client_that_leaves_gives_up_its_place(serve: Serve, tiny_model
     left = _record(server, lambda r: r.status == 499, timeout_s=3)  # while the holder still generates
     assert left.finish_reason == "" and left.completion_tokens == 0  # it never reached the engine
     holder.close()
+    del lines
