@@ -11,10 +11,7 @@ from typing import Any
 from app.cli_models import library
 from app.errors import AppError, ErrorKind
 from app.paths import AppPaths
-from app.server.keys import server_key
-from app.server.models import Catalog, HostOptions
-from app.server.service import DEFAULT_PORT, Address, Server
-from app.settings import DEFAULT_CONTEXT, SettingsStore
+from app.settings import DEFAULT_CONTEXT, DEFAULT_SERVER_PORT, SettingsStore
 
 
 def add_serve_command(commands: Any) -> None:
@@ -29,7 +26,9 @@ def add_serve_command(commands: Any) -> None:
     serve.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: this machine only)"
     )
-    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})")
+    serve.add_argument(
+        "--port", type=int, default=DEFAULT_SERVER_PORT, help=f"port (default: {DEFAULT_SERVER_PORT})"
+    )
     key = serve.add_mutually_exclusive_group()
     key.add_argument("--api-key", metavar="KEY", help="the key clients must send (default: the kept one)")
     key.add_argument("--api-key-env", metavar="VAR", help="read the key from this environment variable")
@@ -64,10 +63,16 @@ def _api_key(args: argparse.Namespace, paths: AppPaths) -> tuple[str, bool]:
                 ErrorKind.BAD_INPUT, f"The environment variable {args.api_key_env} is empty or unset."
             )
         return key, False
+    from app.server.keys import server_key
+
     return server_key(paths.config_dir / "server-key")[0], True
 
 
 def serve_command(args: argparse.Namespace, paths: AppPaths) -> int:
+    # Here, not at the top: uvicorn and Starlette cost every other command 0.1-0.2 s of start-up.
+    from app.server.models import Catalog, HostOptions
+    from app.server.service import Address, Server
+
     for model in args.models:
         if not model.is_file():
             raise AppError(ErrorKind.NOT_FOUND, f"No such model file: {model}")

@@ -35,6 +35,11 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 LOCK_WAIT_S = 2.0  # how long a writer waits for another process's change of the settings
 DEFAULT_CONTEXT = 8192  # tokens: the setting's default and the cap on an automatic context
+# The server's port. Not 1234 (LM Studio), 11434 (Ollama), 1337 (Jan), 8080 (llama-server, LocalAI,
+# llamafile), 5001 (koboldcpp), 8000 (vLLM), 5000/7860 (text-generation-webui), 4891 (GPT4All), 4000
+# (LiteLLM), 8188 (ComfyUI), 8888 (Jupyter), 8765 (AnkiConnect); 8420 is in no list of theirs, nor in
+# /etc/services.
+DEFAULT_SERVER_PORT = 8420
 MAX_CONNECTIONS = 16  # per file: more gains nothing on a home line and burdens the CDN
 
 # schema_version N -> function turning a version-N dict into a version-(N+1) dict.
@@ -66,7 +71,7 @@ class Settings:
     window_geometry: str = ""  # Qt's saveGeometry(), base64
     server_idle_unload_minutes: float = 10.0  # `hubside serve` unloads a model nobody asked for this long
     server_cors_origins: list[str] = field(default_factory=list)  # web origins the server answers (CORS)
-    server_port: int = 8420  # the window's server (app.server.service.DEFAULT_PORT), used at its next start
+    server_port: int = DEFAULT_SERVER_PORT  # the window's server, used at its next start
     server_parallel: int = 1  # requests the window's server decodes together per model
 
     def __post_init__(self) -> None:

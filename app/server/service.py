@@ -15,19 +15,16 @@ from app.errors import AppError, ErrorKind
 from app.paths import AppPaths
 from app.server.app import LOOPBACK_NAMES, RequestLog, ServerOptions, build_app
 from app.server.models import Catalog, HostOptions, ModelHost, SharedEngines
+from app.settings import DEFAULT_SERVER_PORT
 
 log = logging.getLogger(__name__)
-# Not 1234 (LM Studio), 11434 (Ollama), 1337 (Jan), 8080 (llama-server, LocalAI, llamafile), 5001
-# (koboldcpp), 8000 (vLLM), 5000/7860 (text-generation-webui), 4891 (GPT4All), 4000 (LiteLLM), 8188
-# (ComfyUI), 8888 (Jupyter), 8765 (AnkiConnect); 8420 is in no list of theirs, nor in /etc/services.
-DEFAULT_PORT = 8420
 GRACEFUL_S = 3  # a stream still open at shutdown is cut after this
 
 
 @dataclass(frozen=True)
 class Address:
     host: str = "127.0.0.1"
-    port: int = DEFAULT_PORT
+    port: int = DEFAULT_SERVER_PORT
 
     @property
     def loopback(self) -> bool:
