@@ -10,16 +10,19 @@ from pathlib import Path
 from typing import Any
 
 from app.cli_models import resolve_model
-from app.compare.runner import FAIR, PARALLEL, Column, CompareSettings, Comparison
+from app.compare.runner import FAIR, PARALLEL, Column, CompareSettings, Comparison, ModelSpec, model_where
 from app.compare.store import CompareStore
 from app.paths import AppPaths
+from app.remote.endpoints import endpoint_store, split_remote
 from app.runtime.protocol import LoadParams, SamplingParams
 from app.units import gb
 
 
 def add_compare_command(commands: Any) -> None:
     compare = commands.add_parser("compare", help="the same prompt through 2 to 4 models, side by side")
-    compare.add_argument("models", nargs="+", type=Path, metavar="MODEL", help=".gguf files or library ids")
+    compare.add_argument(
+        "models", nargs="+", metavar="MODEL", help=".gguf files, library ids or remote:NAME/MODEL_ID"
+    )
     compare.add_argument("--prompt", required=True)
     compare.add_argument("--system", default="")
     compare.add_argument("--mode", choices=(FAIR, PARALLEL), default=FAIR)
@@ -31,7 +34,14 @@ def add_compare_command(commands: Any) -> None:
 
 
 def compare_command(args: argparse.Namespace, paths: AppPaths) -> int:
-    models = [resolve_model(model, paths) for model in args.models]
+    store_of_endpoints = endpoint_store(paths)
+
+    def spec(model: str) -> ModelSpec:
+        if split_remote(model) is not None:
+            return store_of_endpoints.resolve(model)
+        return LoadParams(resolve_model(Path(model), paths), n_ctx=args.ctx)
+
+    models = [spec(model) for model in args.models]
     settings = CompareSettings(
         system=args.system,
         sampling=SamplingParams(temperature=args.temperature, seed=args.seed),
@@ -48,8 +58,7 @@ def compare_command(args: argparse.Namespace, paths: AppPaths) -> int:
 
     # Opened first: a locked database, or one from a newer Hubside, stops the command before the models run.
     with closing(CompareStore(paths.compare_file)) as store:
-        params = [LoadParams(m, n_ctx=args.ctx) for m in models]
-        comparison = Comparison(paths, params, settings, store.sha256)
+        comparison = Comparison(paths, models, settings, store.sha256)
         comparison.turn(args.prompt, progress)
         run_id = store.save_run(args.prompt, comparison.data())
     _print_results(args, run_id, comparison.columns)
@@ -61,7 +70,7 @@ def _print_results(args: argparse.Namespace, run_id: int, columns: list[Column])
         results = [
             {
                 "model": c.name,
-                "path": str(c.params.model_path),
+                "path": model_where(c.params),
                 "text": c.text,
                 "error": c.error,
                 **c.metrics(),

@@ -18,6 +18,8 @@ from types import FrameType
 from app.cli_models import resolve_model
 from app.errors import AppError, ErrorKind
 from app.paths import AppPaths
+from app.remote.endpoints import endpoint_store, split_remote
+from app.remote.engine import CUT, RemoteEngine
 from app.runtime.engine import Engine
 from app.runtime.protocol import (
     ChatMessage,
@@ -31,6 +33,8 @@ from app.runtime.protocol import (
     SamplingParams,
 )
 from app.settings import DEFAULT_CONTEXT
+
+AnyEngine = Engine | RemoteEngine  # a model of ours, or one served elsewhere
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -52,7 +56,9 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", type=Path, help="a .gguf file, or a library id (see `hubside ls`)")
+    parser.add_argument(
+        "model", help="a .gguf file, a library id (see `hubside ls`), or remote:NAME/MODEL_ID"
+    )
     parser.add_argument(
         "--ctx", type=int, help=f"context length (default: the model's, at most {DEFAULT_CONTEXT})"
     )
@@ -82,7 +88,7 @@ def _load_params(args: argparse.Namespace) -> LoadParams:
 
 
 @contextmanager
-def _ctrl_c_stops(engine: Engine) -> Iterator[None]:
+def _ctrl_c_stops(engine: AnyEngine) -> Iterator[None]:
     """From the request on (prompt processing included), Ctrl-C asks the engine to stop the reply, which
     then ends as 'stopped' with what it said so far; no KeyboardInterrupt is raised meanwhile."""
 
@@ -103,7 +109,7 @@ class _Reply:
     stats: ReplyStats
 
 
-def _stream(engine: Engine, request: GenerateRequest, echo: bool) -> _Reply:
+def _stream(engine: AnyEngine, request: GenerateRequest, echo: bool) -> _Reply:
     """Stream a reply; echoed, the answer goes to stdout and the thinking to stderr (scripts get only
     the answer)."""
     pieces: list[str] = []
@@ -124,24 +130,33 @@ def _stream(engine: Engine, request: GenerateRequest, echo: bool) -> _Reply:
 
 
 def run_command(args: argparse.Namespace, paths: AppPaths) -> int:
-    args.model = resolve_model(args.model, paths)
+    if split_remote(args.model) is not None:  # served elsewhere: the endpoint formats and runs it
+        with RemoteEngine(endpoint_store(paths).resolve(args.model)) as remote:
+            return _run(remote, remote.load(), args)
+    args.model = resolve_model(Path(args.model), paths)
     params = _load_params(args)
-    sampling = SamplingParams(temperature=args.temperature, seed=args.seed)
     with Engine(paths) as engine:
-        model = engine.load(params, force=args.force)
-        history = [ChatMessage("system", args.system)] if args.system else []
-        if args.prompt is not None:
-            history.append(ChatMessage("user", args.prompt))
-            request = GenerateRequest(
-                engine.new_request_id(), tuple(history), sampling=sampling, max_tokens=args.max_tokens
-            )
-            reply = _stream(engine, request, echo=not args.json)
-            if args.json:
-                print(json.dumps(_summary(reply, model)))
-            else:
-                print()
-            return 0
+        return _run(engine, engine.load(params, force=args.force), args)
+
+
+def _run(engine: AnyEngine, model: LoadedModel, args: argparse.Namespace) -> int:
+    sampling = SamplingParams(temperature=args.temperature, seed=args.seed)
+    history = [ChatMessage("system", args.system)] if args.system else []
+    if args.prompt is None:
         return _interactive(engine, model, history, sampling, args.max_tokens)
+    history.append(ChatMessage("user", args.prompt))
+    request = GenerateRequest(
+        engine.new_request_id(), tuple(history), sampling=sampling, max_tokens=args.max_tokens
+    )
+    reply = _stream(engine, request, echo=not args.json)
+    if args.json:
+        print(json.dumps(_summary(reply, model)))
+    else:
+        print()
+    if reply.stats.finish_reason == CUT:  # the partial reply is out; say once that it is not whole
+        print("hubside: the connection broke off mid-reply; the text above is partial.", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _summary(reply: _Reply, model: LoadedModel) -> dict[str, object]:
@@ -166,11 +181,15 @@ def _summary(reply: _Reply, model: LoadedModel) -> dict[str, object]:
 
 
 def _interactive(
-    engine: Engine, model: LoadedModel, history: list[ChatMessage], sampling: SamplingParams, max_tokens: int
+    engine: AnyEngine,
+    model: LoadedModel,
+    history: list[ChatMessage],
+    sampling: SamplingParams,
+    max_tokens: int,
 ) -> int:
+    about = f"{model.arch}, {model.quant}, context {model.n_ctx}" if model.arch != "remote" else "remote"
     print(
-        f"{model.name} ({model.arch}, {model.quant}, context {model.n_ctx}). "
-        "Ctrl-C stops a reply, Ctrl-D quits.",
+        f"{model.name} ({about}). Ctrl-C stops a reply, Ctrl-D quits.",
         file=sys.stderr,
     )
     while True:
@@ -204,7 +223,9 @@ def _interactive(
 
 
 def bench_command(args: argparse.Namespace, paths: AppPaths) -> int:
-    args.model = resolve_model(args.model, paths)
+    if split_remote(args.model) is not None:
+        raise AppError(ErrorKind.BAD_INPUT, "hubside bench measures local models only.")
+    args.model = resolve_model(Path(args.model), paths)
     params = _load_params(args)
     n_ctx = args.ctx or max(512, args.n_prompt + args.n_gen + 16)
     params = LoadParams(**{**asdict(params), "n_ctx": n_ctx})

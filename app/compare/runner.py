@@ -137,7 +137,7 @@ class Comparison:
                 {
                     "model": column.name or column.params.model_path.name,
                     "quant": column.quant,
-                    "path": _where(column.params),
+                    "path": model_where(column.params),
                     "sha256": self._sha256[column.params.model_path],
                     "turns": turns,
                 }
@@ -295,6 +295,6 @@ def _load(engine: Engine | RemoteEngine, spec: ModelSpec) -> LoadedModel:
     return engine.load(spec)
 
 
-def _where(spec: ModelSpec) -> str:
+def model_where(spec: ModelSpec) -> str:
     """A saved run's path of a model: its file, or `remote:NAME/MODEL_ID` exactly (a Path folds '//')."""
     return spec.label if isinstance(spec, RemoteModel) else str(spec.model_path)
