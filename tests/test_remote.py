@@ -4,6 +4,8 @@ engine process and llama.cpp behind it) and llama.cpp's own llama-server; and th
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import threading
 import time
@@ -217,3 +219,40 @@ def test_stop_while_waiting_for_the_first_token_ends_the_reply_at_once() -> None
         text, done, _ = reply(engine.generate(request(engine)))
         waited = time.monotonic() - started
         assert text == "" and done.stats.finish_reason == "stopped" and waited < 1.5, waited
+
+
+def test_a_host_that_never_completes_the_handshake_fails_after_10_s() -> None:
+    with socket.socket() as full:  # a backlog of 0 already taken: the kernel drops the next SYNs
+        full.bind(("127.0.0.1", 0))
+        full.listen(0)
+        port = full.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            started = time.monotonic()
+            with pytest.raises(AppError) as silent:
+                RemoteEngine(remote(f"http://127.0.0.1:{port}", "m")).load()
+            waited = time.monotonic() - started
+    assert silent.value.kind is ErrorKind.NETWORK
+    assert "did not accept a connection within 10 s" in silent.value.user_message
+    assert 9.5 < waited < 13, waited
+
+
+@pytest.mark.real_model
+def test_hubside_serve_losing_its_engine_mid_reply_keeps_the_text_marked(smollm2_path: Path) -> None:
+    """The server's own error event mid-stream (its engine killed) ends the reply as cut, text kept."""
+    with serving(smollm2_path) as server:
+        engine = RemoteEngine(remote(server.base_url, str(smollm2_path)))
+        pieces: list[str] = []
+        notices: list[str] = []
+        for event in engine.generate(request(engine, 900)):
+            if isinstance(event, Piece):
+                pieces.append(event.text)
+                if len(pieces) == 3:
+                    slot = server.host._slots[smollm2_path.absolute()]  # the server's engine process
+                    assert slot.engine is not None and slot.engine.pid is not None
+                    os.kill(slot.engine.pid, signal.SIGKILL)
+            elif isinstance(event, Notice):
+                notices.append(event.text)
+            elif isinstance(event, Finished):
+                break
+        assert isinstance(event, Finished) and event.stats.finish_reason == CUT
+        assert len(pieces) >= 3 and "broke off" in notices[0] and "engine" in notices[0], notices

@@ -89,6 +89,9 @@ def test_run_remote_failures_are_one_line(
         out, err = _out(capsys)
         assert out == "" and err.count("\n") == 1 and expected in err, err
         assert "wrong-key-0123456789" not in err
+    logs = AppPaths.from_env().logs_dir
+    written = "".join(f.read_text(errors="replace") for f in logs.rglob("*") if f.is_file())
+    assert "refused the key" in written and "wrong-key-0123456789" not in written
 
 
 def test_compare_a_local_model_and_a_remote_one(
