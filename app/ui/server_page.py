@@ -9,21 +9,13 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QTimer, Slot
-from PySide6.QtGui import QFontDatabase, QGuiApplication
+from PySide6.QtCore import Qt, QTimer, Slot
 from PySide6.QtWidgets import (
     QCheckBox,
-    QComboBox,
-    QFormLayout,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
-    QLineEdit,
     QListView,
     QMessageBox,
-    QPushButton,
-    QSpinBox,
-    QTableView,
     QVBoxLayout,
     QWidget,
 )
@@ -31,7 +23,9 @@ from PySide6.QtWidgets import (
 from app.errors import AppError
 from app.settings import Settings
 from app.ui.background import Background
-from app.ui.server_models import ModelIdsModel, RequestFeed, RequestLogModel
+from app.ui.server_address import LOOPBACK, ServerAddress
+from app.ui.server_log import RequestLogView
+from app.ui.server_models import ModelIdsModel
 from app.ui.widgets import named
 
 if TYPE_CHECKING:
@@ -40,10 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 Started = tuple["Server", str, list[str]]  # the running server, its key, the models it offers
 OpenServer = Callable[[str, int, str], "Server"]  # host, port, key -> a bound server, not yet started
-LOG_INTERVAL_MS = 250  # the request log is read about 4 times a second
-MODELS_EVERY = 20  # log ticks between two reads of the catalog (5 s: a download shows up)
-LOOPBACK = "127.0.0.1"
-HOSTS = (("This computer only (127.0.0.1)", LOOPBACK), ("Every network (0.0.0.0)", "0.0.0.0"))
+MODELS_INTERVAL_MS = 5000  # the catalog is read again this often while serving (a download shows up)
 
 
 class ServerPage(QWidget):
@@ -63,7 +54,6 @@ class ServerPage(QWidget):
         self.server: Server | None = None
         self.key = ""
         self.closing = False
-        self.feed = RequestFeed()
         self.confirm_box: QMessageBox | None = None
 
         self.switch = named(QCheckBox("Serve models to other apps (OpenAI-compatible API)"), "serverSwitch")
@@ -73,71 +63,40 @@ class ServerPage(QWidget):
         self.message.setWordWrap(True)
         self.message.setTextInteractionFlags(self.message.textInteractionFlags().TextSelectableByMouse)
 
-        self.host = named(QComboBox(), "serverHost")
-        self.host.setAccessibleName("Listen on")
-        for label, host in HOSTS:
-            self.host.addItem(label, host)
-        self.port = named(QSpinBox(), "serverPort")
-        self.port.setAccessibleName("Port")
-        self.port.setRange(1, 65535)
-        self.port.setValue(settings.server_port)
-        self.port.setToolTip("Used at the next start")
-        self.port.editingFinished.connect(self._port_changed)
-        mono = QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont)
-        self.url = named(QLineEdit(), "serverUrl")
-        self.url.setAccessibleName("Base URL")
-        self.url.setReadOnly(True)
-        self.url.setPlaceholderText("Shown while the server is on")
-        self.key_field = named(QLineEdit(), "serverKey")
-        self.key_field.setAccessibleName("API key")
-        self.key_field.setReadOnly(True)
-        self.key_field.setFont(mono)
-        self.key_field.setPlaceholderText("Made when the server first starts")
-        self.copy_url = named(QPushButton("Copy"), "copyUrl")
-        self.copy_url.clicked.connect(lambda: self._copy(self.url.text()))
-        self.copy_key = named(QPushButton("Copy"), "copyKey")
-        self.copy_key.clicked.connect(lambda: self._copy(self.key))
-        self.regenerate = named(QPushButton("New key…"), "regenerateKey")
-        self.regenerate.clicked.connect(self._ask_new_key)
-
-        form = QFormLayout()
-        form.addRow("Listen on", self.host)
-        form.addRow("Port", self.port)
-        form.addRow("Base URL", _row(self.url, self.copy_url))
-        form.addRow("API key", _row(self.key_field, self.copy_key, self.regenerate))
+        self.address = ServerAddress(settings.server_port)
+        self.address.port.editingFinished.connect(self._port_changed)
+        self.address.regenerate.clicked.connect(self._ask_new_key)
+        self.host, self.port, self.url = self.address.host, self.address.port, self.address.url
+        self.key_field, self.regenerate = self.address.key_field, self.address.regenerate
 
         self.models = ModelIdsModel()
         self.models_view = named(QListView(), "serverModels")
         self.models_view.setAccessibleName("Models offered")
         self.models_view.setModel(self.models)
-        self.log_model = RequestLogModel()
-        self.log_view = named(QTableView(), "serverLog")
-        self.log_view.setAccessibleName("Requests")
-        self.log_view.setModel(self.log_model)
-        self.log_view.verticalHeader().hide()
-        self.log_view.horizontalHeader().setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
-        self.log_view.setSelectionBehavior(QTableView.SelectionBehavior.SelectRows)
+        self.models_view.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # owner and file stay readable
+        self.models_view.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.log_view = RequestLogView()
+        self.log_model = self.log_view.log_model
 
         lists = QHBoxLayout()
-        lists.addLayout(_titled("Models offered", self.models_view), 1)
-        lists.addLayout(_titled("Requests", self.log_view), 2)
+        lists.addLayout(_titled("Models offered", self.models_view), 2)
+        lists.addLayout(_titled("Requests", self.log_view), 5)
         layout = QVBoxLayout(self)
         layout.addWidget(self.switch)
         layout.addWidget(self.message)
-        layout.addLayout(form)
+        layout.addWidget(self.address)
         layout.addLayout(lists, 1)
 
-        self.ticks = 0
-        self.timer = QTimer(self)
-        self.timer.setInterval(LOG_INTERVAL_MS)
-        self.timer.timeout.connect(self._tick)
+        self.models_timer = QTimer(self)
+        self.models_timer.setInterval(MODELS_INTERVAL_MS)
+        self.models_timer.timeout.connect(self._read_models)
         self._set_busy(False)
 
     # --- on and off --------------------------------------------------------------------------------
     @Slot(bool)
     def _switched(self, on: bool) -> None:
         if on and self.server is None:
-            host = str(self.host.currentData())
+            host = self.address.chosen_host
             if host == LOOPBACK:
                 self._start()
             else:
@@ -154,7 +113,7 @@ class ServerPage(QWidget):
             self.background.run(server.stop, self._stopped)
 
     def _start(self) -> None:
-        host, port = str(self.host.currentData()), self.port.value()
+        host, port = self.address.chosen_host, self.port.value()
         self._set_busy(True, "Starting…")
         self.background.run(lambda: self._open(host, port, self.read_key), self._started)
 
@@ -162,7 +121,7 @@ class ServerPage(QWidget):
         """On a pool thread: the key (a keyring read), the bound socket, the server running, its models."""
         key = key_source()
         server = self.open_server(host, port, key)
-        server.requests.listeners.append(self.feed)
+        server.requests.listeners.append(self.log_view.feed)
         server.start()
         if self.closing:  # the window quit while this bound: nobody will stop it later
             server.stop(0)
@@ -177,14 +136,15 @@ class ServerPage(QWidget):
         self.key_field.setText(self.key)
         self.url.setText(self.server.base_url)
         self.models.show(ids)
-        self.timer.start()
+        self.log_view.timer.start()
+        self.models_timer.start()
         self._set_busy(
             False, f"Serving on {self.server.base_url}: send the key as “Authorization: Bearer KEY”."
         )
 
     def _stopped(self, _result: Any, error: AppError | None) -> None:
-        self.timer.stop()
-        self._tick()  # the last requests
+        self._stop_timers()
+        self.log_view.read()  # the last requests
         self.url.clear()
         self._set_busy(False, error.user_message if error else "The server is off.")
 
@@ -241,10 +201,7 @@ class ServerPage(QWidget):
 
     def _set_busy(self, busy: bool, message: str | None = None) -> None:
         self.switch.setEnabled(not busy)
-        self.regenerate.setEnabled(not busy)
-        self.host.setEnabled(not busy and self.server is None)
-        self.copy_url.setEnabled(self.server is not None)
-        self.copy_key.setEnabled(bool(self.key))
+        self.address.set_state(self.server is not None, busy)
         if message is not None:
             self.message.setText(message)
 
@@ -254,20 +211,14 @@ class ServerPage(QWidget):
             self.settings.server_port = self.port.value()
             self.save()
 
-    def _copy(self, text: str) -> None:
-        QGuiApplication.clipboard().setText(text)
-
     @Slot()
-    def _tick(self) -> None:
-        bar = self.log_view.verticalScrollBar()
-        at_end = bar.value() == bar.maximum()
-        self.log_model.append(self.feed.take())
-        if at_end:
-            self.log_view.scrollToBottom()
-        self.ticks += 1
-        server = self.server
-        if server is not None and self.ticks % MODELS_EVERY == 0:
-            self.background.run(server.host.catalog.ids, self._models_read)
+    def _read_models(self) -> None:
+        if self.server is not None:
+            self.background.run(self.server.host.catalog.ids, self._models_read)
+
+    def _stop_timers(self) -> None:
+        self.log_view.timer.stop()
+        self.models_timer.stop()
 
     def _models_read(self, ids: list[str] | None, error: AppError | None) -> None:
         if ids is not None:
@@ -278,7 +229,7 @@ class ServerPage(QWidget):
         thread of their own: a reply streaming from one would otherwise hold the server's graceful
         shutdown (3 s) past the quit's deadline. The chat's engine is the bridge's to close."""
         server = self.server
-        self.timer.stop()
+        self._stop_timers()
         if server is None:
             return
         if not self.closing:
@@ -291,15 +242,6 @@ class ServerPage(QWidget):
 def _start_failed(error: AppError | None) -> str:
     text = error.user_message if error else "The server did not start."
     return "The server could not start. " + text.replace("choose another --port", "choose another port")
-
-
-def _row(*widgets: QWidget) -> QWidget:
-    row = QWidget()
-    layout = QHBoxLayout(row)
-    layout.setContentsMargins(0, 0, 0, 0)
-    for index, widget in enumerate(widgets):
-        layout.addWidget(widget, 1 if index == 0 else 0)
-    return row
 
 
 def _titled(title: str, view: QWidget) -> QVBoxLayout:
