@@ -62,7 +62,8 @@ class Client:
         self.session.close()
 
     def models(self) -> list[str]:
-        answer = self._request("GET", "/models", timeout=(CONNECT_TIMEOUT_S, LIST_TIMEOUT_S))
+        read_s = min(LIST_TIMEOUT_S, self.model.endpoint.first_token_timeout_s)  # a list is quick to make
+        answer = self._request("GET", "/models", read_s)
         try:
             with answer:
                 rows = answer.json()["data"]
@@ -95,9 +96,7 @@ class Client:
         if sampling.seed is not None:
             body["seed"] = sampling.seed
         read_s = self.model.endpoint.first_token_timeout_s
-        self.response = self._request(
-            "POST", "/chat/completions", json=body, timeout=(CONNECT_TIMEOUT_S, read_s)
-        )
+        self.response = self._request("POST", "/chat/completions", read_s, json=body)
         with self.response:
             yield from self._events(self.response)
 
@@ -110,10 +109,13 @@ class Client:
                 sock.shutdown(socket.SHUT_RDWR)
 
     # --- inside ------------------------------------------------------------------------------------
-    def _request(self, method: str, path: str, **options: Any) -> requests.Response:
+    def _request(self, method: str, path: str, read_s: float, **options: Any) -> requests.Response:
         url = self.model.endpoint.url + path
+        timeout = (CONNECT_TIMEOUT_S, read_s)
         try:
-            answer = self.session.request(method, url, stream=True, allow_redirects=False, **options)
+            answer = self.session.request(
+                method, url, stream=True, allow_redirects=False, timeout=timeout, **options
+            )
         except requests.exceptions.ConnectTimeout as exc:
             raise AppError(
                 ErrorKind.NETWORK,
@@ -121,7 +123,7 @@ class Client:
                 self._masked(exc),
             ) from None
         except requests.exceptions.ReadTimeout as exc:
-            raise self._silent(exc) from None
+            raise self._silent(exc, read_s) from None
         except requests.exceptions.SSLError as exc:
             raise self._tls(exc) from None
         except requests.exceptions.ConnectionError as exc:
@@ -216,8 +218,7 @@ class Client:
             text = ""
         return self._mask(text)
 
-    def _silent(self, exc: BaseException) -> AppError:
-        wait = self.model.endpoint.first_token_timeout_s
+    def _silent(self, exc: BaseException, wait: float) -> AppError:
         return AppError(
             ErrorKind.NETWORK,
             f"{self.where} accepted the connection but sent nothing for {wait:g} s.",
