@@ -236,3 +236,30 @@ def test_stopping_or_leaving_one_reply_leaves_the_others_running(tiny_model: Pat
     assert gone == "left"
     assert isinstance(finished, tuple) and finished[1].finish_reason == "length"
     assert finished[1].completion_tokens == 300
+
+
+def test_a_request_stopped_while_it_waits_ends_at_once(tiny_model: Path) -> None:
+    with Engine(AppPaths.from_env().ensure()) as engine:
+        engine.load(LoadParams(tiny_model, n_ctx=512, n_batch=64, n_parallel=1))
+        running, waiting = _raw(engine, "Hi", 400), _raw(engine, "Hello", 400)
+        ended: dict[str, float] = {}
+
+        def listen(request: GenerateRequest, name: str) -> ReplyStats:
+            stats = _reply(engine, request)[1]
+            ended[name] = time.perf_counter()
+            return stats
+
+        def stop_the_waiting_one() -> None:
+            time.sleep(0.3)
+            ended["asked"] = time.perf_counter()
+            engine.stop(waiting.request_id)
+
+        results = _at_once(
+            [lambda: listen(running, "running"), lambda: listen(waiting, "waiting"), stop_the_waiting_one],
+            gap_s=0.05,
+        )
+    first, second, _ = results
+    assert isinstance(first, ReplyStats) and isinstance(second, ReplyStats)
+    assert (second.finish_reason, second.completion_tokens, second.prompt_eval_tokens) == ("stopped", 0, 0)
+    assert ended["waiting"] - ended["asked"] < 0.5  # not when the slot frees, 400 tokens later
+    assert ended["waiting"] < ended["running"] and first.completion_tokens == 400

@@ -15,7 +15,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from app.errors import AppError, ErrorKind
 from app.runtime.protocol import Event, GenerateRequest, Piece, ReplyStats
@@ -201,7 +201,7 @@ class Scheduler:
         while self.waiting:
             reply = self.waiting.popleft()
             reply.sampler.close()
-            reply.done(Running(reply, 0, 0).stats("stopped"))
+            reply.done(Running(reply, 0, 0).stats("stopped"))  # never started: nothing evaluated
         for slot in self.slots:
             if slot.reply is not None:
                 self._finish(slot, "stopped")
@@ -240,6 +240,8 @@ class Scheduler:
         """Admit what fits, then one decode for every running reply: a token each for those generating,
         prompt chunks for the others in what room the batch has left."""
         self._admit()
+        if self.waiting:
+            self._end_stopped_waiting()
         session = self.session
         batch, n_batch, n_ctx = session.batch, session.n_batch, session.n_ctx
         carried: list[tuple[Slot, int, int]] = []  # (slot, first index in the batch, tokens)
@@ -250,8 +252,7 @@ class Scheduler:
                 continue
             token = self._next_token(slot, running, n_ctx)
             if token is not None:
-                batch.token[n], batch.pos[n], batch.seq_id[n][0] = token, running.pos, slot.seq_id
-                batch.n_seq_id[n], batch.logits[n] = 1, 1
+                _put(batch, n, token, running.pos, slot.seq_id, 1)
                 carried.append((slot, n, 1))
                 n += 1
         for slot in self.slots:  # then prompts, in what room is left
@@ -264,16 +265,9 @@ class Scheduler:
             tokens = running.reply.tokens
             chunk = tokens[running.pos : running.pos + n_batch - n]
             for i, token in enumerate(chunk):
-                batch.token[n + i], batch.pos[n + i], batch.seq_id[n + i][0] = (
-                    token,
-                    running.pos + i,
-                    slot.seq_id,
-                )
-                batch.n_seq_id[n + i], batch.logits[n + i] = 1, 0
-            if running.pos + len(chunk) == len(tokens):
-                batch.logits[n + len(chunk) - 1] = (
-                    1  # the prompt's last token: the first reply token's logits
-                )
+                _put(batch, n + i, token, running.pos + i, slot.seq_id, 0)
+            if running.pos + len(chunk) == len(tokens):  # the last prompt token gives the first logits
+                batch.logits[n + len(chunk) - 1] = 1
             carried.append((slot, n, len(chunk)))
             n += len(chunk)
         if not carried:
@@ -293,6 +287,13 @@ class Scheduler:
             running.output = first + count - 1 if running.pos >= len(running.reply.tokens) else -1
             if running.output >= 0 and not running.prompt_done:
                 running.prompt_done = now
+
+    def _end_stopped_waiting(self) -> None:
+        """A request stopped while it waits for a slot ends now, not when a slot frees."""
+        for reply in [reply for reply in self.waiting if reply.stopped()]:
+            self.waiting.remove(reply)
+            reply.sampler.close()
+            reply.done(Running(reply, 0, 0).stats("stopped"))
 
     def _next_token(self, slot: Slot, running: Running, n_ctx: int) -> int | None:
         """Sample this reply's next token from its logits, show its text; the token to decode next, or
@@ -350,6 +351,11 @@ class Scheduler:
                 self.session.ll.llama_memory_seq_rm(self.session.memory, slot.seq_id, -1, -1)
                 slot.cached.clear()
                 running.reply.failed(error)
+
+
+def _put(batch: Any, i: int, token: int, pos: int, seq_id: int, logits: int) -> None:
+    batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = token, pos, 1, logits
+    batch.seq_id[i][0] = seq_id
 
 
 def _shared_prefix(cached: list[int], tokens: list[int]) -> int:

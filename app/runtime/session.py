@@ -1,9 +1,12 @@
-"""The loaded model inside the engine process: one `Llama`, owned by the engine's worker thread.
+"""The loaded model inside the engine process: one llama.cpp model and context, owned by the engine's
+worker thread.
 
-The generation loop keeps Python work per token constant: llama.cpp's sampler chain picks the token
-(app.runtime.sampling), one `llama_token_to_piece` call and an incremental UTF-8 decoder turn it into text,
-and a batch of one decodes it. Prompts are evaluated in `n_batch` chunks so a stop is seen between chunks;
-a prompt that shares its start with the previous one reuses that part of the KV cache.
+Here a request becomes a reply ready to run (its prompt rendered and tokenized, its sampler chain built);
+app.runtime.batch runs the replies, up to n_parallel at once in one batch. Python work per token stays
+constant: llama.cpp's sampler chain picks the token (app.runtime.sampling), one `llama_token_to_piece` call
+and an incremental UTF-8 decoder turn it into text. Prompts are evaluated in `n_batch` chunks so a stop is
+seen between chunks; a prompt that shares its start with a slot's cached tokens reuses that part of the
+KV cache. Embeddings come from a second small context, made on the first request for them.
 """
 
 from __future__ import annotations
