@@ -73,6 +73,7 @@ class Settings:
     server_cors_origins: list[str] = field(default_factory=list)  # web origins the server answers (CORS)
     server_port: int = DEFAULT_SERVER_PORT  # the window's server, used at its next start
     server_parallel: int = 1  # requests the window's server decodes together per model
+    server_on_at_start: bool = False  # the window's server was on at quit: it starts with the next window
 
     def __post_init__(self) -> None:
         """Keep the download fields within their bounds, whatever the file said."""

@@ -248,3 +248,24 @@ def test_quit_with_the_server_streaming_a_reply(
     seconds = _quit(opened, f"with the server streaming from {engine} engine")
     assert seconds < QUIT_TIMEOUT_S  # the window's own deadline (its own engine's stream held it: 2.58 s)
     assert ended.wait(10)  # the reply ended: cut, or (the chat's engine) stopped
+
+
+def test_a_server_left_on_starts_again_with_the_window(qtbot: QtBot, window: MainWindow) -> None:
+    page = _page(window)
+    _switch(qtbot, page, True)
+    port = page.port.value()
+    window.close()  # quit with the server on (the fixture closes the services after the test)
+    page.stop_server(5)
+    from app.ui.application import build_window
+
+    again, services = build_window(AppPaths.from_env())
+    qtbot.addWidget(again)
+    try:
+        page = again.pages["server"]
+        assert isinstance(page, ServerPage)
+        qtbot.waitUntil(lambda: page.server is not None and _settled(page), timeout=WAIT_MS)
+        assert page.switch.isChecked() and page.server is not None and page.server.port == port
+        assert _models(page, page.key).status_code == 200
+    finally:
+        again.close()
+        services.close()

@@ -91,6 +91,12 @@ class ServerPage(QWidget):
         self.models_timer.setInterval(MODELS_INTERVAL_MS)
         self.models_timer.timeout.connect(self._read_models)
         self._set_busy(False)
+        if settings.server_on_at_start:  # on at the last quit (on this machine only: the host is not kept)
+            QTimer.singleShot(0, self._resume)
+
+    @Slot()
+    def _resume(self) -> None:
+        self.switch.setChecked(True)
 
     # --- on and off --------------------------------------------------------------------------------
     @Slot(bool)
@@ -108,6 +114,7 @@ class ServerPage(QWidget):
                     self._switch_back,
                 )
         elif not on and self.server is not None:
+            self._remember(on_at_start=False)
             server, self.server = self.server, None
             self._set_busy(True, "Stopping…")
             self.background.run(server.stop, self._stopped)
@@ -133,6 +140,7 @@ class ServerPage(QWidget):
             self._set_busy(False, _start_failed(error))
             return
         self.server, self.key, ids = result
+        self._remember(on_at_start=True)
         self.key_field.setText(self.key)
         self.url.setText(self.server.base_url)
         self.models.show(ids)
@@ -207,8 +215,13 @@ class ServerPage(QWidget):
 
     @Slot()
     def _port_changed(self) -> None:
-        if self.settings.server_port != self.port.value():
-            self.settings.server_port = self.port.value()
+        self._remember(self.settings.server_on_at_start)
+
+    def _remember(self, on_at_start: bool) -> None:
+        """The port and whether the server runs, for the next window (saved only when they change)."""
+        settings, port = self.settings, self.port.value()
+        if (settings.server_port, settings.server_on_at_start) != (port, on_at_start):
+            settings.server_port, settings.server_on_at_start = port, on_at_start
             self.save()
 
     @Slot()
