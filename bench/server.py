@@ -338,7 +338,7 @@ def _verdicts(lines: dict[str, dict[str, list[float]]]) -> list[dict[str, Any]]:
 
 
 def _verdict(line: str, target: str, paired: list[float], met: bool) -> dict[str, Any]:
-    value, low, high = (round(v, 2) for v in (statistics.median(paired), min(paired), max(paired)))
+    value, low, high = (round(v, 3) for v in (statistics.median(paired), min(paired), max(paired)))
     return {
         "line": line,
         "target": target,
@@ -371,7 +371,7 @@ def print_table(results: dict[str, Any]) -> None:
                 if verdict["line"] == "first token":
                     value = f"{verdict['value']:+.1f} ms ({low:+.1f} to {high:+.1f})"
                 else:
-                    value = f"{verdict['value']} x ({low} to {high})"
+                    value = f"{verdict['value']:.3f} x ({low:.2f} to {high:.2f})"
                 print(f"| {row['model']} | {verdict['line']}: {verdict['target']} | {value} | {met} |")
     for row in results["models"]:
         print(f"{row['model']}: completion tokens per reply {row['completion_tokens_median']}, "
