@@ -18,7 +18,7 @@ import pytest
 from app.compare.runner import CompareSettings, Comparison
 from app.errors import AppError, ErrorKind
 from app.paths import AppPaths
-from app.remote.client import Client
+from app.remote.client import offered_models
 from app.remote.endpoints import Endpoint, RemoteModel, split_remote
 from app.remote.engine import CUT, RemoteEngine
 from app.runtime.protocol import (
@@ -187,7 +187,7 @@ def test_compare_a_local_model_with_a_remote_one(hubside: Server, tiny_model: Pa
 @pytest.mark.real_model
 def test_llama_server_streams_and_its_death_mid_reply_keeps_the_text(smollm2_path: Path) -> None:
     with llama_server(smollm2_path, api_key=KEY) as server:
-        model_id = Client(remote(server.base_url, "")).models()[0]  # llama-server's name for its model
+        model_id = offered_models(remote(server.base_url, ""))[0]  # llama-server's name for its model
         engine = RemoteEngine(remote(server.base_url, model_id))
         assert engine.load().name == model_id
         text, done, _ = reply(engine.generate(request(engine, 24)))

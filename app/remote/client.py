@@ -56,7 +56,7 @@ class Client:
 
     @property
     def where(self) -> str:
-        return f"{self.model.endpoint.name} ({self.model.endpoint.url})"
+        return self.model.where
 
     def close(self) -> None:
         self.session.close()
@@ -239,3 +239,12 @@ class Client:
 
     def _masked(self, exc: BaseException) -> str:
         return self._mask(f"{type(exc).__name__}: {exc}")
+
+
+def offered_models(model: RemoteModel) -> list[str]:
+    """The model ids `model`'s endpoint offers (GET /models): the window's "test the connection"."""
+    client = Client(model)
+    try:
+        return client.models()
+    finally:
+        client.close()

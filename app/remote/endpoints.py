@@ -53,6 +53,11 @@ class RemoteModel:
         return f"{PREFIX}{self.endpoint.name}/{self.model_id}"
 
     @property
+    def where(self) -> str:
+        """How messages name the endpoint: its name and URL (never the key)."""
+        return f"{self.endpoint.name} ({self.endpoint.url})"
+
+    @property
     def model_path(self) -> Path:
         """The label where a local model's path would be (lists, saved runs): never a file to open."""
         return Path(self.label)

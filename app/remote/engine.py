@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.errors import AppError, ErrorKind
-from app.remote.client import Client, Delta, StreamCut
+from app.remote.client import Client, Delta, StreamCut, offered_models
 from app.remote.endpoints import RemoteModel
 from app.runtime.protocol import (
     ChatMessage,
@@ -61,16 +61,12 @@ class RemoteEngine:
     def load(self) -> LoadedModel:
         """Check that the endpoint answers and offers the model (NOT_FOUND with the ones it has)."""
         started = time.perf_counter()
-        client = Client(self.remote)
-        try:
-            offered = client.models()
-        finally:
-            client.close()
+        offered = offered_models(self.remote)
         if self.remote.model_id not in offered:
             some = ", ".join(offered[:10]) + (", ..." if len(offered) > 10 else "")
             raise AppError(
                 ErrorKind.NOT_FOUND,
-                f"{client.where} has no model {self.remote.model_id!r} (it offers: {some or 'none'}).",
+                f"{self.remote.where} has no model {self.remote.model_id!r} (it offers: {some or 'none'}).",
             )
         self.model = LoadedModel(
             path=Path(self.remote.label),
