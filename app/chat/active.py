@@ -27,7 +27,10 @@ CHECKPOINT_INTERVAL_S = 1.0
 READ_AT_FIRST = 200  # messages of a conversation read when it opens; the rest as they are needed
 READ_MORE = 200
 TITLE_LENGTH = 60
-FINAL_STATES = {"stop": "complete", "length": "complete", "stopped": "stopped"}  # finish reason -> state
+REMOTE_ARCH = "remote"  # app.remote.engine's LoadedModel.arch (a sibling layer: not imported)
+NETWORK_TIMING = "timed over the network"
+# finish reason -> state; "cut": a remote stream broke off mid-reply (its text is kept)
+FINAL_STATES = {"stop": "complete", "length": "complete", "stopped": "stopped", "cut": "interrupted"}
 
 
 class ActiveChat:
@@ -167,6 +170,7 @@ def stats_dict(stats: ReplyStats, model: LoadedModel | None, preset: str) -> dic
     """A reply's numbers as they are stored with it and shown under it."""
     return {
         "model": model.name if model else "",
+        **(_remote_fields(model) if model is not None and model.arch == REMOTE_ARCH else {}),
         "preset": preset,
         "finish_reason": stats.finish_reason,
         "prompt_tokens": stats.prompt_tokens,
@@ -176,3 +180,10 @@ def stats_dict(stats: ReplyStats, model: LoadedModel | None, preset: str) -> dic
         "prompt_tokens_per_s": round(stats.prompt_tokens_per_s, 1),
         **({"reasoning_ms": round(stats.reasoning_ms)} if stats.reasoning_ms else {}),
     }
+
+
+def _remote_fields(model: LoadedModel) -> dict[str, Any]:
+    """A reply from a model served elsewhere records which endpoint answered (its path is
+    remote:NAME/MODEL_ID, a Path folding '//'), and that its timings were taken here, over the network."""
+    endpoint = str(model.path).removeprefix("remote:").partition("/")[0]  # the model id: model.name
+    return {"model": f"remote:{endpoint}/{model.name}", "endpoint": endpoint, "timing": NETWORK_TIMING}

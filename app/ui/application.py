@@ -29,6 +29,7 @@ from app.hub.quants import Variant
 from app.hub.token import hub_token
 from app.library.scan import LibraryEntry, default_roots, scan
 from app.paths import AppPaths
+from app.remote.endpoints import endpoint_store
 from app.runtime.engine import Engine
 from app.runtime.protocol import ChatMessage
 from app.settings import Settings, SettingsStore
@@ -38,9 +39,11 @@ from app.ui.compare_page import ComparePage
 from app.ui.crash import CrashReporter
 from app.ui.discover_page import DiscoverPage
 from app.ui.downloads_page import DownloadsPage
+from app.ui.endpoints_dialog import EndpointsDialog
 from app.ui.engine_bridge import EngineBridge
 from app.ui.main_window import MainWindow
 from app.ui.models_page import ModelsPage
+from app.ui.remote_bridge import RemoteModels
 from app.ui.server_page import ServerPage
 from app.ui.settings_dialog import SettingsDialog, apply_theme
 from app.ui.single_instance import SingleInstance, claim
@@ -157,7 +160,8 @@ def build_window(paths: AppPaths, engine: Engine | None = None) -> tuple[MainWin
     def save() -> None:  # what the window changed, onto the file as it is now (`hubside rm` may write too)
         settings_store.save(settings)
 
-    chat = ChatPage(chat_store, bridge, settings, save)
+    endpoints = endpoint_store(paths)
+    chat = ChatPage(chat_store, bridge, settings, save, RemoteModels(endpoints))
     chat.apply_defaults(settings)
 
     def download(client: HubClient, details: ModelDetails, variant: Variant) -> None:
@@ -208,6 +212,7 @@ def build_window(paths: AppPaths, engine: Engine | None = None) -> tuple[MainWin
     window = MainWindow(chat, bridge, settings, settings_store, pages)
     window.closing.connect(compare.stop)  # at once; Services.close waits for it, within the quit's deadline
     services.compare_page = compare
+    window.closing.connect(server.window_closing)  # its timers; the server stops in Services.close
     window.closing.connect(discover.shutdown)  # a search under way asks the Hub nothing more
 
     def apply_settings(changed: Settings) -> None:
@@ -223,8 +228,11 @@ def build_window(paths: AppPaths, engine: Engine | None = None) -> tuple[MainWin
         downloads.models_dir = models.models_dir = models_dir()
         models.rescan()
 
+    def open_endpoints() -> None:
+        EndpointsDialog(endpoints, background, chat.refresh_remote, window).open()
+
     window.settings_dialog = lambda: SettingsDialog(
-        settings, paths.models_dir, paths.token_file, apply_settings, window
+        settings, paths.models_dir, paths.token_file, apply_settings, window, open_endpoints
     )
     window.logs_dir = paths.logs_dir
 

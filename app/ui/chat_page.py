@@ -38,8 +38,9 @@ from app.runtime.protocol import GenerateRequest, LoadedModel, ReplyStats
 from app.settings import Settings
 from app.ui.composer import Composer
 from app.ui.conversation_sidebar import ConversationSidebar
-from app.ui.engine_bridge import EngineBridge, is_crash
+from app.ui.engine_bridge import Bridge, EngineBridge, is_crash
 from app.ui.model_bar import ModelBar
+from app.ui.remote_bridge import Offer, RemoteModels, is_remote, remote_label, shown_name
 from app.ui.sampling_panel import SamplingPanel
 from app.ui.transcript import Transcript
 from app.ui.widgets import named
@@ -61,10 +62,13 @@ class ChatPage(QWidget):
         bridge: EngineBridge,
         settings: Settings,
         save_settings: Callable[[], None],
+        remote: RemoteModels | None = None,
     ) -> None:
         super().__init__()
         self.store = store
-        self.bridge = bridge
+        self.local_bridge = bridge
+        self.bridge: Bridge = bridge  # the local engine's, or the remote one's while a remote model is loaded
+        self.remote = remote
         self.settings = settings
         self.save_settings = save_settings
         self.active = ActiveChat(store)
@@ -79,11 +83,15 @@ class ChatPage(QWidget):
         self._build()
         self.render_timer = QTimer(self, singleShot=True, interval=RENDER_INTERVAL_MS)
         self.render_timer.timeout.connect(self._render_reply)
-        bridge.loaded.connect(self._on_loaded)
-        bridge.failed.connect(self._on_failed)
-        bridge.chunk.connect(self._on_chunk)
-        bridge.finished.connect(self._on_finished)
-        bridge.notice.connect(self._on_notice)
+        for each in (bridge, remote.bridge) if remote else (bridge,):
+            each.loaded.connect(self._on_loaded)
+            each.failed.connect(self._on_failed)
+            each.chunk.connect(self._on_chunk)  # request ids of the two never meet (FIRST_REMOTE_ID)
+            each.finished.connect(self._on_finished)
+            each.notice.connect(self._on_notice)
+        if remote is not None:
+            remote.offers_changed.connect(self._on_offers)
+            remote.refresh()
         self._set_busy(False)
         self._show_chat()
 
@@ -200,8 +208,10 @@ class ChatPage(QWidget):
     def load_selected_model(self) -> None:
         path = self.model_bar.selected_path()
         if not path:
-            self._show_banner("Choose a model file first (Open model…).", reload=False)
+            unavailable = self.model_bar.unavailable_reason()
+            self._show_banner(unavailable or "Choose a model file first (Open model…).", reload=False)
             return
+        self._use_bridge(self.remote.bridge if self.remote and is_remote(path) else self.local_bridge)
         if path in self.settings.crashed_models and self.confirmed_risky != path:
             self.confirmed_risky = path  # Reload (or Load) again means: yes, try it
             self._show_banner(
@@ -212,9 +222,31 @@ class ChatPage(QWidget):
             return
         self.loading = path
         self.banner.hide()
-        self.model_bar.status.setText(f"Loading {Path(path).name}…")
+        shown = shown_name(path) if is_remote(path) else Path(path).name
+        self.model_bar.status.setText(f"Asking {shown}…" if is_remote(path) else f"Loading {shown}…")
         self._set_loading(True)
-        self.bridge.load(self.model_bar.load_params(path))
+        if self.remote is not None and is_remote(path):
+            self.remote.load(path)
+        else:
+            self.bridge.load(self.model_bar.load_params(path))
+
+    def _use_bridge(self, bridge: Bridge) -> None:
+        """Switching between local and remote: the other side's model is let go (a local one frees its
+        memory)."""
+        if bridge is not self.bridge:
+            if self.model is not None:
+                self.bridge.unload()
+                self.model = None
+            self.bridge = bridge
+
+    @Slot(object)
+    def _on_offers(self, offers: list[Offer]) -> None:
+        self.model_bar.set_remote(offers)
+
+    def refresh_remote(self) -> None:
+        """The endpoints changed: list their models again."""
+        if self.remote is not None:
+            self.remote.refresh()
 
     def _set_loading(self, loading: bool) -> None:
         self.model_bar.set_loading(loading)
@@ -250,6 +282,10 @@ class ChatPage(QWidget):
         self._set_loading(False)
         self.thinking_switch.setVisible(model.thinking_switch)
         summary = f"{model.name} · {model.quant} · context {model.n_ctx} · loaded in {model.load_ms:.0f} ms"
+        if is_remote(str(model.path)):
+            summary = (
+                f"{shown_name(remote_label(model))} · served elsewhere · answered in {model.load_ms:.0f} ms"
+            )
         self.model_bar.status.setText(summary)
         self.model_changed.emit(summary)
         self._set_busy(False)
@@ -445,7 +481,8 @@ class ChatPage(QWidget):
         """Send the conversation before the (saved, 'streaming') reply, which then streams in. A reply that
         has text already is continued: it goes to the model as the start of its answer."""
         assert self.model is not None
-        messages, omitted = self.active.turns(self.system_prompt.text(), self.model.n_ctx)
+        n_ctx = self.model.n_ctx or self.settings.default_context_length  # a remote model's is not known
+        messages, omitted = self.active.turns(self.system_prompt.text(), n_ctx)
         self.request_id = self.bridge.engine.new_request_id()
         self.notice.clear()
         self.reply_preset = self.sampling_panel.preset.currentText()
@@ -490,7 +527,8 @@ class ChatPage(QWidget):
         self.notice.setText(" ".join(stats.notices))  # the numbers are under the reply itself
         if self.model is not None:
             used = stats.prompt_tokens + stats.completion_tokens
-            self.context_meter.setText(f"context {used} / {self.model.n_ctx} tokens")
+            of = f" / {self.model.n_ctx}" if self.model.n_ctx else ""
+            self.context_meter.setText(f"context {used}{of} tokens")
 
     @Slot()
     def stop(self) -> None:
@@ -543,6 +581,8 @@ class ChatPage(QWidget):
             self.bridge.stop(self.request_id)
             self._finish_reply("stopped", {})
         self.render_timer.stop()
+        if self.remote is not None and not self.closed:
+            self.remote.shutdown()
         if not self.closed:  # a window can be closed twice
             self.render_timer.timeout.disconnect(self._render_reply)
         self.closed = True

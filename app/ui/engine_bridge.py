@@ -5,17 +5,36 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from typing import Protocol
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from app.errors import AppError, ErrorKind, to_app_error
 from app.runtime.engine import Engine
-from app.runtime.protocol import Finished, GenerateRequest, LoadedModel, LoadParams, Notice, Piece
+from app.runtime.protocol import Event, Finished, GenerateRequest, LoadedModel, LoadParams, Notice, Piece
 
 log = logging.getLogger(__name__)
 CHUNK_INTERVAL_S = 0.03
 SHUTDOWN_TIMEOUT_S = 2.5
 KILL_RESERVE_S = 0.5  # of a shutdown's time: what is kept for killing an engine that has not stopped
+
+
+class EngineCalls(Protocol):
+    """What a bridge calls: the engine process (Engine), or a model served elsewhere (remote_bridge)."""
+
+    model: LoadedModel | None
+
+    @property
+    def alive(self) -> bool: ...
+
+    def load(self, params: LoadParams) -> LoadedModel: ...
+    def generate(self, request: GenerateRequest) -> Iterator[Event]: ...
+    def new_request_id(self) -> int: ...
+    def stop(self, request_id: int | None = None) -> None: ...
+    def unload(self) -> None: ...
+    def kill(self) -> None: ...
+    def close(self, timeout_s: float = ...) -> None: ...
 
 
 class _EngineWorker(QObject):
@@ -28,7 +47,7 @@ class _EngineWorker(QObject):
     chunk = Signal(int, str, bool)  # request id, text, is reasoning
     finished = Signal(int, object)  # request id, ReplyStats
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: EngineCalls) -> None:
         super().__init__()
         self.engine = engine
 
@@ -88,7 +107,9 @@ class _EngineWorker(QObject):
         self.engine.close()
 
 
-class EngineBridge(QObject):
+class Bridge(QObject):
+    """A thread calling one engine (EngineCalls) and its results as signals."""
+
     loaded = Signal(object)
     failed = Signal(str, str)
     notice = Signal(int, str)
@@ -101,7 +122,7 @@ class EngineBridge(QObject):
     _unload = Signal()
     _shutdown = Signal()
 
-    def __init__(self, engine: Engine, parent: QObject | None = None) -> None:
+    def __init__(self, engine: EngineCalls, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.engine = engine
         self._loads = 0  # numbers the loads, so that the end of a cancelled one is known as such
@@ -178,6 +199,15 @@ class EngineBridge(QObject):
                 return
         if self.engine.alive:  # the thread has ended without reaching its shutdown (its loop quit first)
             self.engine.close(left_ms() / 1000)
+
+
+class EngineBridge(Bridge):
+    """The bridge to the engine process, which the window's other parts (memory, the server) read too."""
+
+    engine: Engine
+
+    def __init__(self, engine: Engine, parent: QObject | None = None) -> None:
+        super().__init__(engine, parent)
 
 
 def is_crash(kind: str) -> bool:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Slot
+from PySide6.QtGui import QStandardItemModel
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -21,6 +22,7 @@ from PySide6.QtWidgets import (
 from app.library.scan import LibraryEntry
 from app.runtime.protocol import LoadParams
 from app.settings import DEFAULT_CONTEXT, Settings
+from app.ui.remote_bridge import Offer, is_remote, shown_name
 from app.ui.widgets import add_new_items, named
 
 
@@ -93,6 +95,24 @@ class ModelBar(QWidget):
         """Offer the library's usable models (beside the files opened by hand)."""
         add_new_items(self.picker, [(e.id, str(e.path)) for e in entries if not e.problem])
 
+    def set_remote(self, offers: list[Offer]) -> None:
+        """Offer the endpoints' models after the local ones, marked as remote; an endpoint that cannot be
+        reached is shown unavailable (not selectable, the reason in its tooltip)."""
+        chosen = self.picker.currentData()
+        for index in reversed(range(self.picker.count())):
+            if is_remote(self.picker.itemData(index)):
+                self.picker.removeItem(index)
+        items = self.picker.model()
+        assert isinstance(items, QStandardItemModel)
+        for offer in offers:
+            text = shown_name(offer.spec) + (" (unavailable)" if offer.problem else "")
+            self.picker.addItem(text, offer.spec)
+            item = items.item(self.picker.count() - 1)
+            item.setToolTip(offer.problem or f"Served by {offer.where}")
+            item.setEnabled(not offer.problem)
+        if chosen is not None and (index := self.picker.findData(chosen)) >= 0:
+            self.picker.setCurrentIndex(index)
+
     def select(self, entry: LibraryEntry) -> None:
         index = self.picker.findData(str(entry.path))
         if index < 0:
@@ -100,9 +120,18 @@ class ModelBar(QWidget):
             index = self.picker.count() - 1
         self.picker.setCurrentIndex(index)
 
+    def unavailable_reason(self) -> str:
+        """Why the chosen remote model cannot be used now ("" when it can)."""
+        items = self.picker.model()
+        index = self.picker.currentIndex()
+        if isinstance(items, QStandardItemModel) and index >= 0 and not items.item(index).isEnabled():
+            return items.item(index).toolTip()
+        return ""
+
     def selected_path(self) -> str | None:
+        """The model file chosen, or remote:NAME/MODEL; None for nothing or an unavailable endpoint."""
         path = self.picker.currentData()
-        return str(path) if path else None
+        return str(path) if path and not self.unavailable_reason() else None
 
     def load_params(self, path: str) -> LoadParams:
         return LoadParams(

@@ -73,6 +73,7 @@ class SettingsDialog(QDialog):
         token_file: Path,
         apply: Callable[[Settings], None],
         parent: QWidget | None = None,
+        open_endpoints: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(parent)
         self.setObjectName("settingsDialog")
@@ -133,6 +134,11 @@ class SettingsDialog(QDialog):
         form.addRow("Hugging Face token", self.token)
         form.addRow("", self.forget_token)
         form.addRow("Theme", self.theme)
+        if open_endpoints is not None:
+            endpoints = named(QPushButton("Endpoints…"), "settingsEndpoints")
+            endpoints.setToolTip("Models served elsewhere: llama-server, vLLM, Ollama, another Hubside")
+            endpoints.clicked.connect(open_endpoints)
+            form.addRow("Models served elsewhere", endpoints)
         self.problem = named(QLabel(""), "settingsProblem")
         self.problem.setWordWrap(True)
         form.addRow(self.problem)

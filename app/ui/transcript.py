@@ -125,7 +125,7 @@ def stats_line(stats: dict[str, Any]) -> str:
         parts.append(f"first token {stats['ttft_ms']:.0f} ms")
     if "completion_tokens" in stats:
         parts.append(f"{stats['completion_tokens']} tokens (prompt {stats.get('prompt_tokens', '?')})")
-    for key in ("model", "preset", "finish_reason"):
+    for key in ("model", "preset", "finish_reason", "timing"):
         if stats.get(key):
             parts.append(str(stats[key]))
     return " · ".join(parts).replace("*", "\\*").replace("_", "\\_")
