@@ -229,6 +229,10 @@ class ServerPage(QWidget):
         if self.server is not None:
             self.background.run(self.server.host.catalog.ids, self._models_read)
 
+    @Slot()
+    def window_closing(self) -> None:
+        self._stop_timers()
+
     def _stop_timers(self) -> None:
         self.log_view.timer.stop()
         self.models_timer.stop()
@@ -241,12 +245,11 @@ class ServerPage(QWidget):
         """At quit: told to stop (timeout 0), then waited on. Its own engines are closed at once, in a
         thread of their own: a reply streaming from one would otherwise hold the server's graceful
         shutdown (3 s) past the quit's deadline. The chat's engine is the bridge's to close."""
-        server = self.server
-        self._stop_timers()
+        server = self.server  # Python state only: the window (and this page's C++ side) may be gone
+        first, self.closing = not self.closing, True  # a start still binding stops itself (see _open)
         if server is None:
             return
-        if not self.closing:
-            self.closing = True
+        if first:
             server.stop(0)
             threading.Thread(target=server.host.close, name="server-engines", daemon=True).start()
         server.stop(timeout_s)
