@@ -213,7 +213,6 @@ def build_window(paths: AppPaths, engine: Engine | None = None) -> tuple[MainWin
     window.closing.connect(compare.stop)  # at once; Services.close waits for it, within the quit's deadline
     services.compare_page = compare
     window.closing.connect(server.window_closing)  # its timers; the server stops in Services.close
-    window.closing.connect(server.window_closing)  # its timers; the server stops in Services.close
     window.closing.connect(discover.shutdown)  # a search under way asks the Hub nothing more
 
     def apply_settings(changed: Settings) -> None:
