@@ -194,6 +194,15 @@ def test_llama_server_streams_and_its_death_mid_reply_keeps_the_text(smollm2_pat
         assert text and done.stats.finish_reason in ("stop", "length") and done.stats.completion_tokens > 0
         print(f"llama-server: ttft {done.stats.ttft_ms:.1f} ms, {done.stats.tokens_per_s:.0f} tok/s")
 
+        for event in engine.generate(request(engine, 1500)):  # stop: the stream closes, the slot frees
+            if isinstance(event, Piece) and event.tokens == 3:
+                engine.stop()
+        assert isinstance(event, Finished) and event.stats.finish_reason == "stopped"
+        started = time.monotonic()
+        _, after, _ = reply(engine.generate(request(engine, 2)))  # one slot: it waits if the first goes on
+        assert after.stats.completion_tokens == 2 and time.monotonic() - started < 30
+        print(f"after a stop the next reply took {time.monotonic() - started:.1f} s")
+
         pieces: list[str] = []
         events = engine.generate(request(engine, 1500))
         for event in events:
