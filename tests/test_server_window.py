@@ -269,3 +269,34 @@ def test_a_server_left_on_starts_again_with_the_window(qtbot: QtBot, window: Mai
     finally:
         again.close()
         services.close()
+
+
+@pytest.mark.usefixtures("no_keyring")
+def test_without_a_keyring_the_server_starts_and_keeps_its_key_in_a_file(
+    qtbot: QtBot, window: MainWindow
+) -> None:
+    page = _page(window)
+    _switch(qtbot, page, True)
+    key = page.key
+    assert _models(page, key).status_code == 200
+    key_file = AppPaths.from_env().config_dir / "server-key"
+    assert key_file.read_text().strip() == key and key_file.stat().st_mode & 0o077 == 0
+    _switch(qtbot, page, False)
+    _switch(qtbot, page, True)
+    assert page.key == key  # the same key after a restart: clients keep working
+
+
+def test_the_log_keeps_the_newest_500_requests(qtmodeltester: object) -> None:
+    from app.server.app import RequestRecord
+    from app.ui.server_log import RequestLogView
+    from app.ui.server_models import MAX_LOG_ROWS
+
+    view = RequestLogView()
+    qtmodeltester.check(view.log_model)  # type: ignore[attr-defined]
+    for batch in range(3):
+        for n in range(250):
+            view.feed(RequestRecord("/v1/completions", f"m{batch * 250 + n}", 200, completion_tokens=1))
+        view.read()
+    model = view.log_model
+    assert model.rowCount() == MAX_LOG_ROWS == 500
+    assert model.index(0, 2).data() == "m250" and model.index(499, 2).data() == "m749"
