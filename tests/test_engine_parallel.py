@@ -146,6 +146,13 @@ def test_a_stop_ends_exactly_that_reply_within_one_token(tiny_model: Path) -> No
         assert stats[request_id].widest_batch == 3
 
 
+def _sent(engine: Engine, n: int) -> None:
+    """Wait until `n` requests are under way (their routes open; each sends right after)."""
+    while len(engine._routes) < n:
+        time.sleep(0.005)
+    time.sleep(0.05)
+
+
 def test_kill_while_three_wait_wakes_all_three(tiny_model: Path) -> None:
     with Engine(AppPaths.from_env().ensure()) as engine:
         engine.load(LoadParams(tiny_model, n_ctx=512, n_batch=64, n_parallel=1))
@@ -154,9 +161,12 @@ def test_kill_while_three_wait_wakes_all_three(tiny_model: Path) -> None:
         def listen(request: GenerateRequest) -> object:
             return list(engine.generate(request))
 
-        threading.Timer(1.0, engine.kill).start()
-        results = _at_once([lambda r=r: listen(r) for r in requests], gap_s=0.05)  # type: ignore[misc]
-    assert all(isinstance(result, EngineCrashed) for result in results), results
+        def kill() -> None:
+            _sent(engine, 3)  # one running, two waiting for its slot
+            engine.kill()
+
+        results = _at_once([*(lambda r=r: listen(r) for r in requests), kill])  # type: ignore[misc]
+    assert all(isinstance(result, EngineCrashed) for result in results[:3]), results
 
 
 def test_two_chats_taking_turns_keep_their_caches(smollm2_path: Path) -> None:
@@ -250,7 +260,7 @@ def test_a_request_stopped_while_it_waits_ends_at_once(tiny_model: Path) -> None
             return stats
 
         def stop_the_waiting_one() -> None:
-            time.sleep(0.3)
+            _sent(engine, 2)  # the first has the one slot, the second waits for it
             ended["asked"] = time.perf_counter()
             engine.stop(waiting.request_id)
 
