@@ -143,6 +143,7 @@ def test_a_remote_chat_streams_stops_regenerates_continues_and_records_the_endpo
     chat = window.chat
     spec = f"remote:box/{tiny_model}"
     _pick(qtbot, window, shown_name(spec))
+    assert not chat.model_bar.context.isEnabled()  # a file's load settings mean nothing there
     _click(qtbot, chat.model_bar.load_button)
     qtbot.waitUntil(lambda: chat.model is not None or chat.banner.isVisible(), timeout=WAIT_MS)
     assert not chat.banner.isVisible(), chat.banner_text.text()

@@ -67,6 +67,14 @@ class ModelBar(QWidget):
                        self.load_button, self.cancel_button, self.unload_button):  # fmt: skip
             layout.addWidget(widget)
         layout.addWidget(self.status, 1)
+        self.picker.currentIndexChanged.connect(self._chosen)
+
+    @Slot(int)
+    def _chosen(self, index: int) -> None:
+        """How to load a file means nothing for a model served elsewhere: those controls rest."""
+        local = not is_remote(self.picker.itemData(index))
+        for control in (self.context, self.threads, self.gpu_layers, self.flash_attention):
+            control.setEnabled(local)
 
     def set_loading(self, loading: bool) -> None:
         """While a model loads: Cancel instead of Load."""

@@ -11,21 +11,23 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, Signal, Slot
 
 from app.errors import AppError, ErrorKind
-from app.remote.client import Client
 from app.remote.endpoints import PREFIX, Endpoint, EndpointStore, RemoteModel
-from app.remote.engine import RemoteEngine
 from app.runtime.protocol import Event, GenerateRequest, LoadedModel, LoadParams
 from app.ui.engine_bridge import Bridge
+
+if TYPE_CHECKING:
+    from app.remote.engine import RemoteEngine
 
 log = logging.getLogger(__name__)
 # Request ids of remote replies start here, so that a late chunk of a local reply (ids from 1) can never
 # pass for one of a remote reply, and the other way round. Signals carry a C int: below 2**31.
 FIRST_REMOTE_ID = 1 << 30
-SHUTDOWN_S = 0.5  # a remote reply stops at once (its stream is closed): nothing to wait for
+SHUTDOWN_S = 1.0  # a remote reply stops at once (its stream is closed); above the bridge's kill reserve
 
 
 def is_remote(spec: str | None) -> bool:
@@ -79,6 +81,8 @@ def _offers_of(store: EndpointStore, endpoint: Endpoint) -> list[Offer]:
 
 def endpoint_models(store: EndpointStore, endpoint: Endpoint, typed_key: str | None) -> list[str]:
     """The models `endpoint` offers (GET /models), with the key typed or the one kept for it."""
+    from app.remote.client import Client  # requests: loaded when an endpoint is first asked, not at start
+
     key = typed_key or store.api_key(endpoint)
     client = Client(RemoteModel(endpoint, "", key))
     try:
@@ -113,6 +117,8 @@ class RemoteEngines:
     def load(self, params: LoadParams) -> LoadedModel:
         """Ask the endpoint for the model in a daemon thread and wait for it or for `kill` (Cancel, quit):
         a server that accepts and never answers holds no thread the window must wait for."""
+        from app.remote.engine import RemoteEngine
+
         self.unload()
         self._given_up.clear()
         answer: queue.Queue[LoadedModel | Exception] = queue.Queue()
