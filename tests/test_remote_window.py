@@ -254,3 +254,41 @@ def test_a_remote_reply_cut_mid_stream_is_kept_as_interrupted_with_its_endpoint(
     stats = stats_dict(ReplyStats(CUT, 5, 5, 3, 10.0, 1.0, 1.0), model, "")
     assert FINAL_STATES[CUT] == "interrupted"
     assert stats["model"] == "remote:box//srv/m.gguf" and stats["endpoint"] == "box"
+
+
+def test_compare_offers_remote_models_and_runs_one_beside_a_local_one(
+    qtbot: QtBot,
+    open_window,
+    hubside: Server,
+    tiny_model: Path,
+    store: EndpointStore,  # type: ignore[no-untyped-def]
+) -> None:
+    from app.remote.endpoints import RemoteModel
+    from app.ui.compare_page import ComparePage
+
+    store.add(Endpoint("box", hubside.base_url), KEY)
+    store.add(Endpoint("gone", f"http://127.0.0.1:{_free_port()}"))
+    window = open_window()
+    page = window.pages["compare"]
+    assert isinstance(page, ComparePage)
+    remote_text = shown_name(f"remote:box/{tiny_model}")
+    qtbot.waitUntil(lambda: page.pickers[0].findText(remote_text) >= 0, timeout=WAIT_MS)
+    page.pickers[0].setCurrentIndex(page.pickers[0].findText("remote: gone (unavailable)"))
+    assert page.chosen() == []  # an unavailable endpoint is never run
+    page.pickers[0].setCurrentIndex(page.pickers[0].findText(remote_text))
+    page.pickers[1].addItem(tiny_model.name, str(tiny_model))
+    page.pickers[1].setCurrentIndex(page.pickers[1].count() - 1)
+    remote, local = page.chosen()
+    assert local.model_path == tiny_model
+    assert (
+        isinstance(remote, RemoteModel)
+        and remote.label == f"remote:box/{tiny_model}"
+        and remote.api_key == KEY
+    )
+    page.max_tokens.setValue(12)
+    page.prompt.setPlainText("Hello")
+    page.run()
+    qtbot.waitUntil(lambda: page.worker is None, timeout=WAIT_MS)
+    assert page.comparison is not None
+    texts = [column.text for column in page.comparison.columns]
+    assert all(texts), (texts, page.message.text())

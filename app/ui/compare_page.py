@@ -40,14 +40,25 @@ from PySide6.QtWidgets import (
 from app.chat.export import thought_label
 from app.compare.elo import Vote, leaderboard
 from app.compare.report import to_html, to_json
-from app.compare.runner import FAIR, MAX_MODELS, MIN_MODELS, PARALLEL, Column, CompareSettings, Comparison
+from app.compare.runner import (
+    FAIR,
+    MAX_MODELS,
+    MIN_MODELS,
+    PARALLEL,
+    Column,
+    CompareSettings,
+    Comparison,
+    ModelSpec,
+)
 from app.compare.store import CompareStore, SavedRun, entry
 from app.errors import AppError, to_app_error
 from app.files import write_atomic
 from app.library.scan import LibraryEntry
 from app.paths import AppPaths
+from app.remote.endpoints import RemoteModel
 from app.runtime.protocol import ChatMessage, LoadParams, SamplingParams
 from app.ui.charts import ChartPanel
+from app.ui.remote_bridge import Offer, is_remote, offer_remote, unavailable_reason
 from app.ui.safe_markdown import SafeMarkdownView
 from app.ui.transcript import LIVE_REASONING_CHARS
 from app.ui.widgets import add_new_items, named
@@ -126,9 +137,16 @@ class ComparePage(QWidget):
     _changed = Signal(int, object)  # column index, a copy of the column (from the comparison's thread)
     _finished = Signal(object, object)  # AppError or None, the run's data to save (or None)
 
-    def __init__(self, paths: AppPaths, store: CompareStore, open_as_chat: OpenAsChat) -> None:
+    def __init__(
+        self,
+        paths: AppPaths,
+        store: CompareStore,
+        open_as_chat: OpenAsChat,
+        resolve_remote: Callable[[str], RemoteModel] | None = None,
+    ) -> None:
         super().__init__()
         self.paths, self.store, self.open_as_chat = paths, store, open_as_chat
+        self.resolve_remote = resolve_remote  # remote:NAME/MODEL_ID -> the model and its key
         self.comparison: Comparison | None = None
         self.worker: threading.Thread | None = None
         self.run_id: int | None = None
@@ -263,13 +281,23 @@ class ComparePage(QWidget):
         for picker in self.pickers:
             add_new_items(picker, usable)
 
+    def set_remote(self, offers: list[Offer]) -> None:
+        """The endpoints' models beside the local ones (the chat's listing), unavailable ones greyed."""
+        for picker in self.pickers:
+            offer_remote(picker, offers)
+
     # --- running -----------------------------------------------------------------------------------
-    def chosen(self) -> list[LoadParams]:
+    def chosen(self) -> list[ModelSpec]:
         return [
-            LoadParams(Path(picker.currentData()), n_ctx=context.value())
+            self._spec(str(picker.currentData()), context.value())
             for picker, context in zip(self.pickers, self.contexts, strict=True)
-            if picker.currentData()
+            if picker.currentData() and not unavailable_reason(picker)
         ]
+
+    def _spec(self, data: str, n_ctx: int) -> ModelSpec:
+        if is_remote(data) and self.resolve_remote is not None:
+            return self.resolve_remote(data)  # the key from the keyring or the environment
+        return LoadParams(Path(data), n_ctx=n_ctx)
 
     @Slot()
     def run(self) -> None:
@@ -277,7 +305,11 @@ class ComparePage(QWidget):
         prompt = self.prompt.toPlainText().strip()
         if self.worker is not None or not prompt:
             return
-        models = self.chosen()
+        try:
+            models = self.chosen()
+        except AppError as exc:  # an endpoint removed meanwhile, its key's variable unset
+            self.message.setText(exc.user_message)
+            return
         settings = CompareSettings(
             system=self.system.text(),
             sampling=SamplingParams(temperature=self.temperature.value(), seed=self.seed.value()),

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Slot
-from PySide6.QtGui import QStandardItemModel
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -22,7 +21,7 @@ from PySide6.QtWidgets import (
 from app.library.scan import LibraryEntry
 from app.runtime.protocol import LoadParams
 from app.settings import DEFAULT_CONTEXT, Settings
-from app.ui.remote_bridge import Offer, is_remote, shown_name
+from app.ui.remote_bridge import Offer, is_remote, offer_remote, unavailable_reason
 from app.ui.widgets import add_new_items, named
 
 
@@ -106,20 +105,7 @@ class ModelBar(QWidget):
     def set_remote(self, offers: list[Offer]) -> None:
         """Offer the endpoints' models after the local ones, marked as remote; an endpoint that cannot be
         reached is shown unavailable (not selectable, the reason in its tooltip)."""
-        chosen = self.picker.currentData()
-        for index in reversed(range(self.picker.count())):
-            if is_remote(self.picker.itemData(index)):
-                self.picker.removeItem(index)
-        items = self.picker.model()
-        assert isinstance(items, QStandardItemModel)
-        for offer in offers:
-            text = shown_name(offer.spec) + (" (unavailable)" if offer.problem else "")
-            self.picker.addItem(text, offer.spec)
-            item = items.item(self.picker.count() - 1)
-            item.setToolTip(offer.problem or f"Served by {offer.where}")
-            item.setEnabled(not offer.problem)
-        if chosen is not None and (index := self.picker.findData(chosen)) >= 0:
-            self.picker.setCurrentIndex(index)
+        offer_remote(self.picker, offers)
 
     def select(self, entry: LibraryEntry) -> None:
         index = self.picker.findData(str(entry.path))
@@ -130,11 +116,7 @@ class ModelBar(QWidget):
 
     def unavailable_reason(self) -> str:
         """Why the chosen remote model cannot be used now ("" when it can)."""
-        items = self.picker.model()
-        index = self.picker.currentIndex()
-        if isinstance(items, QStandardItemModel) and index >= 0 and not items.item(index).isEnabled():
-            return items.item(index).toolTip()
-        return ""
+        return unavailable_reason(self.picker)
 
     def selected_path(self) -> str | None:
         """The model file chosen, or remote:NAME/MODEL; None for nothing or an unavailable endpoint."""

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, Signal, Slot
+from PySide6.QtGui import QStandardItemModel
+from PySide6.QtWidgets import QComboBox
 
 from app.errors import AppError, ErrorKind
 from app.remote.endpoints import PREFIX, Endpoint, EndpointStore, RemoteModel
@@ -42,6 +44,32 @@ def remote_label(model: LoadedModel) -> str:
 def shown_name(spec: str) -> str:
     """`remote:NAME/MODEL` as the picker shows it: 'remote: NAME/MODEL'."""
     return f"remote: {spec.removeprefix(PREFIX)}"
+
+
+def offer_remote(picker: QComboBox, offers: list[Offer]) -> None:
+    """Put `offers` in a model picker after its local models, marked as remote; an endpoint that cannot
+    be reached is shown unavailable (not selectable, the reason in its tooltip). The choice stays."""
+    chosen = picker.currentData()
+    for index in reversed(range(picker.count())):
+        if is_remote(picker.itemData(index)):
+            picker.removeItem(index)
+    items = picker.model()
+    assert isinstance(items, QStandardItemModel)
+    for offer in offers:
+        picker.addItem(shown_name(offer.spec) + (" (unavailable)" if offer.problem else ""), offer.spec)
+        item = items.item(picker.count() - 1)
+        item.setToolTip(offer.problem or f"Served by {offer.where}")
+        item.setEnabled(not offer.problem)
+    if chosen is not None and (index := picker.findData(chosen)) >= 0:
+        picker.setCurrentIndex(index)
+
+
+def unavailable_reason(picker: QComboBox) -> str:
+    """Why the remote model chosen in `picker` cannot be used now ("" when it can)."""
+    items, index = picker.model(), picker.currentIndex()
+    if isinstance(items, QStandardItemModel) and index >= 0 and not items.item(index).isEnabled():
+        return items.item(index).toolTip()
+    return ""
 
 
 @dataclass(frozen=True)
