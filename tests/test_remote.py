@@ -265,3 +265,24 @@ def test_hubside_serve_losing_its_engine_mid_reply_keeps_the_text_marked(smollm2
                 break
         assert isinstance(event, Finished) and event.stats.finish_reason == CUT
         assert len(pieces) >= 3 and "broke off" in notices[0] and "engine" in notices[0], notices
+
+
+def test_a_server_that_sends_headers_and_then_nothing_times_out_the_same_way() -> None:
+    """llama-server sends its stream's headers at once: the first token's wait is then a read, not the
+    answer's headers; the message is the same."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+
+        def headers_only() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                             b"Transfer-Encoding: chunked\r\n\r\n")  # fmt: skip
+                time.sleep(3)
+
+        threading.Thread(target=headers_only, daemon=True).start()
+        engine = RemoteEngine(remote(f"http://127.0.0.1:{listener.getsockname()[1]}", "m", first_token_s=1))
+        started = time.monotonic()
+        with pytest.raises(AppError) as silence:
+            reply(engine.generate(request(engine)))
+    assert "sent nothing for 1 s" in silence.value.user_message and time.monotonic() - started < 2.5

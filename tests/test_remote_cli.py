@@ -108,3 +108,14 @@ def test_compare_a_local_model_and_a_remote_one(
     assert all(r["text"] and not r["error"] for r in results), results
     assert results[1]["completion_tokens"] == 5 and results[1]["ttft_ms"] > 0
     assert KEY not in out + err
+
+
+@pytest.mark.usefixtures("no_keyring")
+def test_a_typed_key_without_a_keyring_is_refused_with_the_way_out(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO(SECRET + "\n"))
+    assert main(["endpoints", "add", "lab", "https://lab.example/v1", "--api-key-stdin"]) == 1
+    out, err = _out(capsys)
+    assert "use --api-key-env VAR" in err and "HF_TOKEN" not in err and SECRET not in out + err
+    assert main(["endpoints", "ls", "--json"]) == 0 and json.loads(_out(capsys)[0]) == []

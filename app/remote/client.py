@@ -138,7 +138,8 @@ class Client:
         return answer
 
     def _events(self, response: requests.Response) -> Iterator[Delta]:
-        finished = False
+        finished = begun = False
+        wait = self.model.endpoint.first_token_timeout_s
         try:
             for line in response.iter_lines(chunk_size=None, decode_unicode=False):
                 if not line.startswith(b"data:"):
@@ -148,10 +149,13 @@ class Client:
                     return
                 delta = self._delta(data)
                 finished = finished or delta.finish_reason is not None
+                begun = begun or bool(delta.text or delta.reasoning)
                 yield delta
         except requests.exceptions.ConnectionError as exc:  # urllib3's read timeout arrives as this too
             if "timed out" in str(exc).lower() or isinstance(exc, requests.exceptions.Timeout):
-                raise StreamCut(f"no data for {self.model.endpoint.first_token_timeout_s:g} s") from None
+                if not begun:  # headers at once, then no first token (llama-server): the same message
+                    raise self._silent(exc, wait) from None
+                raise StreamCut(f"no data for {wait:g} s") from None
             raise StreamCut(self._masked(exc)) from None
         except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as exc:
             raise StreamCut(self._masked(exc)) from None

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from app.errors import AppError, ErrorKind
 from app.files import write_atomic
-from app.hub.token import kept_secret, save_token
+from app.hub.token import NoKeyring, kept_secret, save_token
 from app.paths import AppPaths
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,14 @@ class EndpointStore:
             endpoint.name, base_url(endpoint.url), endpoint.api_key_env, endpoint.first_token_timeout_s
         )
         if api_key:
-            save_token(api_key, user=_key_user(checked.name))
+            try:
+                save_token(api_key, user=_key_user(checked.name))
+            except NoKeyring as exc:  # its message is about the Hub token
+                raise AppError(
+                    ErrorKind.SETTINGS,
+                    "This system has no keyring to keep the key in; use --api-key-env VAR instead.",
+                    exc.detail,
+                ) from None
         with self._locked() as endpoints:
             endpoints[checked.name] = checked
         log.info("endpoint %s added (%s)", checked.name, checked.url)
