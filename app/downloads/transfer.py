@@ -54,7 +54,9 @@ log = logging.getLogger(__name__)
 
 BUFFER_BYTES = 2 << 20  # one connection's read buffer: filled, then written with one pwrite
 FILL_S = 0.5  # a buffer is written after this long even if not full (progress on a slow connection)
-READ_SLICE = 256 << 10  # at most this much per read, so that FILL_S is looked at on a slow line
+# at most this much per read: FILL_S is looked at on a slow line, and a drop loses only the slice being
+# filled (fetched again; readinto keeps nothing of a read that fails)
+READ_SLICE = 64 << 10
 HASH_BLOCK = 4 << 20
 MIN_SEGMENTED_BYTES = 16 << 20  # smaller files come over one connection
 MAX_CONNECTIONS = 16
@@ -517,7 +519,8 @@ class _Fetch:
 
 def _fill(response: requests.Response, view: memoryview) -> tuple[int, bool, requests.ConnectionError | None]:
     """Read into `view` until it is full, the answer ends, or FILL_S has passed: (bytes read, whether the
-    answer ended, the error that cut it). What was read before a drop is kept."""
+    answer ended, the error that cut it). What was read before a drop is kept, but for the slice then
+    being filled."""
     # http.client's readinto decrypts straight into our buffer. urllib3's read1 would allocate a bytes
     # object of the size asked for at each call (a 2 MiB mmap for each 16 KB TLS record): twice the system
     # time and 0.4 s more for a 253 MB file over TLS.
