@@ -7,12 +7,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gguf import GGUFReader, GGUFValueType, GGUFWriter
 
 from app.errors import AppError, ErrorKind
 from app.paths import AppPaths
 from app.runtime.engine import Engine
 from app.runtime.protocol import Finished, GenerateRequest, LoadParams, SamplingParams
+from tests.tinymodel import with_uint32_key
 
 TEXTS = ("The cat sat on the mat.", "Quarterly revenue grew by four percent.", "The cat sat on the mat.")
 
@@ -61,32 +61,9 @@ def test_embeddings_and_replies_share_the_engine(smol: Engine) -> None:
     assert len(smol.embed(("after a reply",)).vectors) == 1
 
 
-def _with_key(source: Path, out: Path, key: str, value: int) -> Path:
-    """A copy of the GGUF `source` with one more uint32 metadata key."""
-    reader = GGUFReader(source)
-    writer = GGUFWriter(out, str(reader.fields["general.architecture"].contents()))
-    for name, field in reader.fields.items():
-        if name.startswith("GGUF.") or name == "general.architecture":
-            continue
-        value_type = field.types[0]
-        if value_type == GGUFValueType.ARRAY:
-            writer.add_array(name, field.contents())
-        else:
-            writer.add_key_value(name, field.contents(), value_type)
-    writer.add_uint32(key, value)
-    for tensor in reader.tensors:
-        writer.add_tensor(
-            tensor.name, tensor.data, raw_shape=tensor.shape[::-1], raw_dtype=tensor.tensor_type
-        )
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return out
-
-
 def test_a_reranker_cannot_make_embeddings(tiny_model: Path, tmp_path: Path) -> None:
-    reranker = _with_key(tiny_model, tmp_path / "reranker.gguf", "llama.pooling_type", 4)  # rank pooling
+    rank_pooling = 4
+    reranker = with_uint32_key(tiny_model, tmp_path / "reranker.gguf", "llama.pooling_type", rank_pooling)
     with Engine(AppPaths.from_env().ensure()) as engine:
         engine.load(LoadParams(reranker, n_ctx=256, n_batch=64))
         with pytest.raises(AppError) as refused:

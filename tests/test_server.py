@@ -20,6 +20,7 @@ from app.server.app import RequestRecord
 from app.server.models import Catalog, HostOptions
 from app.server.service import Address, Server
 from tests.conftest import TinyModelFactory
+from tests.tinymodel import with_uint32_key
 
 KEY = "test-key-0123456789"
 SYSTEM = {"role": "system", "content": "You are a helpful assistant."}
@@ -422,3 +423,13 @@ def test_a_queued_client_that_leaves_gives_up_its_place(
     assert left.finish_reason == "" and left.completion_tokens == 0  # it never reached the engine
     holder.close()
     del lines
+
+
+def test_a_model_that_cannot_embed_gets_a_clear_400(serve: Serve, tiny_model: Path, tmp_path: Path) -> None:
+    rank_pooling = 4
+    reranker = with_uint32_key(tiny_model, tmp_path / "reranker.gguf", "llama.pooling_type", rank_pooling)
+    server = serve(reranker)
+    error = _error(_post(server, "/embeddings", {"model": str(reranker), "input": "hello"}), 400)
+    assert "cannot make embeddings" in error["message"]
+    done = _client(server).completions.create(model=str(reranker), prompt="Hi", max_tokens=2)
+    assert done.usage is not None and done.usage.completion_tokens == 2  # the model still answers

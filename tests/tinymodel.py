@@ -172,3 +172,27 @@ def truncate(valid: Path, size: int, out: Path) -> Path:
     with valid.open("rb") as f:
         out.write_bytes(f.read(size))
     return out
+
+
+def with_uint32_key(source: Path, out: Path, key: str, value: int) -> Path:
+    """A copy of the GGUF `source` with one more uint32 metadata key."""
+    reader = GGUFReader(source)
+    writer = GGUFWriter(out, str(reader.fields["general.architecture"].contents()))
+    for name, field in reader.fields.items():
+        if name.startswith("GGUF.") or name == "general.architecture":
+            continue
+        value_type = field.types[0]
+        if value_type == GGUFValueType.ARRAY:
+            writer.add_array(name, field.contents())
+        else:
+            writer.add_key_value(name, field.contents(), value_type)
+    writer.add_uint32(key, value)
+    for tensor in reader.tensors:
+        writer.add_tensor(
+            tensor.name, tensor.data, raw_shape=tensor.shape[::-1], raw_dtype=tensor.tensor_type
+        )
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return out
