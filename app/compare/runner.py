@@ -13,13 +13,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.compare.store import file_sha256
 from app.errors import AppError, ErrorKind, to_app_error
 from app.paths import AppPaths
 from app.remote.endpoints import RemoteModel
-from app.remote.engine import RemoteEngine
 from app.runtime.engine import Engine
 from app.runtime.memory import MemoryEstimate, estimate, free_ram
 from app.runtime.preflight import check_load
@@ -34,6 +33,9 @@ from app.runtime.protocol import (
     SamplingParams,
 )
 from app.units import gb
+
+if TYPE_CHECKING:
+    from app.remote.engine import RemoteEngine
 
 FAIR, PARALLEL = "fair", "parallel"
 MIN_MODELS, MAX_MODELS = 2, 4
@@ -285,11 +287,16 @@ class Comparison:
 
 def _engine_for(spec: ModelSpec, paths: AppPaths) -> Engine | RemoteEngine:
     """The one place a column's model becomes an engine: a process of ours, or a remote endpoint."""
-    return RemoteEngine(spec) if isinstance(spec, RemoteModel) else Engine(paths)
+    if isinstance(spec, RemoteModel):
+        # here: its client (requests) loads when a remote model runs, not with the window
+        from app.remote.engine import RemoteEngine
+
+        return RemoteEngine(spec)
+    return Engine(paths)
 
 
 def _load(engine: Engine | RemoteEngine, spec: ModelSpec) -> LoadedModel:
-    if isinstance(engine, RemoteEngine):
+    if not isinstance(engine, Engine):
         return engine.load()  # checks that the endpoint offers the model
     assert isinstance(spec, LoadParams)
     return engine.load(spec)
