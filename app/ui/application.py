@@ -201,7 +201,7 @@ def build_window(paths: AppPaths, engine: Engine | None = None) -> tuple[MainWin
             chat_store.add_message(conversation, message.role, message.content, reasoning=message.reasoning)
         window.show_conversation(conversation)
 
-    compare = ComparePage(paths, comparisons, open_as_chat, endpoints.resolve)
+    compare = ComparePage(paths, comparisons, open_as_chat, endpoints.resolve, background)
     if chat.remote is not None:
         chat.remote.offers_changed.connect(compare.set_remote)  # one listing for both pickers
     server = _server_page(paths, settings, bridge, background, models_dir, save)

@@ -57,6 +57,7 @@ from app.library.scan import LibraryEntry
 from app.paths import AppPaths
 from app.remote.endpoints import RemoteModel
 from app.runtime.protocol import ChatMessage, LoadParams, SamplingParams
+from app.ui.background import Background
 from app.ui.charts import ChartPanel
 from app.ui.remote_bridge import Offer, is_remote, offer_remote, unavailable_reason
 from app.ui.safe_markdown import SafeMarkdownView
@@ -143,10 +144,13 @@ class ComparePage(QWidget):
         store: CompareStore,
         open_as_chat: OpenAsChat,
         resolve_remote: Callable[[str], RemoteModel] | None = None,
+        background: Background | None = None,
     ) -> None:
         super().__init__()
         self.paths, self.store, self.open_as_chat = paths, store, open_as_chat
         self.resolve_remote = resolve_remote  # remote:NAME/MODEL_ID -> the model and its key
+        self.background = background  # where a remote model's key is read (a keyring may be slow)
+        self.resolving = False  # a Run waits for remote models' keys
         self.comparison: Comparison | None = None
         self.worker: threading.Thread | None = None
         self.run_id: int | None = None
@@ -288,11 +292,18 @@ class ComparePage(QWidget):
 
     # --- running -----------------------------------------------------------------------------------
     def chosen(self) -> list[ModelSpec]:
+        return self._specs(self._picks())
+
+    def _picks(self) -> list[tuple[str, int]]:
+        """What the pickers name, and each one's context (read on the GUI thread)."""
         return [
-            self._spec(str(picker.currentData()), context.value())
+            (str(picker.currentData()), context.value())
             for picker, context in zip(self.pickers, self.contexts, strict=True)
             if picker.currentData() and not unavailable_reason(picker)
         ]
+
+    def _specs(self, picks: list[tuple[str, int]]) -> list[ModelSpec]:
+        return [self._spec(data, n_ctx) for data, n_ctx in picks]
 
     def _spec(self, data: str, n_ctx: int) -> ModelSpec:
         if is_remote(data) and self.resolve_remote is not None:
@@ -303,12 +314,30 @@ class ComparePage(QWidget):
     def run(self) -> None:
         """Start a new comparison, or (same models, a run on screen) a follow-up turn."""
         prompt = self.prompt.toPlainText().strip()
-        if self.worker is not None or not prompt:
+        if self.worker is not None or self.resolving or not prompt:
+            return
+        picks = self._picks()
+        if self.background is not None and any(is_remote(data) for data, _ in picks):
+            self.resolving = True  # the keys come from the keyring: off the GUI thread
+            self.message.setText("Reading the endpoints' keys…")
+            self.background.run(lambda: self._specs(picks), self._resolved)
             return
         try:
-            models = self.chosen()
+            models = self._specs(picks)
         except AppError as exc:  # an endpoint removed meanwhile, its key's variable unset
             self.message.setText(exc.user_message)
+            return
+        self._start(prompt, models)
+
+    def _resolved(self, models: Any, error: AppError | None) -> None:
+        self.resolving = False
+        if error is not None:  # an endpoint removed meanwhile, its key's variable unset
+            self.message.setText(error.user_message)
+            return
+        self._start(self.prompt.toPlainText().strip(), models)
+
+    def _start(self, prompt: str, models: list[ModelSpec]) -> None:
+        if not prompt or self.worker is not None:
             return
         settings = CompareSettings(
             system=self.system.text(),
