@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -316,3 +317,11 @@ def test_a_reply_nobody_listens_to_is_stopped(tiny_model: Path) -> None:
         assert event.stats.finish_reason == "stopped" and event.stats.completion_tokens < 400
         request = GenerateRequest(engine.new_request_id(), prompt="Hello", max_tokens=3, ignore_eos=True)
         assert _reply(engine, request)[1].completion_tokens == 3
+
+
+def test_a_normal_close_is_not_logged_as_a_crash(tiny_model: Path, caplog: pytest.LogCaptureFixture) -> None:
+    for _ in range(3):  # the reader thread sees the pipe end at about the moment close() returns
+        with Engine(AppPaths.from_env().ensure()) as engine:
+            engine.load(LoadParams(tiny_model, n_ctx=256, n_batch=64))
+        time.sleep(0.3)  # the reader has read the end by now
+    assert not [r.message for r in caplog.records if "crashed" in r.message]

@@ -96,6 +96,7 @@ class Engine:
         self._control: queue.Queue[Item] = queue.Queue()  # everything else
         self._conn: Connection | None = None
         self._process: BaseProcess | None = None
+        self._closing: BaseProcess | None = None  # the process close() asked to exit: its end is no crash
         self._current: int | None = None
         self.model: LoadedModel | None = None
 
@@ -134,6 +135,7 @@ class Engine:
         if process is None or conn is None:
             return
         deadline = time.monotonic() + timeout_s
+        self._closing = process
         if self._send_lock.acquire(timeout=timeout_s):  # a send stuck on a hung engine must not hold us
             try:
                 conn.send(Shutdown())
@@ -214,7 +216,9 @@ class Engine:
         if process is not None:
             process.join(2.0)
             code = process.exitcode
-        if process is self._process:  # not an earlier process, replaced or closed since
+        # not an earlier process, replaced or closed since, nor one close() is ending (the reader can see
+        # its end before close() has let go of it)
+        if process is self._process and process is not self._closing:
             self._process = self._conn = None
             self.model = None
             log.error("engine crashed (exit code %s)", code)
