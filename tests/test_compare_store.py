@@ -227,3 +227,12 @@ def test_a_save_to_a_busy_database_is_a_clear_error_and_loses_nothing() -> None:
     assert "database is locked" in failed.value.user_message
     store.save_run("third", {"columns": []})
     assert [r.prompt for r in store.runs()] == ["third", "first"]
+
+
+def test_remote_models_are_entries_of_their_own() -> None:
+    # A remote column has no file of ours, so no sha256: its remote:NAME/MODEL_ID keys it (all remote models
+    # were one leaderboard entry, "")
+    one = {"model": "m", "path": "remote:box/a.gguf", "sha256": ""}
+    other = {"model": "m", "path": "remote:box/b.gguf", "sha256": ""}
+    local = {"model": "m", "path": "/models/a.gguf", "sha256": "ab12"}
+    assert [entry(c)[0] for c in (one, other, local)] == ["remote:box/a.gguf", "remote:box/b.gguf", "ab12"]

@@ -107,8 +107,9 @@ def label(column: dict[str, Any]) -> str:
 
 
 def entry(column: dict[str, Any]) -> tuple[str, str]:
-    """A saved run's column as a leaderboard entry: its file's sha256, and its label."""
-    return str(column["sha256"]), label(column)
+    """A saved run's column as a leaderboard entry: its file's sha256 (a remote model, which has no file
+    of ours: its `remote:NAME/MODEL_ID`), and its label."""
+    return str(column["sha256"] or column.get("path") or ""), label(column)
 
 
 def _columns(data_json: str) -> list[dict[str, Any]]:
