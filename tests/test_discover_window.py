@@ -205,7 +205,7 @@ def test_a_gated_repo_says_what_to_do(qtbot: QtBot, hub: HubStub, discover: Disc
 
 def test_the_window_has_a_discover_page(window: MainWindow) -> None:
     pages = [window.navigation.item(i).text() for i in range(window.navigation.count())]
-    assert pages == ["Chat", "Discover", "Models", "Downloads", "Compare"]
+    assert pages == ["Chat", "Discover", "Models", "Downloads", "Compare", "Server"]
 
 
 def test_a_rare_architecture_is_looked_for_a_share_at_a_time(
