@@ -21,7 +21,7 @@ from app.hub.client import HubClient, ModelDetails
 from app.hub.fit import Machine, fit_variant, recommended
 from app.hub.quants import Variant
 from app.hub.token import hub_token
-from app.library.scan import LibraryEntry, default_roots, delete, find, scan
+from app.library.scan import LibraryEntry, Scanner, default_roots, delete, find
 from app.paths import AppPaths
 from app.settings import MAX_CONNECTIONS, SettingsStore
 from app.units import gb
@@ -55,7 +55,8 @@ def _connections(text: str) -> int:
 def library(paths: AppPaths) -> list[LibraryEntry]:
     settings = SettingsStore(paths.settings_file).load()
     roots = default_roots(settings.models_folder(paths.models_dir), settings.extra_model_dirs)
-    return scan(roots, settings.hidden_models)
+    # the header cache the window keeps: `hubside serve` reads the library again every few seconds
+    return Scanner(paths.library_cache_file).scan(roots, settings.hidden_models)
 
 
 def resolve_model(model: Path, paths: AppPaths) -> Path:

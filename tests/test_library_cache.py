@@ -176,3 +176,17 @@ from app.library.scan import FOLDER, Root, Scanner
 scanner = Scanner(Path(sys.argv[1]))
 print(len(scanner.scan([Root(Path(sys.argv[2]), FOLDER)])), *scanner.headers_read)
 """
+
+
+def test_the_library_that_hubside_serve_and_ls_read_keeps_the_header_cache() -> None:
+    # `hubside serve` reads the library again every few seconds: the second read must not open every file
+    from app.cli_models import library
+    from app.library.scan import default_roots
+    from app.paths import AppPaths
+
+    paths = AppPaths.from_env().ensure()
+    make_library(paths.models_dir / "acme", 3)
+    assert len(library(paths)) == 3
+    scanner = Scanner(paths.library_cache_file)
+    assert len(scanner.scan(default_roots(paths.models_dir, []))) == 3
+    assert scanner.headers_read == []  # all three came from the cache library() filled (before: 3 read)

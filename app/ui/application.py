@@ -27,7 +27,7 @@ from app.errors import AppError, to_app_error
 from app.hub.client import HubClient, ModelDetails
 from app.hub.quants import Variant
 from app.hub.token import hub_token
-from app.library.scan import LibraryEntry, default_roots, scan
+from app.library.scan import LibraryEntry, Scanner, default_roots
 from app.paths import AppPaths
 from app.remote.endpoints import endpoint_store
 from app.runtime.engine import Engine
@@ -282,8 +282,11 @@ def _server_page(
         from app.server.models import Catalog, HostOptions  # Starlette and uvicorn: at the first start
         from app.server.service import Address, Server
 
+        scanner = Scanner(paths.library_cache_file)  # what the Models page reads too: changed files only
+
         def library() -> list[LibraryEntry]:
-            return scan(default_roots(models_dir(), settings.extra_model_dirs), settings.hidden_models)
+            roots = default_roots(models_dir(), settings.extra_model_dirs)
+            return scanner.scan(roots, settings.hidden_models)
 
         options = HostOptions(
             parallel=max(1, settings.server_parallel),
